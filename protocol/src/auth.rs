@@ -1,0 +1,132 @@
+//! JWT HS256 with the claims the protocol uses: `sub` (userId), `ws` (workspaceId),
+//! `exp` (seconds since the epoch). Minting lives here too, so the server's `token`
+//! command, the simulator and tests all make tokens the same way.
+//!
+//! Small on purpose: one algorithm, compact form only, constant-time signature check
+//! (`Mac::verify_slice`). Anything else is refused with a reason.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The claims the server reads. Unknown claims are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The workspace id: events never cross it.
+    pub ws: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token: pass ?token=JWT or Authorization: Bearer JWT")]
+    Missing,
+    #[error("token is not a compact JWT (header.claims.signature)")]
+    Malformed,
+    #[error("token algorithm must be HS256")]
+    Algorithm,
+    #[error("token signature does not match")]
+    Signature,
+    #[error("token claims are not {{sub, ws, exp}}: {0}")]
+    Claims(String),
+    #[error("token expired at {exp} (now {now})")]
+    Expired { exp: u64, now: u64 },
+    #[error("userId {given:?} does not match the token's user")]
+    UserMismatch { given: String },
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; new_from_slice cannot fail for it.
+    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key"))
+}
+
+/// Mints a compact HS256 JWT.
+pub fn mint(claims: &Claims, secret: &[u8]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = serde_json::to_vec(claims).unwrap_or_else(|e| unreachable!("claims: {e}"));
+    let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(body));
+    let mut m = mac(secret);
+    m.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+/// Checks the signature and expiry and returns the claims.
+pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    let header = URL_SAFE_NO_PAD.decode(h).map_err(|_| AuthError::Malformed)?;
+    let header: Header = serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
+    if header.alg != "HS256" {
+        return Err(AuthError::Algorithm);
+    }
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
+    let mut m = mac(secret);
+    m.update(&token.as_bytes()[..h.len() + 1 + c.len()]);
+    m.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
+    let body = URL_SAFE_NO_PAD.decode(c).map_err(|_| AuthError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_slice(&body).map_err(|e| AuthError::Claims(e.to_string()))?;
+    if claims.sub.is_empty() || claims.ws.is_empty() {
+        return Err(AuthError::Claims("sub and ws must not be empty".into()));
+    }
+    if claims.exp <= now_s {
+        return Err(AuthError::Expired { exp: claims.exp, now: now_s });
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims { sub: "u1".into(), ws: "w1".into(), exp: 2_000_000_000 }
+    }
+
+    #[test]
+    fn verifies_what_it_mints() {
+        let t = mint(&claims(), b"s3cret");
+        assert_eq!(verify(&t, b"s3cret", 1_800_000_000).unwrap(), claims());
+    }
+
+    #[test]
+    fn verifies_a_token_minted_elsewhere() {
+        // Made independently with Python's hmac/hashlib/base64 (same header PyJWT writes).
+        let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsIndzIjoidzEiLCJleHAiOjIwMDAwMDAwMDB9.yzgsXUeQC9_Xgr4cZn4ztQAbSYaAYP0F1epT7_guXVk";
+        assert_eq!(verify(t, b"s3cret", 1_800_000_000).unwrap(), claims());
+    }
+
+    #[test]
+    fn refuses_bad_tokens_with_reasons() {
+        let t = mint(&claims(), b"s3cret");
+        assert_eq!(verify(&t, b"other", 0), Err(AuthError::Signature));
+        assert!(matches!(verify(&t, b"s3cret", 2_000_000_000), Err(AuthError::Expired { .. })));
+        assert_eq!(verify("", b"s3cret", 0), Err(AuthError::Missing));
+        assert_eq!(verify("a.b", b"s3cret", 0), Err(AuthError::Malformed));
+        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), "e30");
+        assert_eq!(verify(&none, b"s3cret", 0), Err(AuthError::Algorithm));
+        let mut tampered = t.clone();
+        tampered.insert(t.find('.').unwrap() + 2, 'x');
+        assert!(verify(&tampered, b"s3cret", 0).is_err());
+    }
+}

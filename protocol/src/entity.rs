@@ -1,0 +1,131 @@
+//! Entities (tasks, projects, notes), conflict strategies and the seed's
+//! `ConflictResolution`.
+
+use crate::{EntityKind, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An entity as the server sends it: flat, the app's own fields beside the
+/// bookkeeping ones, so the seed's stores can read `payload.id`, `payload.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entity {
+    pub id: String,
+    pub entity: EntityKind,
+    /// +1 per applied change; 1 after the create.
+    pub version: u64,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+    /// The mutation that produced this version; lets a receiver correlate the event
+    /// with the sender's op (delivery latency, read-your-writes checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+    /// A tombstone: the entity was deleted at `version`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// `TASK_STATUS_CHANGED` events also carry the seed's `{taskId, status}` shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// How a mutation made on a stale base version is resolved (PROTOCOL.md, Mutations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Strategy {
+    /// Apply on top; overwritten fields are reported for telemetry.
+    LastWriteWins,
+    /// Apply the fields nobody changed since the base; return the overlapping ones.
+    Merge,
+    /// Apply nothing; return every overlapping field.
+    Manual,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::LastWriteWins => "LAST_WRITE_WINS",
+            Strategy::Merge => "MERGE",
+            Strategy::Manual => "MANUAL",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "LAST_WRITE_WINS" | "LWW" => Ok(Strategy::LastWriteWins),
+            "MERGE" => Ok(Strategy::Merge),
+            "MANUAL" => Ok(Strategy::Manual),
+            _ => Err(format!(
+                "unknown conflict strategy {s:?}: expected LAST_WRITE_WINS, MERGE or MANUAL"
+            )),
+        }
+    }
+}
+
+/// The seed's `ConflictItem`: one field two writers changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictItem {
+    pub field: String,
+    /// What this client asked for (`null` when it deleted or the field is absent).
+    pub local_value: Value,
+    /// What the server holds now.
+    pub remote_value: Value,
+    /// When the server's value was written, and by whom.
+    pub timestamp: Timestamp,
+    pub user_id: String,
+}
+
+/// The seed's `ConflictResolution`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictResolution {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EntityKind,
+    pub entity_id: String,
+    pub conflicts: Vec<ConflictItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+    pub strategy: Strategy,
+}
+
+/// `CONFLICT_DETECTED`: the seed's `ConflictResolution` plus the op it answers and the
+/// server's entity as it now stands (after any non-overlapping fields were applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictDetected {
+    #[serde(flatten)]
+    pub resolution: ConflictResolution,
+    pub op_id: String,
+    pub current: Entity,
+    /// The seq of the event that applied the non-overlapping fields (MERGE), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `ACK`: a mutation was applied, or was a duplicate (then the same answer again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    pub op_id: String,
+    pub entity: EntityKind,
+    pub entity_id: String,
+    /// The entity's version after the mutation.
+    pub version: u64,
+    /// The seq of the logged event; absent when nothing changed (delete of a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Present when the base was stale and a strategy decided the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Strategy>,
+    /// Under LAST_WRITE_WINS: the fields this write overwrote that others had changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overwritten: Vec<String>,
+}
