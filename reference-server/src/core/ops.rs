@@ -1,0 +1,141 @@
+//! Idempotent, ordered mutations: per (user, clientId), the last applied n and a
+//! bounded window of recent answers (docs/protocol.md, Mutations).
+
+use super::Frame;
+use std::collections::{BTreeMap, VecDeque};
+
+/// What to do with an incoming op.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// The next op (or the first the server has seen from that client): apply it.
+    New,
+    /// Already applied: send this answer again, change nothing.
+    Duplicate(Frame),
+    /// Already applied long ago; its answer is no longer kept.
+    Stale { last_n: u64 },
+    /// A gap: the client must replay from `expected`.
+    Gap { expected: u64 },
+}
+
+#[derive(Debug)]
+struct ClientOps {
+    last_n: u64,
+    answers: VecDeque<(u64, Frame)>,
+    touched: u64,
+}
+
+type Key = (String, String);
+
+#[derive(Debug)]
+pub struct OpTable {
+    clients: BTreeMap<Key, ClientOps>,
+    /// touched → client, to evict the least recently used client past the bound.
+    by_touch: BTreeMap<u64, Key>,
+    clock: u64,
+    answers_per_client: usize,
+    clients_max: usize,
+    /// Clients forgotten because of the bound (reported in /metrics, never silent).
+    pub evicted: u64,
+}
+
+impl OpTable {
+    pub fn new(answers_per_client: usize, clients_max: usize) -> Self {
+        OpTable {
+            clients: BTreeMap::new(),
+            by_touch: BTreeMap::new(),
+            clock: 0,
+            answers_per_client: answers_per_client.max(1),
+            clients_max: clients_max.max(1),
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    pub fn check(&self, user: &str, client: &str, n: u64) -> Verdict {
+        let Some(c) = self.clients.get(&(user.to_owned(), client.to_owned())) else {
+            // Unknown client (new, evicted, or the server restarted): its first op
+            // sets the baseline, so a client that outlives a server bounce goes on.
+            return Verdict::New;
+        };
+        if n == c.last_n + 1 {
+            Verdict::New
+        } else if n > c.last_n {
+            Verdict::Gap { expected: c.last_n + 1 }
+        } else {
+            match c.answers.iter().find(|(k, _)| *k == n) {
+                Some((_, f)) => Verdict::Duplicate(f.clone()),
+                None => Verdict::Stale { last_n: c.last_n },
+            }
+        }
+    }
+
+    /// Records the answer to op n (after `check` said `New`).
+    pub fn record(&mut self, user: &str, client: &str, n: u64, answer: Frame) {
+        self.clock += 1;
+        let key = (user.to_owned(), client.to_owned());
+        let c = self.clients.entry(key.clone()).or_insert(ClientOps {
+            last_n: 0,
+            answers: VecDeque::new(),
+            touched: 0,
+        });
+        self.by_touch.remove(&c.touched);
+        c.touched = self.clock;
+        self.by_touch.insert(self.clock, key);
+        c.last_n = n;
+        c.answers.push_back((n, answer));
+        while c.answers.len() > self.answers_per_client {
+            c.answers.pop_front();
+        }
+        while self.clients.len() > self.clients_max {
+            let Some((_, oldest)) = self.by_touch.pop_first() else { break };
+            self.clients.remove(&oldest);
+            self.evicted += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> Frame {
+        Frame::new(s.to_owned(), None)
+    }
+
+    #[test]
+    fn orders_dedups_and_detects_gaps() {
+        let mut t = OpTable::new(2, 10);
+        assert_eq!(t.check("u", "c", 5), Verdict::New); // first op sets the baseline
+        t.record("u", "c", 5, f("a5"));
+        assert_eq!(t.check("u", "c", 6), Verdict::New);
+        t.record("u", "c", 6, f("a6"));
+        t.record("u", "c", 7, f("a7"));
+        assert_eq!(t.check("u", "c", 7), Verdict::Duplicate(f("a7")));
+        assert_eq!(t.check("u", "c", 6), Verdict::Duplicate(f("a6")));
+        assert_eq!(t.check("u", "c", 5), Verdict::Stale { last_n: 7 });
+        assert_eq!(t.check("u", "c", 9), Verdict::Gap { expected: 8 });
+        // The same clientId under another user is another client.
+        assert_eq!(t.check("v", "c", 9), Verdict::New);
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_client_and_counts_it() {
+        let mut t = OpTable::new(2, 2);
+        t.record("u", "a", 1, f("a"));
+        t.record("u", "b", 1, f("b"));
+        t.record("u", "a", 2, f("a2"));
+        t.record("u", "c", 1, f("c"));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.evicted, 1);
+        assert_eq!(t.check("u", "a", 3), Verdict::New);
+        assert_eq!(t.check("u", "a", 4), Verdict::Gap { expected: 3 });
+        assert_eq!(t.check("u", "b", 3), Verdict::New); // forgotten: baseline again
+    }
+}

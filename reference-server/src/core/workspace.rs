@@ -1,0 +1,461 @@
+//! The hub of one workspace: its sessions, entity store, event log, op table and
+//! presence. Every method takes `now_ms` and returns the frames to deliver; nothing
+//! here blocks, sleeps or reads a clock.
+
+use super::log::{EventLog, Replay};
+use super::ops::{OpTable, Verdict};
+use super::presence::Presence;
+use super::store::{Change, EntityStore, Outcome};
+use super::{ConnId, CoreConfig, Delivery, Frame};
+use rtsync_protocol::{
+    Ack, ClientEvent, CollaborationCursor, ConflictDetected, ConflictResolution, Connected,
+    Device, Entity, EntityKind, ErrorCode, ErrorPayload, EventType, MutationPayload, OpId,
+    PresenceChange, PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence,
+    sse,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Who a session is. Fixed at connect.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user_id: String,
+    pub session_id: String,
+    pub device: Device,
+}
+
+/// The author of a mutation: a session (WebSocket) or an SSE client's POST.
+#[derive(Debug, Clone)]
+pub struct Sender<'a> {
+    pub user_id: &'a str,
+    pub session_id: &'a str,
+}
+
+#[derive(Debug)]
+struct Session {
+    info: SessionInfo,
+    last_cursor_ms: Option<u64>,
+    pending_cursor: Option<CollaborationCursor>,
+}
+
+#[derive(Debug)]
+pub struct Workspace {
+    id: String,
+    cfg: Arc<CoreConfig>,
+    sessions: BTreeMap<ConnId, Session>,
+    store: EntityStore,
+    log: EventLog,
+    ops: OpTable,
+    presence: Presence,
+    /// Numbers ephemeral events (`E:eN`) so their ids never repeat within an epoch.
+    ephemeral_n: u64,
+}
+
+/// A snapshot read: live entities plus the seq watermark to stream from.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub workspace_id: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub entities: Vec<Entity>,
+}
+
+fn error(code: ErrorCode, message: String, op_id: Option<String>, expected_n: Option<u64>) -> Frame {
+    Frame::of(&ServerMsg::Error(ErrorPayload { code, message, op_id, expected_n }))
+}
+
+impl Workspace {
+    pub fn new(id: impl Into<String>, epoch: u64, cfg: Arc<CoreConfig>) -> Self {
+        Workspace {
+            id: id.into(),
+            sessions: BTreeMap::new(),
+            store: EntityStore::new(cfg.entities_max),
+            log: EventLog::new(epoch, cfg.history_events_max, cfg.history_age_ms),
+            ops: OpTable::new(cfg.op_answers_per_client, cfg.op_clients_max),
+            presence: Presence::default(),
+            ephemeral_n: 0,
+            cfg,
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn epoch(&self) -> u64 {
+        self.log.epoch()
+    }
+    pub fn head(&self) -> u64 {
+        self.log.head()
+    }
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+    pub fn history_len(&self) -> usize {
+        self.log.len()
+    }
+    pub fn entities(&self) -> usize {
+        self.store.len()
+    }
+    pub fn online_users(&self) -> Vec<UserPresence> {
+        self.presence.online()
+    }
+    pub fn op_clients_evicted(&self) -> u64 {
+        self.ops.evicted
+    }
+    pub fn entity(&self, kind: EntityKind, id: &str) -> Option<Entity> {
+        self.store.get(kind, id)
+    }
+
+    pub fn snapshot(&self, kind: EntityKind, project: Option<&str>) -> Snapshot {
+        Snapshot {
+            workspace_id: self.id.clone(),
+            epoch: self.epoch(),
+            seq: self.head(),
+            entities: self.store.list(kind, project),
+        }
+    }
+
+    // ---- inputs ----
+
+    /// Registers a session. It gets `CONNECTED`, the full presence, and — when it
+    /// resumes — the events it missed, all before any later event (the caller holds
+    /// the workspace while delivering).
+    pub fn connect(
+        &mut self,
+        conn: ConnId,
+        info: SessionInfo,
+        resume: Option<Resume>,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        let now = Timestamp(now_ms);
+        let meta = UserPresence {
+            user_id: info.user_id.clone(),
+            session_id: info.session_id.clone(),
+            last_seen: now,
+            status: PresenceStatus::Online,
+            current_page: None,
+            current_task: None,
+            current_project: None,
+            device: info.device.clone(),
+        };
+        self.presence.add(conn, meta);
+        let connected = ServerMsg::Connected(Connected {
+            user_id: info.user_id.clone(),
+            session_id: info.session_id.clone(),
+            connection_id: conn,
+            workspace_id: self.id.clone(),
+            epoch: self.epoch(),
+            seq: self.head(),
+            heartbeat_ms: self.cfg.heartbeat_ms,
+            server_time: now,
+        });
+        self.sessions.insert(conn, Session { info, last_cursor_ms: None, pending_cursor: None });
+        let mut out = vec![
+            Delivery { to: conn, frame: Frame::of(&connected) },
+            Delivery { to: conn, frame: Frame::of(&ServerMsg::PresenceUpdate(self.presence.online())) },
+        ];
+        if let Some(r) = resume {
+            out.extend(self.resume(conn, r));
+        }
+        out
+    }
+
+    pub fn disconnect(&mut self, conn: ConnId, now_ms: u64) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            self.presence.remove(&s.info.user_id, conn, now_ms);
+        }
+    }
+
+    /// Answers `RESUME`: the missed events in batches, or `complete: false`.
+    pub fn resume(&mut self, conn: ConnId, r: Resume) -> Vec<Delivery> {
+        let head = self.head();
+        let frames = match self.log.replay(r.epoch, r.last_seq) {
+            Replay::Lost => vec![recent_events(&[], r.last_seq + 1, head, false)],
+            Replay::Complete(events) if events.is_empty() => {
+                vec![recent_events(&[], r.last_seq + 1, r.last_seq, true)]
+            }
+            Replay::Complete(events) => events
+                .chunks(self.cfg.replay_batch_events.max(1))
+                .map(|chunk| {
+                    let from = chunk[0].seq.unwrap_or(0);
+                    let to = chunk[chunk.len() - 1].seq.unwrap_or(0);
+                    recent_events(chunk, from, to, true)
+                })
+                .collect(),
+        };
+        frames.into_iter().map(|frame| Delivery { to: conn, frame }).collect()
+    }
+
+    /// A `REALTIME_EVENT` from a WebSocket session.
+    pub fn handle_event(&mut self, conn: ConnId, ev: &ClientEvent, now_ms: u64) -> Vec<Delivery> {
+        let Some(s) = self.sessions.get(&conn) else { return Vec::new() };
+        let (user, session) = (s.info.user_id.clone(), s.info.session_id.clone());
+        self.presence.touch(&user, conn, Timestamp(now_ms));
+        match ev.kind {
+            k if k.is_mutation() => {
+                let sender = Sender { user_id: &user, session_id: &session };
+                let (answer, mut out) = self.mutate(&sender, ev, now_ms);
+                out.insert(0, Delivery { to: conn, frame: answer });
+                out
+            }
+            EventType::UserPresenceChanged => self.presence_change(conn, &user, ev, now_ms),
+            other => {
+                let msg = format!(
+                    "{} is sent by the server only; send cursors as USER_ACTION CURSOR_MOVE",
+                    other.as_str()
+                );
+                vec![Delivery { to: conn, frame: error(ErrorCode::Forbidden, msg, None, None) }]
+            }
+        }
+    }
+
+    fn presence_change(&mut self, conn: ConnId, user: &str, ev: &ClientEvent, now_ms: u64) -> Vec<Delivery> {
+        let change: PresenceChange = match serde_json::from_value(ev.payload.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("invalid USER_PRESENCE_CHANGED payload: {e}");
+                return vec![Delivery { to: conn, frame: error(ErrorCode::InvalidPayload, msg, None, None) }];
+            }
+        };
+        if change.user_id.as_deref().is_some_and(|u| u != user) {
+            let msg = "presence may only be changed for the token's own user".to_owned();
+            return vec![Delivery { to: conn, frame: error(ErrorCode::Forbidden, msg, None, None) }];
+        }
+        let Some(meta) = self.presence.update(user, conn, &change, Timestamp(now_ms)) else {
+            return Vec::new();
+        };
+        let payload = serde_json::to_value(&meta).unwrap_or_default();
+        self.ephemeral(conn, EventType::UserPresenceChanged, payload, now_ms)
+    }
+
+    /// `USER_ACTION CURSOR_MOVE`: relayed at most once per `cursor_interval_ms` per
+    /// session; in between, the latest position waits and older ones are replaced.
+    pub fn cursor(&mut self, conn: ConnId, x: f64, y: f64, element_id: Option<String>, now_ms: u64) -> Vec<Delivery> {
+        let interval = self.cfg.cursor_interval_ms;
+        let Some(s) = self.sessions.get_mut(&conn) else { return Vec::new() };
+        let user = s.info.user_id.clone();
+        let cursor = CollaborationCursor {
+            user_id: user.clone(),
+            user_name: user.clone(),
+            user_color: color_of(&user).to_owned(),
+            x,
+            y,
+            element_id,
+            last_moved: Timestamp(now_ms),
+        };
+        let due = s.last_cursor_ms.is_none_or(|t| now_ms.saturating_sub(t) >= interval);
+        self.presence.touch(&user, conn, Timestamp(now_ms));
+        if !due {
+            s.pending_cursor = Some(cursor);
+            return Vec::new();
+        }
+        s.last_cursor_ms = Some(now_ms);
+        s.pending_cursor = None;
+        let payload = serde_json::to_value(&cursor).unwrap_or_default();
+        self.ephemeral(conn, EventType::CollaborationCursor, payload, now_ms)
+    }
+
+    /// Applies a mutation. Returns the answer for the sender (`ACK`,
+    /// `CONFLICT_DETECTED` or `ERROR`) and the event for every other session.
+    pub fn mutate(&mut self, sender: &Sender<'_>, ev: &ClientEvent, now_ms: u64) -> (Frame, Vec<Delivery>) {
+        let Some(kind) = ev.kind.entity_kind() else {
+            let msg = format!("{} is not a mutation", ev.kind.as_str());
+            return (error(ErrorCode::InvalidPayload, msg, None, None), Vec::new());
+        };
+        let raw_op = ev.payload.get("opId").and_then(|v| v.as_str()).unwrap_or_default();
+        let op = match OpId::parse(raw_op) {
+            Ok(op) => op,
+            Err(e) => return (error(ErrorCode::InvalidPayload, e.to_string(), None, None), Vec::new()),
+        };
+        let op_id = Some(raw_op.to_owned());
+        match self.ops.check(sender.user_id, &op.client_id, op.n) {
+            Verdict::New => {}
+            Verdict::Duplicate(answer) => return (answer, Vec::new()),
+            Verdict::Stale { last_n } => {
+                let msg = format!("op {raw_op} was applied before n={last_n}; its answer is no longer kept");
+                return (error(ErrorCode::StaleOp, msg, op_id, None), Vec::new());
+            }
+            Verdict::Gap { expected } => {
+                let msg = format!("op {raw_op} skips ahead: expected n={expected}; replay from there");
+                return (error(ErrorCode::OutOfOrder, msg, op_id, Some(expected)), Vec::new());
+            }
+        }
+        let (answer, out) = match MutationPayload::from_event(ev.kind, &ev.payload) {
+            Err(e) => (error(ErrorCode::InvalidPayload, e.to_string(), op_id, None), Vec::new()),
+            Ok((p, _)) => self.apply(sender, ev, kind, &p, now_ms),
+        };
+        self.ops.record(sender.user_id, &op.client_id, op.n, answer.clone());
+        (answer, out)
+    }
+
+    fn apply(
+        &mut self,
+        sender: &Sender<'_>,
+        ev: &ClientEvent,
+        kind: EntityKind,
+        p: &MutationPayload,
+        now_ms: u64,
+    ) -> (Frame, Vec<Delivery>) {
+        let strategy = p.strategy.unwrap_or(self.cfg.strategy(kind));
+        let change = Change {
+            kind,
+            id: &p.id,
+            delete: ev.kind.is_delete(),
+            base: ev.version,
+            changes: &p.changes,
+            strategy,
+            by: sender.user_id,
+            at: Timestamp(now_ms),
+            op_id: &p.op_id,
+        };
+        let conflict = |strategy, conflicts, current, seq| {
+            Frame::of(&ServerMsg::ConflictDetected(Box::new(ConflictDetected {
+                resolution: ConflictResolution {
+                    id: format!("conflict:{}", p.op_id),
+                    kind,
+                    entity_id: p.id.clone(),
+                    conflicts,
+                    resolved_by: None,
+                    resolved_at: None,
+                    strategy,
+                },
+                op_id: p.op_id.clone(),
+                current,
+                seq,
+            })))
+        };
+        let ack = |version, seq, resolution, overwritten| {
+            Frame::of(&ServerMsg::Ack(Ack {
+                op_id: p.op_id.clone(),
+                entity: kind,
+                entity_id: p.id.clone(),
+                version,
+                seq,
+                resolution,
+                overwritten,
+            }))
+        };
+        match self.store.apply(&change) {
+            Outcome::Applied { entity, resolution, overwritten, conflicts } => {
+                let version = entity.version;
+                let (seq, fanout) = self.log_event(sender, ev.kind, entity.clone(), now_ms);
+                let answer = if conflicts.is_empty() {
+                    ack(version, Some(seq), resolution, overwritten)
+                } else {
+                    conflict(strategy, conflicts, entity, Some(seq))
+                };
+                (answer, fanout)
+            }
+            Outcome::Conflict { strategy, conflicts, current } => {
+                (conflict(strategy, conflicts, current, None), Vec::new())
+            }
+            Outcome::Unchanged { entity } => (ack(entity.version, None, None, Vec::new()), Vec::new()),
+            Outcome::Refused { code, message } => {
+                (error(code, message, Some(p.op_id.clone()), None), Vec::new())
+            }
+        }
+    }
+
+    /// Logs an entity event and fans it out to every session but the sender's.
+    fn log_event(&mut self, sender: &Sender<'_>, kind: EventType, mut entity: Entity, now_ms: u64) -> (u64, Vec<Delivery>) {
+        let seq = self.log.next_seq();
+        if kind == EventType::TaskStatusChanged {
+            entity.task_id = Some(entity.id.clone());
+        }
+        let version = entity.version;
+        let event = RealtimeEvent {
+            id: sse::event_id(self.epoch(), seq),
+            kind,
+            payload: serde_json::to_value(&entity).unwrap_or_default(),
+            user_id: sender.user_id.to_owned(),
+            session_id: sender.session_id.to_owned(),
+            timestamp: Timestamp(now_ms),
+            version,
+        };
+        let frame = Frame::of(&ServerMsg::RealtimeEvent { seq: Some(seq), event });
+        self.log.append(frame.clone(), now_ms);
+        (seq, self.fan_out(sender.user_id, sender.session_id, &frame))
+    }
+
+    fn ephemeral(&mut self, conn: ConnId, kind: EventType, payload: serde_json::Value, now_ms: u64) -> Vec<Delivery> {
+        let Some(s) = self.sessions.get(&conn) else { return Vec::new() };
+        self.ephemeral_n += 1;
+        let event = RealtimeEvent {
+            id: format!("{}:e{}", self.epoch(), self.ephemeral_n),
+            kind,
+            payload,
+            user_id: s.info.user_id.clone(),
+            session_id: s.info.session_id.clone(),
+            timestamp: Timestamp(now_ms),
+            version: 0,
+        };
+        let frame = Frame::of(&ServerMsg::RealtimeEvent { seq: None, event });
+        let (user, session) = (s.info.user_id.clone(), s.info.session_id.clone());
+        self.fan_out(&user, &session, &frame)
+    }
+
+    fn fan_out(&self, user: &str, session: &str, frame: &Frame) -> Vec<Delivery> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !(s.info.session_id == session && s.info.user_id == user))
+            .map(|(&to, _)| Delivery { to, frame: frame.clone() })
+            .collect()
+    }
+
+    /// Time passes: presence diffs (batched, after the grace period), throttled
+    /// cursors, history trimmed by age.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if let Some(diff) = self.presence.tick(now_ms, self.cfg.presence_grace_ms) {
+            let frame = Frame::of(&ServerMsg::PresenceDiff(diff));
+            out.extend(self.sessions.keys().map(|&to| Delivery { to, frame: frame.clone() }));
+        }
+        let interval = self.cfg.cursor_interval_ms;
+        let due: Vec<(ConnId, CollaborationCursor)> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.last_cursor_ms.is_none_or(|t| now_ms.saturating_sub(t) >= interval))
+            .filter_map(|(&c, s)| {
+                let cur = s.pending_cursor.take()?;
+                s.last_cursor_ms = Some(now_ms);
+                Some((c, cur))
+            })
+            .collect();
+        for (conn, cursor) in due {
+            let payload = serde_json::to_value(&cursor).unwrap_or_default();
+            out.extend(self.ephemeral(conn, EventType::CollaborationCursor, payload, now_ms));
+        }
+        self.log.trim_by_age(now_ms);
+        out
+    }
+}
+
+/// Builds `RECENT_EVENTS` by splicing the already-encoded event frames, so a replay
+/// costs a copy, not a re-encode.
+fn recent_events(events: &[&Frame], from_seq: u64, to_seq: u64, complete: bool) -> Frame {
+    let body: usize = events.iter().map(|f| f.len() + 1).sum();
+    let mut s = String::with_capacity(body + 96);
+    s.push_str(r#"{"type":"RECENT_EVENTS","payload":{"events":["#);
+    for (i, f) in events.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&f.text);
+    }
+    s.push_str(&format!(r#"],"fromSeq":{from_seq},"toSeq":{to_seq},"complete":{complete}}}}}"#));
+    Frame::new(s, None)
+}
+
+/// A stable colour per user for cursors (FNV-1a over the id into a palette).
+fn color_of(user: &str) -> &'static str {
+    const PALETTE: [&str; 8] =
+        ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#9a6324"];
+    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    PALETTE[(h % PALETTE.len() as u64) as usize]
+}
+
+#[cfg(test)]
+mod tests;
