@@ -70,27 +70,37 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthErro
         return Err(AuthError::Missing);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed);
     };
-    let header = URL_SAFE_NO_PAD.decode(h).map_err(|_| AuthError::Malformed)?;
+    let header = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| AuthError::Malformed)?;
     let header: Header = serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
     if header.alg != "HS256" {
         return Err(AuthError::Algorithm);
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| AuthError::Malformed)?;
     let mut m = mac(secret);
     m.update(&token.as_bytes()[..h.len() + 1 + c.len()]);
     m.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
-    let body = URL_SAFE_NO_PAD.decode(c).map_err(|_| AuthError::Malformed)?;
+    let body = URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| AuthError::Malformed)?;
     let claims: Claims =
         serde_json::from_slice(&body).map_err(|e| AuthError::Claims(e.to_string()))?;
     if claims.sub.is_empty() || claims.ws.is_empty() {
         return Err(AuthError::Claims("sub and ws must not be empty".into()));
     }
     if claims.exp <= now_s {
-        return Err(AuthError::Expired { exp: claims.exp, now: now_s });
+        return Err(AuthError::Expired {
+            exp: claims.exp,
+            now: now_s,
+        });
     }
     Ok(claims)
 }
@@ -100,7 +110,11 @@ mod tests {
     use super::*;
 
     fn claims() -> Claims {
-        Claims { sub: "u1".into(), ws: "w1".into(), exp: 2_000_000_000 }
+        Claims {
+            sub: "u1".into(),
+            ws: "w1".into(),
+            exp: 2_000_000_000,
+        }
     }
 
     #[test]
@@ -120,7 +134,10 @@ mod tests {
     fn refuses_bad_tokens_with_reasons() {
         let t = mint(&claims(), b"s3cret");
         assert_eq!(verify(&t, b"other", 0), Err(AuthError::Signature));
-        assert!(matches!(verify(&t, b"s3cret", 2_000_000_000), Err(AuthError::Expired { .. })));
+        assert!(matches!(
+            verify(&t, b"s3cret", 2_000_000_000),
+            Err(AuthError::Expired { .. })
+        ));
         assert_eq!(verify("", b"s3cret", 0), Err(AuthError::Missing));
         assert_eq!(verify("a.b", b"s3cret", 0), Err(AuthError::Malformed));
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), "e30");

@@ -24,7 +24,10 @@ pub enum ClientMsg {
 pub enum ServerMsg {
     Connected(Connected),
     /// `seq` is present for logged (entity) events, absent for ephemeral ones.
-    RealtimeEvent { seq: Option<u64>, event: RealtimeEvent },
+    RealtimeEvent {
+        seq: Option<u64>,
+        event: RealtimeEvent,
+    },
     RecentEvents(RecentEvents),
     PresenceUpdate(Vec<UserPresence>),
     PresenceDiff(PresenceDiff),
@@ -43,7 +46,10 @@ pub enum DecodeError {
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
     #[error("invalid {frame_type} payload: {reason}")]
-    InvalidPayload { frame_type: &'static str, reason: String },
+    InvalidPayload {
+        frame_type: &'static str,
+        reason: String,
+    },
 }
 
 impl DecodeError {
@@ -78,8 +84,10 @@ fn payload<T: DeserializeOwned>(
     p: Option<&RawValue>,
 ) -> Result<T, DecodeError> {
     let text = p.map_or("null", RawValue::get);
-    serde_json::from_str(text)
-        .map_err(|e| DecodeError::InvalidPayload { frame_type, reason: e.to_string() })
+    serde_json::from_str(text).map_err(|e| DecodeError::InvalidPayload {
+        frame_type,
+        reason: e.to_string(),
+    })
 }
 
 fn heartbeat(frame_type: &'static str, env: &RawEnvelope<'_>) -> Result<Heartbeat, DecodeError> {
@@ -130,9 +138,10 @@ impl ServerMsg {
         let p = env.payload;
         Ok(match env.frame_type.as_ref() {
             "CONNECTED" => ServerMsg::Connected(payload("CONNECTED", p)?),
-            "REALTIME_EVENT" => {
-                ServerMsg::RealtimeEvent { seq: env.seq, event: payload("REALTIME_EVENT", p)? }
-            }
+            "REALTIME_EVENT" => ServerMsg::RealtimeEvent {
+                seq: env.seq,
+                event: payload("REALTIME_EVENT", p)?,
+            },
             "RECENT_EVENTS" => ServerMsg::RecentEvents(payload("RECENT_EVENTS", p)?),
             "PRESENCE_UPDATE" => ServerMsg::PresenceUpdate(payload("PRESENCE_UPDATE", p)?),
             "PRESENCE_DIFF" => ServerMsg::PresenceDiff(payload("PRESENCE_DIFF", p)?),
@@ -190,6 +199,10 @@ struct OutFrame<'a, P> {
 /// Writes one envelope. Serialising our own types to a `String` cannot fail (no
 /// non-string map keys, no failing `Serialize` impls), so a failure is a bug.
 pub fn encode_frame<P: Serialize>(frame_type: &str, seq: Option<u64>, payload: &P) -> String {
-    serde_json::to_string(&OutFrame { frame_type, seq, payload })
-        .unwrap_or_else(|e| unreachable!("protocol types always serialise: {e}"))
+    serde_json::to_string(&OutFrame {
+        frame_type,
+        seq,
+        payload,
+    })
+    .unwrap_or_else(|e| unreachable!("protocol types always serialise: {e}"))
 }

@@ -141,8 +141,16 @@ pub struct MutationPayload {
 }
 
 /// Field names an entity reserves; `changes` may not set them.
-pub const RESERVED_FIELDS: [&str; 8] =
-    ["id", "entity", "version", "updatedAt", "updatedBy", "opId", "deleted", "taskId"];
+pub const RESERVED_FIELDS: [&str; 8] = [
+    "id",
+    "entity",
+    "version",
+    "updatedAt",
+    "updatedBy",
+    "opId",
+    "deleted",
+    "taskId",
+];
 /// At most this many fields in one `changes` object.
 pub const CHANGES_FIELDS_MAX: usize = 64;
 /// At most this many bytes in a field name.
@@ -189,7 +197,10 @@ impl OpId {
         if n == 0 {
             return Err(bad());
         }
-        Ok(OpId { client_id: client.to_owned(), n })
+        Ok(OpId {
+            client_id: client.to_owned(),
+            n,
+        })
     }
 }
 
@@ -253,16 +264,40 @@ mod tests {
         let del = json!({"opId": "c1:2", "id": "t1"});
         assert!(MutationPayload::from_event(EventType::TaskDeleted, &del).is_ok());
         let cases = [
-            (EventType::TaskUpdated, json!({"opId": "c1:1", "id": "t1", "changes": {"version": 3}})),
-            (EventType::TaskUpdated, json!({"opId": "c1:1", "id": "t1", "changes": {}})),
-            (EventType::TaskUpdated, json!({"opId": "c1", "id": "t1", "changes": {"a": 1}})),
-            (EventType::TaskUpdated, json!({"opId": "c1:1", "id": "", "changes": {"a": 1}})),
-            (EventType::TaskUpdated, json!({"opId": "c1:1", "id": "t", "changes": [1]})),
-            (EventType::TaskUpdated, json!({"opId": "c1:1", "id": "t", "changes": {"a": 1}, "x": 1})),
-            (EventType::TaskStatusChanged, json!({"opId": "c1:1", "id": "t", "changes": {"a": 1}})),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1:1", "id": "t1", "changes": {"version": 3}}),
+            ),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1:1", "id": "t1", "changes": {}}),
+            ),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1", "id": "t1", "changes": {"a": 1}}),
+            ),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1:1", "id": "", "changes": {"a": 1}}),
+            ),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1:1", "id": "t", "changes": [1]}),
+            ),
+            (
+                EventType::TaskUpdated,
+                json!({"opId": "c1:1", "id": "t", "changes": {"a": 1}, "x": 1}),
+            ),
+            (
+                EventType::TaskStatusChanged,
+                json!({"opId": "c1:1", "id": "t", "changes": {"a": 1}}),
+            ),
         ];
         for (kind, payload) in cases {
-            assert!(MutationPayload::from_event(kind, &payload).is_err(), "{payload}");
+            assert!(
+                MutationPayload::from_event(kind, &payload).is_err(),
+                "{payload}"
+            );
         }
     }
 }

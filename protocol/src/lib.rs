@@ -29,7 +29,9 @@ pub mod time;
 
 pub use entity::{Ack, ConflictDetected, ConflictItem, ConflictResolution, Entity, Strategy};
 pub use envelope::{ClientMsg, DecodeError, ServerMsg, encode_frame};
-pub use event::{ClientEvent, EntityKind, EventType, MutationError, MutationPayload, OpId, RealtimeEvent};
+pub use event::{
+    ClientEvent, EntityKind, EventType, MutationError, MutationPayload, OpId, RealtimeEvent,
+};
 pub use messages::{
     Connected, ErrorCode, ErrorPayload, EventFrame, EventFrameType, Heartbeat, RecentEvents,
     Resume, close,

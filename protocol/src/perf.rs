@@ -102,13 +102,20 @@ impl PerformanceMetrics {
             }
         }
         if !(0.0..=1.0).contains(&self.cache_hit_rate) {
-            return Err(format!("cacheHitRate must be within 0..=1, got {}", self.cache_hit_rate));
+            return Err(format!(
+                "cacheHitRate must be within 0..=1, got {}",
+                self.cache_hit_rate
+            ));
         }
         if self.network_requests.len() > NETWORK_REQUESTS_MAX {
-            return Err(format!("networkRequests has more than {NETWORK_REQUESTS_MAX} entries"));
+            return Err(format!(
+                "networkRequests has more than {NETWORK_REQUESTS_MAX} entries"
+            ));
         }
         if self.user_actions.len() > USER_ACTIONS_MAX {
-            return Err(format!("userActions has more than {USER_ACTIONS_MAX} entries"));
+            return Err(format!(
+                "userActions has more than {USER_ACTIONS_MAX} entries"
+            ));
         }
         Ok(())
     }

@@ -65,8 +65,12 @@ impl SseParser {
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos;
-            let line = self.buf[start..end].strip_suffix(b"\r").unwrap_or(&self.buf[start..end]);
-            let line = std::str::from_utf8(line).map_err(|_| SseError::NotUtf8)?.to_owned();
+            let line = self.buf[start..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&self.buf[start..end]);
+            let line = std::str::from_utf8(line)
+                .map_err(|_| SseError::NotUtf8)?
+                .to_owned();
             start = end + 1;
             self.line(&line, &mut out);
         }

@@ -32,7 +32,10 @@ impl Timestamp {
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff…]Z` (years 1970..=9999). Fractions beyond
     /// milliseconds are truncated, as `Date.parse` does.
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
-        let err = |why| TimestampError { input: s.chars().take(64).collect(), why };
+        let err = |why| TimestampError {
+            input: s.chars().take(64).collect(),
+            why,
+        };
         let b = s.as_bytes();
         if b.len() < 20 || !b.ends_with(b"Z") {
             return Err(err("must end with Z"));
@@ -119,7 +122,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 fn is_leap(y: u64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 fn days_in_month(y: u64, m: u64) -> u64 {
@@ -167,7 +170,10 @@ mod tests {
             "2026-11-25T22:43:09.123Z"
         );
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -176,8 +182,14 @@ mod tests {
         assert_eq!(t.0, 1_795_646_589_123);
         let t: Timestamp = serde_json::from_str("1795646589123").unwrap();
         assert_eq!(t.0, 1_795_646_589_123);
-        assert_eq!(Timestamp::parse("2026-11-25T22:43:09Z").unwrap().0, 1_795_646_589_000);
-        assert_eq!(Timestamp::parse("2026-11-25T22:43:09.1239Z").unwrap().0, 1_795_646_589_123);
+        assert_eq!(
+            Timestamp::parse("2026-11-25T22:43:09Z").unwrap().0,
+            1_795_646_589_000
+        );
+        assert_eq!(
+            Timestamp::parse("2026-11-25T22:43:09.1239Z").unwrap().0,
+            1_795_646_589_123
+        );
     }
 
     #[test]
@@ -192,7 +204,10 @@ mod tests {
             "",
         ] {
             let e = Timestamp::parse(bad).unwrap_err();
-            assert!(e.to_string().contains("expected UTC ISO-8601"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("expected UTC ISO-8601"),
+                "{bad}: {e}"
+            );
         }
     }
 

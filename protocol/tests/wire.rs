@@ -12,7 +12,9 @@ fn ts(s: &str) -> Timestamp {
 fn decodes_the_seeds_presence_event_verbatim() {
     // WebSocketManager.updatePresence → sendEvent → ws.send(JSON.stringify({type, payload}))
     let text = r#"{"type":"REALTIME_EVENT","payload":{"id":"7f1c2a8e-3b7d-4c1e-9a55-0c2f9e1d4b6a","userId":"u1","sessionId":"s1","timestamp":"2026-11-24T22:43:09.123Z","type":"USER_PRESENCE_CHANGED","payload":{"userId":"u1","status":"online","currentPage":"/tasks","device":{"type":"desktop","browser":"Mozilla/5.0"}},"version":1}}"#;
-    let ClientMsg::RealtimeEvent(ev) = ClientMsg::decode(text).unwrap() else { panic!() };
+    let ClientMsg::RealtimeEvent(ev) = ClientMsg::decode(text).unwrap() else {
+        panic!()
+    };
     assert_eq!(ev.kind, EventType::UserPresenceChanged);
     assert_eq!(ev.timestamp, Some(ts("2026-11-24T22:43:09.123Z")));
     let change: PresenceChange = serde_json::from_value(ev.payload).unwrap();
@@ -24,10 +26,22 @@ fn decodes_the_seeds_presence_event_verbatim() {
 fn decodes_the_seeds_heartbeat_with_a_top_level_number() {
     // startHeartbeat: this.sendMessage({ type: 'HEARTBEAT', timestamp: Date.now() })
     let m = ClientMsg::decode(r#"{"type":"HEARTBEAT","timestamp":1795646589123}"#).unwrap();
-    assert_eq!(m, ClientMsg::Heartbeat(Heartbeat { timestamp: Timestamp(1_795_646_589_123) }));
-    let m = ClientMsg::decode(r#"{"type":"HEARTBEAT_ACK","payload":{"timestamp":"2026-11-25T22:43:09.123Z"}}"#)
-        .unwrap();
-    assert_eq!(m, ClientMsg::HeartbeatAck(Heartbeat { timestamp: Timestamp(1_795_646_589_123) }));
+    assert_eq!(
+        m,
+        ClientMsg::Heartbeat(Heartbeat {
+            timestamp: Timestamp(1_795_646_589_123)
+        })
+    );
+    let m = ClientMsg::decode(
+        r#"{"type":"HEARTBEAT_ACK","payload":{"timestamp":"2026-11-25T22:43:09.123Z"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        ClientMsg::HeartbeatAck(Heartbeat {
+            timestamp: Timestamp(1_795_646_589_123)
+        })
+    );
 }
 
 #[test]
@@ -35,10 +49,16 @@ fn decodes_cursor_moves_and_mutations() {
     let m = ClientMsg::decode(r#"{"type":"USER_ACTION","payload":{"type":"CURSOR_MOVE","x":10.5,"y":20,"elementId":"task-1"}}"#).unwrap();
     assert_eq!(
         m,
-        ClientMsg::UserAction(UserAction::CursorMove { x: 10.5, y: 20.0, element_id: Some("task-1".into()) })
+        ClientMsg::UserAction(UserAction::CursorMove {
+            x: 10.5,
+            y: 20.0,
+            element_id: Some("task-1".into())
+        })
     );
     let text = r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_UPDATED","version":3,"payload":{"opId":"tab-1:4","id":"t9","changes":{"title":"Ship it","priority":2}}}}"#;
-    let ClientMsg::RealtimeEvent(ev) = ClientMsg::decode(text).unwrap() else { panic!() };
+    let ClientMsg::RealtimeEvent(ev) = ClientMsg::decode(text).unwrap() else {
+        panic!()
+    };
     let (p, op) = MutationPayload::from_event(ev.kind, &ev.payload).unwrap();
     assert_eq!((op.client_id.as_str(), op.n, ev.version), ("tab-1", 4, 3));
     assert_eq!(p.changes["priority"], json!(2));
@@ -49,10 +69,26 @@ fn decode_errors_say_what_was_wrong() {
     let cases = [
         ("{not json", ErrorCode::BadJson, "not a JSON object"),
         (r#"{"payload":{}}"#, ErrorCode::BadJson, "type"),
-        (r#"{"type":"SUBSCRIBE"}"#, ErrorCode::UnknownType, "SUBSCRIBE"),
-        (r#"{"type":"RESUME","payload":{"epoch":"x","lastSeq":1}}"#, ErrorCode::InvalidPayload, "RESUME"),
-        (r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_EXPLODED"}}"#, ErrorCode::InvalidPayload, "TASK_EXPLODED"),
-        (r#"{"type":"USER_ACTION","payload":{"type":"CURSOR_MOVE","x":"left","y":1}}"#, ErrorCode::InvalidPayload, "USER_ACTION"),
+        (
+            r#"{"type":"SUBSCRIBE"}"#,
+            ErrorCode::UnknownType,
+            "SUBSCRIBE",
+        ),
+        (
+            r#"{"type":"RESUME","payload":{"epoch":"x","lastSeq":1}}"#,
+            ErrorCode::InvalidPayload,
+            "RESUME",
+        ),
+        (
+            r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_EXPLODED"}}"#,
+            ErrorCode::InvalidPayload,
+            "TASK_EXPLODED",
+        ),
+        (
+            r#"{"type":"USER_ACTION","payload":{"type":"CURSOR_MOVE","x":"left","y":1}}"#,
+            ErrorCode::InvalidPayload,
+            "USER_ACTION",
+        ),
     ];
     for (text, code, needle) in cases {
         let e = ClientMsg::decode(text).unwrap_err();
@@ -89,7 +125,11 @@ fn entity_events_are_flat_like_the_seeds_task_store_reads_them() {
         timestamp: ts("2026-11-24T22:43:09.123Z"),
         version: 2,
     };
-    let text = ServerMsg::RealtimeEvent { seq: Some(12), event: ev }.encode();
+    let text = ServerMsg::RealtimeEvent {
+        seq: Some(12),
+        event: ev,
+    }
+    .encode();
     assert_eq!(
         text,
         r#"{"type":"REALTIME_EVENT","seq":12,"payload":{"id":"5:12","type":"TASK_UPDATED","payload":{"entity":"TASK","id":"t1","opId":"c2:7","status":"todo","title":"Write docs","updatedAt":"2026-11-24T22:43:09.123Z","updatedBy":"u2","version":2},"userId":"u2","sessionId":"s2","timestamp":"2026-11-24T22:43:09.123Z","version":2}}"#
@@ -107,7 +147,10 @@ fn every_server_frame_round_trips() {
         current_page: Some("/p".into()),
         current_task: None,
         current_project: None,
-        device: Device { kind: DeviceType::Mobile, browser: "x".into() },
+        device: Device {
+            kind: DeviceType::Mobile,
+            browser: "x".into(),
+        },
     };
     let event = RealtimeEvent {
         id: "1:1".into(),
@@ -129,16 +172,29 @@ fn every_server_frame_round_trips() {
             heartbeat_ms: 30_000,
             server_time: t,
         }),
-        ServerMsg::RealtimeEvent { seq: Some(1), event: event.clone() },
-        ServerMsg::RealtimeEvent { seq: None, event: event.clone() },
+        ServerMsg::RealtimeEvent {
+            seq: Some(1),
+            event: event.clone(),
+        },
+        ServerMsg::RealtimeEvent {
+            seq: None,
+            event: event.clone(),
+        },
         ServerMsg::RecentEvents(RecentEvents {
-            events: vec![EventFrame { frame_type: EventFrameType::RealtimeEvent, seq: 1, payload: event }],
+            events: vec![EventFrame {
+                frame_type: EventFrameType::RealtimeEvent,
+                seq: 1,
+                payload: event,
+            }],
             from_seq: 1,
             to_seq: 1,
             complete: true,
         }),
         ServerMsg::PresenceUpdate(vec![presence.clone()]),
-        ServerMsg::PresenceDiff(PresenceDiff { joins: vec![presence.clone()], leaves: vec![presence] }),
+        ServerMsg::PresenceDiff(PresenceDiff {
+            joins: vec![presence.clone()],
+            leaves: vec![presence],
+        }),
         ServerMsg::Ack(Ack {
             op_id: "c:1".into(),
             entity: EntityKind::Note,
@@ -186,9 +242,18 @@ fn every_server_frame_round_trips() {
 #[test]
 fn every_client_frame_round_trips() {
     let frames = vec![
-        ClientMsg::Resume(Resume { epoch: 5, last_seq: 10 }),
-        ClientMsg::Heartbeat(Heartbeat { timestamp: Timestamp(5) }),
-        ClientMsg::UserAction(UserAction::CursorMove { x: 1.0, y: 2.0, element_id: None }),
+        ClientMsg::Resume(Resume {
+            epoch: 5,
+            last_seq: 10,
+        }),
+        ClientMsg::Heartbeat(Heartbeat {
+            timestamp: Timestamp(5),
+        }),
+        ClientMsg::UserAction(UserAction::CursorMove {
+            x: 1.0,
+            y: 2.0,
+            element_id: None,
+        }),
         ClientMsg::RealtimeEvent(ClientEvent {
             id: None,
             kind: EventType::TaskDeleted,

@@ -69,7 +69,11 @@ impl EventLog {
     pub fn append(&mut self, frame: Frame, now_ms: u64) -> u64 {
         self.head += 1;
         debug_assert_eq!(frame.seq, Some(self.head));
-        self.events.push_back(Logged { seq: self.head, at_ms: now_ms, frame });
+        self.events.push_back(Logged {
+            seq: self.head,
+            at_ms: now_ms,
+            frame,
+        });
         while self.events.len() > self.events_max {
             self.pop();
         }
@@ -78,7 +82,11 @@ impl EventLog {
 
     /// Trims events older than the age bound.
     pub fn trim_by_age(&mut self, now_ms: u64) {
-        while self.events.front().is_some_and(|e| now_ms.saturating_sub(e.at_ms) > self.age_ms_max) {
+        while self
+            .events
+            .front()
+            .is_some_and(|e| now_ms.saturating_sub(e.at_ms) > self.age_ms_max)
+        {
             self.pop();
         }
     }

@@ -34,7 +34,10 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(text: String, seq: Option<u64>) -> Self {
-        Frame { text: text.into(), seq }
+        Frame {
+            text: text.into(),
+            seq,
+        }
     }
 
     pub fn of(msg: &ServerMsg) -> Self {

@@ -67,7 +67,9 @@ impl OpTable {
         if n == c.last_n + 1 {
             Verdict::New
         } else if n > c.last_n {
-            Verdict::Gap { expected: c.last_n + 1 }
+            Verdict::Gap {
+                expected: c.last_n + 1,
+            }
         } else {
             match c.answers.iter().find(|(k, _)| *k == n) {
                 Some((_, f)) => Verdict::Duplicate(f.clone()),
@@ -94,7 +96,9 @@ impl OpTable {
             c.answers.pop_front();
         }
         while self.clients.len() > self.clients_max {
-            let Some((_, oldest)) = self.by_touch.pop_first() else { break };
+            let Some((_, oldest)) = self.by_touch.pop_first() else {
+                break;
+            };
             self.clients.remove(&oldest);
             self.evicted += 1;
         }

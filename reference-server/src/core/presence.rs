@@ -25,11 +25,14 @@ pub struct Presence {
 
 impl Presence {
     pub fn add(&mut self, conn: ConnId, meta: UserPresence) {
-        let user = self.users.entry(meta.user_id.clone()).or_insert_with(|| UserState {
-            sessions: BTreeMap::new(),
-            last: meta.clone(),
-            gone_since_ms: None,
-        });
+        let user = self
+            .users
+            .entry(meta.user_id.clone())
+            .or_insert_with(|| UserState {
+                sessions: BTreeMap::new(),
+                last: meta.clone(),
+                gone_since_ms: None,
+            });
         user.gone_since_ms = None;
         user.last = meta.clone();
         user.sessions.insert(conn, meta);
@@ -68,7 +71,11 @@ impl Presence {
 
     /// Touches a session's `lastSeen` (any inbound frame counts as activity).
     pub fn touch(&mut self, user_id: &str, conn: ConnId, now: Timestamp) {
-        if let Some(meta) = self.users.get_mut(user_id).and_then(|u| u.sessions.get_mut(&conn)) {
+        if let Some(meta) = self
+            .users
+            .get_mut(user_id)
+            .and_then(|u| u.sessions.get_mut(&conn))
+        {
             meta.last_seen = now;
         }
     }
@@ -89,7 +96,10 @@ impl Presence {
 
     /// Expires users past the grace period and returns what changed since the last call.
     pub fn tick(&mut self, now_ms: u64, grace_ms: u64) -> Option<PresenceDiff> {
-        self.users.retain(|_, u| u.gone_since_ms.is_none_or(|t| now_ms.saturating_sub(t) < grace_ms));
+        self.users.retain(|_, u| {
+            u.gone_since_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) < grace_ms)
+        });
         let mut diff = PresenceDiff::default();
         for (id, u) in &self.users {
             if !self.announced.contains_key(id) {
@@ -106,13 +116,21 @@ impl Presence {
         if diff.joins.is_empty() && diff.leaves.is_empty() {
             return None;
         }
-        self.announced = self.users.iter().map(|(id, u)| (id.clone(), representative(u))).collect();
+        self.announced = self
+            .users
+            .iter()
+            .map(|(id, u)| (id.clone(), representative(u)))
+            .collect();
         Some(diff)
     }
 }
 
 fn representative(u: &UserState) -> UserPresence {
-    u.sessions.values().max_by_key(|m| m.last_seen).unwrap_or(&u.last).clone()
+    u.sessions
+        .values()
+        .max_by_key(|m| m.last_seen)
+        .unwrap_or(&u.last)
+        .clone()
 }
 
 #[cfg(test)]

@@ -11,7 +11,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate_per_s: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        TokenBucket { rate_per_s, burst, tokens: burst, last_ms: None }
+        TokenBucket {
+            rate_per_s,
+            burst,
+            tokens: burst,
+            last_ms: None,
+        }
     }
 
     /// Takes one token if there is one.

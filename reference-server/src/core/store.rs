@@ -51,10 +51,19 @@ pub enum Outcome {
         conflicts: Vec<ConflictItem>,
     },
     /// Nothing was applied; the client must resolve.
-    Conflict { strategy: Strategy, conflicts: Vec<ConflictItem>, current: Entity },
+    Conflict {
+        strategy: Strategy,
+        conflicts: Vec<ConflictItem>,
+        current: Entity,
+    },
     /// Accepted without a change (delete of a tombstone).
-    Unchanged { entity: Entity },
-    Refused { code: ErrorCode, message: String },
+    Unchanged {
+        entity: Entity,
+    },
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +74,10 @@ pub struct EntityStore {
 
 impl EntityStore {
     pub fn new(entities_max: usize) -> Self {
-        EntityStore { entities: BTreeMap::new(), entities_max }
+        EntityStore {
+            entities: BTreeMap::new(),
+            entities_max,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -77,7 +89,9 @@ impl EntityStore {
     }
 
     pub fn get(&self, kind: EntityKind, id: &str) -> Option<Entity> {
-        self.entities.get(&(kind, id.to_owned())).map(|s| wire(kind, id, s))
+        self.entities
+            .get(&(kind, id.to_owned()))
+            .map(|s| wire(kind, id, s))
     }
 
     /// Live (not deleted) entities of a kind, in id order, optionally those whose
@@ -102,12 +116,17 @@ impl EntityStore {
         if c.base > cur.version {
             return refused(
                 ErrorCode::InvalidPayload,
-                format!("base version {} is ahead of the server's {}", c.base, cur.version),
+                format!(
+                    "base version {} is ahead of the server's {}",
+                    c.base, cur.version
+                ),
             );
         }
         if cur.deleted {
             if c.delete {
-                return Outcome::Unchanged { entity: wire(c.kind, c.id, cur) };
+                return Outcome::Unchanged {
+                    entity: wire(c.kind, c.id, cur),
+                };
             }
             // Writing to a deleted entity always needs the app's decision.
             let item = ConflictItem {
@@ -128,7 +147,11 @@ impl EntityStore {
         let overlap: Vec<String> = if !stale {
             Vec::new()
         } else if c.delete {
-            cur.meta.iter().filter(|(_, m)| m.version > c.base).map(|(f, _)| f.clone()).collect()
+            cur.meta
+                .iter()
+                .filter(|(_, m)| m.version > c.base)
+                .map(|(f, _)| f.clone())
+                .collect()
         } else {
             c.changes
                 .keys()
@@ -170,7 +193,11 @@ impl EntityStore {
                     c.changes.keys().filter(|f| !overlap.contains(f)).collect();
                 if c.delete || rest.is_empty() {
                     let current = wire(c.kind, c.id, cur);
-                    return Outcome::Conflict { strategy: Strategy::Merge, conflicts, current };
+                    return Outcome::Conflict {
+                        strategy: Strategy::Merge,
+                        conflicts,
+                        current,
+                    };
                 }
                 commit(cur, c, rest.into_iter());
                 applied(c, cur, Some(Strategy::Merge), Vec::new(), conflicts)
@@ -190,7 +217,10 @@ impl EntityStore {
         if self.entities.len() >= self.entities_max {
             return refused(
                 ErrorCode::LimitExceeded,
-                format!("workspace holds the most entities allowed ({})", self.entities_max),
+                format!(
+                    "workspace holds the most entities allowed ({})",
+                    self.entities_max
+                ),
             );
         }
         let cur = self.entities.entry(key).or_insert_with(|| Stored {
@@ -224,7 +254,11 @@ fn commit<'f>(cur: &mut Stored, c: &Change<'_>, fields: impl Iterator<Item = &'f
     }
     for f in fields {
         cur.fields.insert(f.clone(), c.changes[f].clone());
-        let meta = FieldMeta { version: cur.version, by: c.by.to_owned(), at: c.at };
+        let meta = FieldMeta {
+            version: cur.version,
+            by: c.by.to_owned(),
+            at: c.at,
+        };
         cur.meta.insert(f.clone(), meta);
     }
 }
@@ -236,7 +270,12 @@ fn applied(
     overwritten: Vec<String>,
     conflicts: Vec<ConflictItem>,
 ) -> Outcome {
-    Outcome::Applied { entity: wire(c.kind, c.id, cur), resolution, overwritten, conflicts }
+    Outcome::Applied {
+        entity: wire(c.kind, c.id, cur),
+        resolution,
+        overwritten,
+        conflicts,
+    }
 }
 
 fn wire(kind: EntityKind, id: &str, s: &Stored) -> Entity {
@@ -304,17 +343,30 @@ mod tests {
         let mut s = store_at_v2();
         // Based on v1: title is untouched since, status is not.
         let c = map(json!({"title": "b", "status": "done"}));
-        let Outcome::Applied { entity, resolution, conflicts, .. } =
-            s.apply(&change("t1", 1, &c, Strategy::Merge, "u3"))
+        let Outcome::Applied {
+            entity,
+            resolution,
+            conflicts,
+            ..
+        } = s.apply(&change("t1", 1, &c, Strategy::Merge, "u3"))
         else {
             panic!()
         };
         assert_eq!(resolution, Some(Strategy::Merge));
-        assert_eq!((entity.version, entity.fields["title"].clone()), (3, json!("b")));
+        assert_eq!(
+            (entity.version, entity.fields["title"].clone()),
+            (3, json!("b"))
+        );
         assert_eq!(entity.fields["status"], json!("doing"));
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].field, "status");
-        assert_eq!((conflicts[0].local_value.clone(), conflicts[0].remote_value.clone()), (json!("done"), json!("doing")));
+        assert_eq!(
+            (
+                conflicts[0].local_value.clone(),
+                conflicts[0].remote_value.clone()
+            ),
+            (json!("done"), json!("doing"))
+        );
         assert_eq!(conflicts[0].user_id, "u2");
     }
 
@@ -323,15 +375,21 @@ mod tests {
         let mut s = store_at_v2();
         let c = map(json!({"title": "b"}));
         let out = s.apply(&change("t1", 1, &c, Strategy::Merge, "u3"));
-        assert!(matches!(out, Outcome::Applied { resolution: Some(Strategy::Merge), ref conflicts, .. } if conflicts.is_empty()));
+        assert!(
+            matches!(out, Outcome::Applied { resolution: Some(Strategy::Merge), ref conflicts, .. } if conflicts.is_empty())
+        );
     }
 
     #[test]
     fn last_write_wins_overwrites_and_reports_it() {
         let mut s = store_at_v2();
         let c = map(json!({"status": "done"}));
-        let Outcome::Applied { entity, resolution, overwritten, .. } =
-            s.apply(&change("t1", 1, &c, Strategy::LastWriteWins, "u3"))
+        let Outcome::Applied {
+            entity,
+            resolution,
+            overwritten,
+            ..
+        } = s.apply(&change("t1", 1, &c, Strategy::LastWriteWins, "u3"))
         else {
             panic!()
         };
@@ -345,10 +403,20 @@ mod tests {
         let mut s = store_at_v2();
         let c = map(json!({"title": "b", "status": "done"}));
         let out = s.apply(&change("t1", 1, &c, Strategy::Manual, "u3"));
-        let Outcome::Conflict { strategy, conflicts, current } = out else { panic!() };
+        let Outcome::Conflict {
+            strategy,
+            conflicts,
+            current,
+        } = out
+        else {
+            panic!()
+        };
         assert_eq!(strategy, Strategy::Manual);
         assert_eq!(conflicts.len(), 1);
-        assert_eq!((current.version, current.fields["title"].clone()), (2, json!("a")));
+        assert_eq!(
+            (current.version, current.fields["title"].clone()),
+            (2, json!("a"))
+        );
     }
 
     #[test]
@@ -357,10 +425,15 @@ mod tests {
         let none = Map::new();
         let mut del = change("t1", 2, &none, Strategy::Merge, "u1");
         del.delete = true;
-        assert!(matches!(s.apply(&del), Outcome::Applied { ref entity, .. } if entity.deleted && entity.version == 3));
+        assert!(
+            matches!(s.apply(&del), Outcome::Applied { ref entity, .. } if entity.deleted && entity.version == 3)
+        );
         assert!(matches!(s.apply(&del), Outcome::Unchanged { .. }));
         let c = map(json!({"title": "z"}));
-        assert!(matches!(s.apply(&change("t1", 3, &c, Strategy::LastWriteWins, "u2")), Outcome::Conflict { .. }));
+        assert!(matches!(
+            s.apply(&change("t1", 3, &c, Strategy::LastWriteWins, "u2")),
+            Outcome::Conflict { .. }
+        ));
         assert!(s.list(EntityKind::Task, None).is_empty());
     }
 
@@ -368,9 +441,27 @@ mod tests {
     fn refuses_unknown_entities_future_bases_and_overflow() {
         let mut s = EntityStore::new(1);
         let c = map(json!({"title": "a"}));
-        assert!(matches!(s.apply(&change("x", 4, &c, Strategy::Merge, "u")), Outcome::Refused { code: ErrorCode::NotFound, .. }));
+        assert!(matches!(
+            s.apply(&change("x", 4, &c, Strategy::Merge, "u")),
+            Outcome::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ));
         s.apply(&change("t1", 0, &c, Strategy::Merge, "u"));
-        assert!(matches!(s.apply(&change("t1", 9, &c, Strategy::Merge, "u")), Outcome::Refused { code: ErrorCode::InvalidPayload, .. }));
-        assert!(matches!(s.apply(&change("t2", 0, &c, Strategy::Merge, "u")), Outcome::Refused { code: ErrorCode::LimitExceeded, .. }));
+        assert!(matches!(
+            s.apply(&change("t1", 9, &c, Strategy::Merge, "u")),
+            Outcome::Refused {
+                code: ErrorCode::InvalidPayload,
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.apply(&change("t2", 0, &c, Strategy::Merge, "u")),
+            Outcome::Refused {
+                code: ErrorCode::LimitExceeded,
+                ..
+            }
+        ));
     }
 }

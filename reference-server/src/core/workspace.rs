@@ -8,10 +8,9 @@ use super::presence::Presence;
 use super::store::{Change, EntityStore, Outcome};
 use super::{ConnId, CoreConfig, Delivery, Frame};
 use rtsync_protocol::{
-    Ack, ClientEvent, CollaborationCursor, ConflictDetected, ConflictResolution, Connected,
-    Device, Entity, EntityKind, ErrorCode, ErrorPayload, EventType, MutationPayload, OpId,
-    PresenceChange, PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence,
-    sse,
+    Ack, ClientEvent, CollaborationCursor, ConflictDetected, ConflictResolution, Connected, Device,
+    Entity, EntityKind, ErrorCode, ErrorPayload, EventType, MutationPayload, OpId, PresenceChange,
+    PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence, sse,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,8 +60,18 @@ pub struct Snapshot {
     pub entities: Vec<Entity>,
 }
 
-fn error(code: ErrorCode, message: String, op_id: Option<String>, expected_n: Option<u64>) -> Frame {
-    Frame::of(&ServerMsg::Error(ErrorPayload { code, message, op_id, expected_n }))
+fn error(
+    code: ErrorCode,
+    message: String,
+    op_id: Option<String>,
+    expected_n: Option<u64>,
+) -> Frame {
+    Frame::of(&ServerMsg::Error(ErrorPayload {
+        code,
+        message,
+        op_id,
+        expected_n,
+    }))
 }
 
 impl Workspace {
@@ -152,10 +161,23 @@ impl Workspace {
             heartbeat_ms: self.cfg.heartbeat_ms,
             server_time: now,
         });
-        self.sessions.insert(conn, Session { info, last_cursor_ms: None, pending_cursor: None });
+        self.sessions.insert(
+            conn,
+            Session {
+                info,
+                last_cursor_ms: None,
+                pending_cursor: None,
+            },
+        );
         let mut out = vec![
-            Delivery { to: conn, frame: Frame::of(&connected) },
-            Delivery { to: conn, frame: Frame::of(&ServerMsg::PresenceUpdate(self.presence.online())) },
+            Delivery {
+                to: conn,
+                frame: Frame::of(&connected),
+            },
+            Delivery {
+                to: conn,
+                frame: Frame::of(&ServerMsg::PresenceUpdate(self.presence.online())),
+            },
         ];
         if let Some(r) = resume {
             out.extend(self.resume(conn, r));
@@ -186,19 +208,33 @@ impl Workspace {
                 })
                 .collect(),
         };
-        frames.into_iter().map(|frame| Delivery { to: conn, frame }).collect()
+        frames
+            .into_iter()
+            .map(|frame| Delivery { to: conn, frame })
+            .collect()
     }
 
     /// A `REALTIME_EVENT` from a WebSocket session.
     pub fn handle_event(&mut self, conn: ConnId, ev: &ClientEvent, now_ms: u64) -> Vec<Delivery> {
-        let Some(s) = self.sessions.get(&conn) else { return Vec::new() };
+        let Some(s) = self.sessions.get(&conn) else {
+            return Vec::new();
+        };
         let (user, session) = (s.info.user_id.clone(), s.info.session_id.clone());
         self.presence.touch(&user, conn, Timestamp(now_ms));
         match ev.kind {
             k if k.is_mutation() => {
-                let sender = Sender { user_id: &user, session_id: &session };
+                let sender = Sender {
+                    user_id: &user,
+                    session_id: &session,
+                };
                 let (answer, mut out) = self.mutate(&sender, ev, now_ms);
-                out.insert(0, Delivery { to: conn, frame: answer });
+                out.insert(
+                    0,
+                    Delivery {
+                        to: conn,
+                        frame: answer,
+                    },
+                );
                 out
             }
             EventType::UserPresenceChanged => self.presence_change(conn, &user, ev, now_ms),
@@ -207,22 +243,37 @@ impl Workspace {
                     "{} is sent by the server only; send cursors as USER_ACTION CURSOR_MOVE",
                     other.as_str()
                 );
-                vec![Delivery { to: conn, frame: error(ErrorCode::Forbidden, msg, None, None) }]
+                vec![Delivery {
+                    to: conn,
+                    frame: error(ErrorCode::Forbidden, msg, None, None),
+                }]
             }
         }
     }
 
-    fn presence_change(&mut self, conn: ConnId, user: &str, ev: &ClientEvent, now_ms: u64) -> Vec<Delivery> {
+    fn presence_change(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        ev: &ClientEvent,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
         let change: PresenceChange = match serde_json::from_value(ev.payload.clone()) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("invalid USER_PRESENCE_CHANGED payload: {e}");
-                return vec![Delivery { to: conn, frame: error(ErrorCode::InvalidPayload, msg, None, None) }];
+                return vec![Delivery {
+                    to: conn,
+                    frame: error(ErrorCode::InvalidPayload, msg, None, None),
+                }];
             }
         };
         if change.user_id.as_deref().is_some_and(|u| u != user) {
             let msg = "presence may only be changed for the token's own user".to_owned();
-            return vec![Delivery { to: conn, frame: error(ErrorCode::Forbidden, msg, None, None) }];
+            return vec![Delivery {
+                to: conn,
+                frame: error(ErrorCode::Forbidden, msg, None, None),
+            }];
         }
         let Some(meta) = self.presence.update(user, conn, &change, Timestamp(now_ms)) else {
             return Vec::new();
@@ -233,9 +284,18 @@ impl Workspace {
 
     /// `USER_ACTION CURSOR_MOVE`: relayed at most once per `cursor_interval_ms` per
     /// session; in between, the latest position waits and older ones are replaced.
-    pub fn cursor(&mut self, conn: ConnId, x: f64, y: f64, element_id: Option<String>, now_ms: u64) -> Vec<Delivery> {
+    pub fn cursor(
+        &mut self,
+        conn: ConnId,
+        x: f64,
+        y: f64,
+        element_id: Option<String>,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
         let interval = self.cfg.cursor_interval_ms;
-        let Some(s) = self.sessions.get_mut(&conn) else { return Vec::new() };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return Vec::new();
+        };
         let user = s.info.user_id.clone();
         let cursor = CollaborationCursor {
             user_id: user.clone(),
@@ -246,7 +306,9 @@ impl Workspace {
             element_id,
             last_moved: Timestamp(now_ms),
         };
-        let due = s.last_cursor_ms.is_none_or(|t| now_ms.saturating_sub(t) >= interval);
+        let due = s
+            .last_cursor_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= interval);
         self.presence.touch(&user, conn, Timestamp(now_ms));
         if !due {
             s.pending_cursor = Some(cursor);
@@ -260,34 +322,61 @@ impl Workspace {
 
     /// Applies a mutation. Returns the answer for the sender (`ACK`,
     /// `CONFLICT_DETECTED` or `ERROR`) and the event for every other session.
-    pub fn mutate(&mut self, sender: &Sender<'_>, ev: &ClientEvent, now_ms: u64) -> (Frame, Vec<Delivery>) {
+    pub fn mutate(
+        &mut self,
+        sender: &Sender<'_>,
+        ev: &ClientEvent,
+        now_ms: u64,
+    ) -> (Frame, Vec<Delivery>) {
         let Some(kind) = ev.kind.entity_kind() else {
             let msg = format!("{} is not a mutation", ev.kind.as_str());
-            return (error(ErrorCode::InvalidPayload, msg, None, None), Vec::new());
+            return (
+                error(ErrorCode::InvalidPayload, msg, None, None),
+                Vec::new(),
+            );
         };
-        let raw_op = ev.payload.get("opId").and_then(|v| v.as_str()).unwrap_or_default();
+        let raw_op = ev
+            .payload
+            .get("opId")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let op = match OpId::parse(raw_op) {
             Ok(op) => op,
-            Err(e) => return (error(ErrorCode::InvalidPayload, e.to_string(), None, None), Vec::new()),
+            Err(e) => {
+                return (
+                    error(ErrorCode::InvalidPayload, e.to_string(), None, None),
+                    Vec::new(),
+                );
+            }
         };
         let op_id = Some(raw_op.to_owned());
         match self.ops.check(sender.user_id, &op.client_id, op.n) {
             Verdict::New => {}
             Verdict::Duplicate(answer) => return (answer, Vec::new()),
             Verdict::Stale { last_n } => {
-                let msg = format!("op {raw_op} was applied before n={last_n}; its answer is no longer kept");
+                let msg = format!(
+                    "op {raw_op} was applied before n={last_n}; its answer is no longer kept"
+                );
                 return (error(ErrorCode::StaleOp, msg, op_id, None), Vec::new());
             }
             Verdict::Gap { expected } => {
-                let msg = format!("op {raw_op} skips ahead: expected n={expected}; replay from there");
-                return (error(ErrorCode::OutOfOrder, msg, op_id, Some(expected)), Vec::new());
+                let msg =
+                    format!("op {raw_op} skips ahead: expected n={expected}; replay from there");
+                return (
+                    error(ErrorCode::OutOfOrder, msg, op_id, Some(expected)),
+                    Vec::new(),
+                );
             }
         }
         let (answer, out) = match MutationPayload::from_event(ev.kind, &ev.payload) {
-            Err(e) => (error(ErrorCode::InvalidPayload, e.to_string(), op_id, None), Vec::new()),
+            Err(e) => (
+                error(ErrorCode::InvalidPayload, e.to_string(), op_id, None),
+                Vec::new(),
+            ),
             Ok((p, _)) => self.apply(sender, ev, kind, &p, now_ms),
         };
-        self.ops.record(sender.user_id, &op.client_id, op.n, answer.clone());
+        self.ops
+            .record(sender.user_id, &op.client_id, op.n, answer.clone());
         (answer, out)
     }
 
@@ -339,7 +428,12 @@ impl Workspace {
             }))
         };
         match self.store.apply(&change) {
-            Outcome::Applied { entity, resolution, overwritten, conflicts } => {
+            Outcome::Applied {
+                entity,
+                resolution,
+                overwritten,
+                conflicts,
+            } => {
                 let version = entity.version;
                 let (seq, fanout) = self.log_event(sender, ev.kind, entity.clone(), now_ms);
                 let answer = if conflicts.is_empty() {
@@ -349,18 +443,29 @@ impl Workspace {
                 };
                 (answer, fanout)
             }
-            Outcome::Conflict { strategy, conflicts, current } => {
-                (conflict(strategy, conflicts, current, None), Vec::new())
+            Outcome::Conflict {
+                strategy,
+                conflicts,
+                current,
+            } => (conflict(strategy, conflicts, current, None), Vec::new()),
+            Outcome::Unchanged { entity } => {
+                (ack(entity.version, None, None, Vec::new()), Vec::new())
             }
-            Outcome::Unchanged { entity } => (ack(entity.version, None, None, Vec::new()), Vec::new()),
-            Outcome::Refused { code, message } => {
-                (error(code, message, Some(p.op_id.clone()), None), Vec::new())
-            }
+            Outcome::Refused { code, message } => (
+                error(code, message, Some(p.op_id.clone()), None),
+                Vec::new(),
+            ),
         }
     }
 
     /// Logs an entity event and fans it out to every session but the sender's.
-    fn log_event(&mut self, sender: &Sender<'_>, kind: EventType, mut entity: Entity, now_ms: u64) -> (u64, Vec<Delivery>) {
+    fn log_event(
+        &mut self,
+        sender: &Sender<'_>,
+        kind: EventType,
+        mut entity: Entity,
+        now_ms: u64,
+    ) -> (u64, Vec<Delivery>) {
         let seq = self.log.next_seq();
         if kind == EventType::TaskStatusChanged {
             entity.task_id = Some(entity.id.clone());
@@ -375,13 +480,24 @@ impl Workspace {
             timestamp: Timestamp(now_ms),
             version,
         };
-        let frame = Frame::of(&ServerMsg::RealtimeEvent { seq: Some(seq), event });
+        let frame = Frame::of(&ServerMsg::RealtimeEvent {
+            seq: Some(seq),
+            event,
+        });
         self.log.append(frame.clone(), now_ms);
         (seq, self.fan_out(sender.user_id, sender.session_id, &frame))
     }
 
-    fn ephemeral(&mut self, conn: ConnId, kind: EventType, payload: serde_json::Value, now_ms: u64) -> Vec<Delivery> {
-        let Some(s) = self.sessions.get(&conn) else { return Vec::new() };
+    fn ephemeral(
+        &mut self,
+        conn: ConnId,
+        kind: EventType,
+        payload: serde_json::Value,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        let Some(s) = self.sessions.get(&conn) else {
+            return Vec::new();
+        };
         self.ephemeral_n += 1;
         let event = RealtimeEvent {
             id: format!("{}:e{}", self.epoch(), self.ephemeral_n),
@@ -401,7 +517,10 @@ impl Workspace {
         self.sessions
             .iter()
             .filter(|(_, s)| !(s.info.session_id == session && s.info.user_id == user))
-            .map(|(&to, _)| Delivery { to, frame: frame.clone() })
+            .map(|(&to, _)| Delivery {
+                to,
+                frame: frame.clone(),
+            })
             .collect()
     }
 
@@ -411,13 +530,19 @@ impl Workspace {
         let mut out = Vec::new();
         if let Some(diff) = self.presence.tick(now_ms, self.cfg.presence_grace_ms) {
             let frame = Frame::of(&ServerMsg::PresenceDiff(diff));
-            out.extend(self.sessions.keys().map(|&to| Delivery { to, frame: frame.clone() }));
+            out.extend(self.sessions.keys().map(|&to| Delivery {
+                to,
+                frame: frame.clone(),
+            }));
         }
         let interval = self.cfg.cursor_interval_ms;
         let due: Vec<(ConnId, CollaborationCursor)> = self
             .sessions
             .iter_mut()
-            .filter(|(_, s)| s.last_cursor_ms.is_none_or(|t| now_ms.saturating_sub(t) >= interval))
+            .filter(|(_, s)| {
+                s.last_cursor_ms
+                    .is_none_or(|t| now_ms.saturating_sub(t) >= interval)
+            })
             .filter_map(|(&c, s)| {
                 let cur = s.pending_cursor.take()?;
                 s.last_cursor_ms = Some(now_ms);
@@ -445,15 +570,20 @@ fn recent_events(events: &[&Frame], from_seq: u64, to_seq: u64, complete: bool) 
         }
         s.push_str(&f.text);
     }
-    s.push_str(&format!(r#"],"fromSeq":{from_seq},"toSeq":{to_seq},"complete":{complete}}}}}"#));
+    s.push_str(&format!(
+        r#"],"fromSeq":{from_seq},"toSeq":{to_seq},"complete":{complete}}}}}"#
+    ));
     Frame::new(s, None)
 }
 
 /// A stable colour per user for cursors (FNV-1a over the id into a palette).
 fn color_of(user: &str) -> &'static str {
-    const PALETTE: [&str; 8] =
-        ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#9a6324"];
-    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    const PALETTE: [&str; 8] = [
+        "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#9a6324",
+    ];
+    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     PALETTE[(h % PALETTE.len() as u64) as usize]
 }
 

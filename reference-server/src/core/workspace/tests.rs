@@ -2,15 +2,29 @@ use super::*;
 use serde_json::json;
 
 fn ws() -> Workspace {
-    let cfg = CoreConfig { replay_batch_events: 2, cursor_interval_ms: 100, ..CoreConfig::default() };
+    let cfg = CoreConfig {
+        replay_batch_events: 2,
+        cursor_interval_ms: 100,
+        ..CoreConfig::default()
+    };
     Workspace::new("w1", 42, Arc::new(cfg))
 }
 
 fn info(user: &str, session: &str) -> SessionInfo {
-    SessionInfo { user_id: user.into(), session_id: session.into(), device: Device::default() }
+    SessionInfo {
+        user_id: user.into(),
+        session_id: session.into(),
+        device: Device::default(),
+    }
 }
 
-fn mutation(kind: EventType, op: &str, id: &str, base: u64, changes: serde_json::Value) -> ClientEvent {
+fn mutation(
+    kind: EventType,
+    op: &str,
+    id: &str,
+    base: u64,
+    changes: serde_json::Value,
+) -> ClientEvent {
     ClientEvent {
         id: None,
         kind,
@@ -36,11 +50,25 @@ fn fan_out_skips_the_sender_session_but_reaches_its_other_tabs() {
     w.connect(1, info("u1", "tab-a"), None, 0);
     w.connect(2, info("u1", "tab-b"), None, 0);
     w.connect(3, info("u2", "tab-c"), None, 0);
-    let out = w.handle_event(1, &mutation(EventType::TaskCreated, "c1:1", "t1", 0, json!({"title": "x"})), 10);
-    assert!(matches!(to(&out, 1).as_slice(), [ServerMsg::Ack(a)] if a.seq == Some(1) && a.version == 1));
+    let out = w.handle_event(
+        1,
+        &mutation(
+            EventType::TaskCreated,
+            "c1:1",
+            "t1",
+            0,
+            json!({"title": "x"}),
+        ),
+        10,
+    );
+    assert!(
+        matches!(to(&out, 1).as_slice(), [ServerMsg::Ack(a)] if a.seq == Some(1) && a.version == 1)
+    );
     for conn in [2, 3] {
         let msgs = to(&out, conn);
-        assert!(matches!(msgs.as_slice(), [ServerMsg::RealtimeEvent { seq: Some(1), event }] if event.payload["title"] == "x"));
+        assert!(
+            matches!(msgs.as_slice(), [ServerMsg::RealtimeEvent { seq: Some(1), event }] if event.payload["title"] == "x")
+        );
     }
 }
 
@@ -48,25 +76,66 @@ fn fan_out_skips_the_sender_session_but_reaches_its_other_tabs() {
 fn repeats_get_the_same_answer_and_gaps_are_refused() {
     let mut w = ws();
     w.connect(1, info("u1", "s"), None, 0);
-    let m1 = mutation(EventType::TaskCreated, "c1:1", "t1", 0, json!({"title": "x"}));
+    let m1 = mutation(
+        EventType::TaskCreated,
+        "c1:1",
+        "t1",
+        0,
+        json!({"title": "x"}),
+    );
     let first = w.handle_event(1, &m1, 10);
     let again = w.handle_event(1, &m1, 20);
     assert_eq!(first[0].frame, again[0].frame);
     assert_eq!(w.head(), 1, "a repeat changes nothing");
-    let m3 = mutation(EventType::TaskUpdated, "c1:3", "t1", 1, json!({"title": "y"}));
+    let m3 = mutation(
+        EventType::TaskUpdated,
+        "c1:3",
+        "t1",
+        1,
+        json!({"title": "y"}),
+    );
     let out = w.handle_event(1, &m3, 30);
-    assert!(matches!(&to(&out, 1)[0], ServerMsg::Error(e) if e.code == ErrorCode::OutOfOrder && e.expected_n == Some(2)));
+    assert!(
+        matches!(&to(&out, 1)[0], ServerMsg::Error(e) if e.code == ErrorCode::OutOfOrder && e.expected_n == Some(2))
+    );
 }
 
 #[test]
 fn an_invalid_op_with_a_valid_op_id_is_answered_and_consumes_n() {
     let mut w = ws();
     w.connect(1, info("u1", "s"), None, 0);
-    w.handle_event(1, &mutation(EventType::TaskCreated, "c1:1", "t1", 0, json!({"title": "x"})), 10);
-    let bad = mutation(EventType::TaskUpdated, "c1:2", "t1", 1, json!({"version": 9}));
-    assert!(matches!(&to(&w.handle_event(1, &bad, 20), 1)[0], ServerMsg::Error(e) if e.code == ErrorCode::InvalidPayload));
-    let next = mutation(EventType::TaskUpdated, "c1:3", "t1", 1, json!({"title": "y"}));
-    assert!(matches!(&to(&w.handle_event(1, &next, 30), 1)[0], ServerMsg::Ack(_)));
+    w.handle_event(
+        1,
+        &mutation(
+            EventType::TaskCreated,
+            "c1:1",
+            "t1",
+            0,
+            json!({"title": "x"}),
+        ),
+        10,
+    );
+    let bad = mutation(
+        EventType::TaskUpdated,
+        "c1:2",
+        "t1",
+        1,
+        json!({"version": 9}),
+    );
+    assert!(
+        matches!(&to(&w.handle_event(1, &bad, 20), 1)[0], ServerMsg::Error(e) if e.code == ErrorCode::InvalidPayload)
+    );
+    let next = mutation(
+        EventType::TaskUpdated,
+        "c1:3",
+        "t1",
+        1,
+        json!({"title": "y"}),
+    );
+    assert!(matches!(
+        &to(&w.handle_event(1, &next, 30), 1)[0],
+        ServerMsg::Ack(_)
+    ));
 }
 
 #[test]
@@ -74,10 +143,24 @@ fn resume_replays_in_batches_that_decode() {
     let mut w = ws();
     w.connect(1, info("u1", "s"), None, 0);
     for n in 1..=5 {
-        let m = mutation(EventType::TaskCreated, &format!("c1:{n}"), &format!("t{n}"), 0, json!({"n": n}));
+        let m = mutation(
+            EventType::TaskCreated,
+            &format!("c1:{n}"),
+            &format!("t{n}"),
+            0,
+            json!({"n": n}),
+        );
         w.handle_event(1, &m, n);
     }
-    let out = w.connect(2, info("u2", "s2"), Some(Resume { epoch: 42, last_seq: 1 }), 10);
+    let out = w.connect(
+        2,
+        info("u2", "s2"),
+        Some(Resume {
+            epoch: 42,
+            last_seq: 1,
+        }),
+        10,
+    );
     let batches: Vec<_> = to(&out, 2)
         .into_iter()
         .filter_map(|m| match m {
@@ -85,10 +168,21 @@ fn resume_replays_in_batches_that_decode() {
             _ => None,
         })
         .collect();
-    let ranges: Vec<_> = batches.iter().map(|r| (r.from_seq, r.to_seq, r.complete, r.events.len())).collect();
+    let ranges: Vec<_> = batches
+        .iter()
+        .map(|r| (r.from_seq, r.to_seq, r.complete, r.events.len()))
+        .collect();
     assert_eq!(ranges, vec![(2, 3, true, 2), (4, 5, true, 2)]);
-    let lost = w.resume(2, Resume { epoch: 41, last_seq: 1 });
-    assert!(matches!(&to(&lost, 2)[0], ServerMsg::RecentEvents(r) if !r.complete && r.events.is_empty()));
+    let lost = w.resume(
+        2,
+        Resume {
+            epoch: 41,
+            last_seq: 1,
+        },
+    );
+    assert!(
+        matches!(&to(&lost, 2)[0], ServerMsg::RecentEvents(r) if !r.complete && r.events.is_empty())
+    );
 }
 
 #[test]
@@ -99,15 +193,27 @@ fn cursors_are_throttled_and_the_latest_wins() {
     assert_eq!(w.cursor(1, 1.0, 1.0, None, 1000).len(), 1);
     assert!(w.cursor(1, 2.0, 2.0, None, 1010).is_empty());
     assert!(w.cursor(1, 3.0, 3.0, None, 1020).is_empty());
-    assert!(w.tick(1050).iter().all(|d| !d.frame.text.contains("COLLABORATION_CURSOR")));
+    assert!(
+        w.tick(1050)
+            .iter()
+            .all(|d| !d.frame.text.contains("COLLABORATION_CURSOR"))
+    );
     let out = w.tick(1100);
     let cursors: Vec<_> = to(&out, 2)
         .into_iter()
         .filter_map(|m| match m {
-            ServerMsg::RealtimeEvent { seq: None, event } if event.kind == EventType::CollaborationCursor => Some(event.payload["x"].clone()),
+            ServerMsg::RealtimeEvent { seq: None, event }
+                if event.kind == EventType::CollaborationCursor =>
+            {
+                Some(event.payload["x"].clone())
+            }
             _ => None,
         })
         .collect();
     assert_eq!(cursors, vec![json!(3.0)]);
-    assert!(to(&out, 1).iter().all(|m| !matches!(m, ServerMsg::RealtimeEvent { .. })));
+    assert!(
+        to(&out, 1)
+            .iter()
+            .all(|m| !matches!(m, ServerMsg::RealtimeEvent { .. }))
+    );
 }

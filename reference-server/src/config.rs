@@ -1,0 +1,124 @@
+//! Every bound and policy of the server, with its default. Nothing in the server is
+//! unbounded: each queue, map and rate below has a limit, and each breach an answer.
+
+use crate::core::CoreConfig;
+use std::time::Duration;
+
+/// Server configuration. `Default` gives the documented defaults (docs/protocol.md,
+/// Limits); the binary maps one flag to each field.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bounds and policies of the domain core (history, presence grace, cursor
+    /// throttle, default conflict strategies, op-answer window, entity cap, heartbeat).
+    pub core: CoreConfig,
+    /// HS256 secret for JWTs. Empty is refused by `serve`.
+    pub jwt_secret: Vec<u8>,
+    /// Inbound WebSocket message size; larger closes the connection with 1009.
+    /// Also the body limit of `POST /api/events` and the analytics endpoint (413).
+    pub frame_bytes_max: usize,
+    /// Inbound messages per second per connection (token bucket)…
+    pub inbound_rate_per_s: f64,
+    /// …with this burst. A message over the rate is answered `ERROR RATE_LIMITED` and not processed.
+    pub inbound_burst: u32,
+    /// More rate-limited messages than this within one second closes with 1008.
+    pub rate_strikes_per_s_max: u32,
+    /// Outbound queue per connection, in messages and in bytes; a connection whose
+    /// queue is full is a slow consumer and is closed with 1013 (it resumes from lastSeq).
+    pub outbound_messages_max: usize,
+    pub outbound_bytes_max: usize,
+    /// Open connections (WebSocket + SSE) on this server; past it: 503 + Retry-After.
+    pub connections_max: usize,
+    /// Open connections per user; past it: 429 + Retry-After.
+    pub connections_per_user_max: usize,
+    /// New connections per second, server-wide (token bucket), to flatten reconnect
+    /// storms; past it: 503 + Retry-After.
+    pub admission_rate_per_s: f64,
+    pub admission_burst: u32,
+    /// A WebSocket that sends nothing (not even `HEARTBEAT_ACK`) for this long is
+    /// closed with 4000, so a half-open connection cannot keep a ghost online.
+    pub heartbeat_timeout_ms: u64,
+    /// How often presence diffs, throttled cursors and history age are processed.
+    pub tick_ms: u64,
+    /// After shutdown starts (every client gets 1001), how long to wait for
+    /// connections to finish before `serve` returns anyway.
+    pub drain_timeout_ms: u64,
+    /// tungstenite buffers. The 128 KiB default read buffer is zero-filled on every
+    /// read; 4 KiB gave 5× simulation throughput in the spike (DESIGN.md).
+    pub ws_read_buffer_bytes: usize,
+    pub ws_write_buffer_bytes: usize,
+    /// `retry:` sent once on every SSE stream.
+    pub sse_retry_ms: u64,
+    /// Origins allowed by CORS on the HTTP endpoints; empty = none, `["*"]` = any.
+    pub cors_origins: Vec<String>,
+    /// The epoch of every workspace log of this incarnation; `None` = the clock's
+    /// now at start (unique per restart, deterministic under simulation).
+    pub epoch: Option<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            core: CoreConfig::default(),
+            jwt_secret: Vec::new(),
+            frame_bytes_max: 64 * 1024,
+            inbound_rate_per_s: 50.0,
+            inbound_burst: 100,
+            rate_strikes_per_s_max: 20,
+            outbound_messages_max: 1024,
+            outbound_bytes_max: 1024 * 1024,
+            connections_max: 20_000,
+            connections_per_user_max: 32,
+            admission_rate_per_s: 1000.0,
+            admission_burst: 2000,
+            heartbeat_timeout_ms: 75_000,
+            tick_ms: 50,
+            drain_timeout_ms: 5_000,
+            ws_read_buffer_bytes: 4096,
+            ws_write_buffer_bytes: 4096,
+            sse_retry_ms: 3000,
+            cors_origins: Vec::new(),
+            epoch: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.core.heartbeat_ms.max(1))
+    }
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms.max(1))
+    }
+
+    /// Refuses configurations that cannot work, with the field to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("jwt secret", self.jwt_secret.len()),
+            ("frame_bytes_max", self.frame_bytes_max),
+            ("outbound_messages_max", self.outbound_messages_max),
+            ("outbound_bytes_max", self.outbound_bytes_max),
+            ("connections_max", self.connections_max),
+            ("connections_per_user_max", self.connections_per_user_max),
+            ("history_events_max", self.core.history_events_max),
+            ("entities_max", self.core.entities_max),
+        ];
+        for (name, v) in nonzero {
+            if v == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.heartbeat_timeout_ms <= self.core.heartbeat_ms {
+            return Err(format!(
+                "heartbeat_timeout_ms ({}) must exceed heartbeat_ms ({}): clients answer pings",
+                self.heartbeat_timeout_ms, self.core.heartbeat_ms
+            ));
+        }
+        if self.tick_ms == 0 {
+            return Err("tick_ms must be greater than 0".into());
+        }
+        if !(self.inbound_rate_per_s > 0.0 && self.admission_rate_per_s > 0.0) {
+            return Err("rates must be greater than 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The axum edge: sockets, locks and time around the sans-IO core.
+//!
+//! - [`serve`] — runs the server on any `axum::serve::Listener` until `shutdown`.
+//! - `ws` / `sse` / `http` — the endpoints; `auth` — tokens and admission;
+//!   `outbound` — bounded per-connection queues; `metrics` — `/metrics`; `error` — HTTP errors.
+//!
+//! Locking: one `std::sync::Mutex` per workspace (a [`Shard`]) guards its core and its
+//! connections' outbound queues; the core's outputs are pushed into those queues while
+//! the lock is held, which is what keeps every session's stream in seq order. Nothing
+//! awaits while a lock is held.
+
+mod auth;
+mod error;
+mod http;
+pub mod metrics;
+pub mod outbound;
+mod sse;
+mod ws;
+
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::core::{ConnId, Delivery, Workspace};
+use axum::Router;
+use axum::routing::{get, post};
+use metrics::Metrics;
+use outbound::Outbound;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+pub use error::ApiError;
+
+/// One workspace: its core and the outbound queues of its connections.
+#[derive(Debug)]
+pub struct ShardInner {
+    pub core: Workspace,
+    outs: BTreeMap<ConnId, Outbound>,
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    inner: Mutex<ShardInner>,
+}
+
+impl Shard {
+    pub fn lock(&self) -> MutexGuard<'_, ShardInner> {
+        // A panic while holding the lock is a bug; the state is still consistent
+        // enough to serve (every core method finishes its writes before returning).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ShardInner {
+    /// Pushes the core's outputs into the connections' queues. A queue that is full
+    /// closes its connection (1013) and leaves the workspace at once.
+    pub fn deliver(&mut self, out: Vec<Delivery>, metrics: &Metrics, now_ms: u64) {
+        let mut slow = Vec::new();
+        for d in out {
+            if d.frame.text.starts_with(r#"{"type":"ERROR""#) {
+                Metrics::inc(&metrics.errors_sent_total);
+            }
+            if let Some(o) = self.outs.get(&d.to)
+                && o.push(d.frame).is_err()
+            {
+                o.close(outbound::CloseReason {
+                    code: rtsync_protocol::close::TRY_AGAIN_LATER,
+                    reason: "slow consumer: outbound queue full",
+                    flush: false,
+                });
+                slow.push(d.to);
+            }
+        }
+        for conn in slow {
+            if self.outs.remove(&conn).is_some() {
+                Metrics::inc(&metrics.closes_slow_consumer_total);
+                self.core.disconnect(conn, now_ms);
+            }
+        }
+    }
+
+    pub fn attach(&mut self, conn: ConnId, out: Outbound) {
+        self.outs.insert(conn, out);
+    }
+
+    pub fn detach(&mut self, conn: ConnId, now_ms: u64) {
+        self.outs.remove(&conn);
+        self.core.disconnect(conn, now_ms);
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Server {
+    pub cfg: Arc<ServerConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub epoch: u64,
+    pub metrics: Metrics,
+    workspaces: Mutex<BTreeMap<String, Arc<Shard>>>,
+    next_conn: AtomicU64,
+    limits: Mutex<auth::Admission>,
+    shutdown: watch::Receiver<bool>,
+    idle: Notify,
+}
+
+impl Server {
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn shard(&self, workspace: &str) -> Arc<Shard> {
+        let mut map = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(workspace.to_owned())
+            .or_insert_with(|| {
+                let core = Workspace::new(workspace, self.epoch, Arc::new(self.cfg.core.clone()));
+                Arc::new(Shard {
+                    inner: Mutex::new(ShardInner {
+                        core,
+                        outs: BTreeMap::new(),
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    fn shards(&self) -> Vec<Arc<Shard>> {
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn active(&self) -> u64 {
+        self.metrics.connections_active.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/api/events/subscribe", get(sse::subscribe))
+        .route("/api/events", post(http::post_event))
+        .route("/api/entities/{kind}", get(http::list_entities))
+        .route("/api/entities/{kind}/{id}", get(http::get_entity))
+        .route("/api/analytics/performance", post(http::analytics))
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
+        .layer(http::cors(&server.cfg.cors_origins))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            server.cfg.frame_bytes_max,
+        ))
+        .with_state(server)
+}
+
+/// Why `serve` did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server on `listener` until `shutdown` resolves; then every client gets
+/// 1001, and this returns once all connections are gone or `drain_timeout_ms` passed.
+/// Holds no global state: it can run several times in one process (turmoil restarts).
+pub async fn serve<L>(
+    listener: L,
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    config.validate().map_err(ServeError::Config)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Held here and by the signal, so receivers see `true` rather than a dropped sender.
+    let stop_tx = Arc::new(stop_tx);
+    let epoch = config.epoch.unwrap_or_else(|| clock.now_ms());
+    let server = Arc::new(Server {
+        limits: Mutex::new(auth::Admission::new(&config)),
+        cfg: Arc::new(config),
+        clock,
+        epoch,
+        metrics: Metrics::default(),
+        workspaces: Mutex::new(BTreeMap::new()),
+        next_conn: AtomicU64::new(0),
+        shutdown: stop_rx,
+        idle: Notify::new(),
+    });
+    let ticker = tokio::spawn(tick_loop(server.clone()));
+    let app = router(server.clone());
+    let drain = Duration::from_millis(server.cfg.drain_timeout_ms);
+    let stop = stop_tx.clone();
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let http = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let result = http.await;
+    // Upgraded WebSockets are not tracked by axum's graceful shutdown: wait for ours.
+    let _ = tokio::time::timeout(drain, async {
+        while server.active() > 0 {
+            let idle = server.idle.notified();
+            if server.active() == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+        }
+    })
+    .await;
+    ticker.abort();
+    drop(stop_tx);
+    result.map_err(ServeError::Io)
+}
+
+/// Periodic work of every workspace: presence diffs, throttled cursors, history age.
+async fn tick_loop(server: Arc<Server>) {
+    let mut every = tokio::time::interval(Duration::from_millis(server.cfg.tick_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = server.now_ms();
+        for shard in server.shards() {
+            let mut s = shard.lock();
+            let out = s.core.tick(now);
+            s.deliver(out, &server.metrics, now);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The outbound queue of one connection: bounded in messages and in bytes. Fan-out
+//! never waits on a slow reader: a push that does not fit marks the connection a slow
+//! consumer, and its writer closes it (1013) at once. The client resumes from its
+//! lastSeq, so nothing is lost — and nobody else slows down.
+
+use crate::core::Frame;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+/// Why and how a connection is to be closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Send what is already queued first (the errors that explain a policy close);
+    /// false for a slow consumer, which is not fed further.
+    pub flush: bool,
+}
+
+/// Shared between the connection's sender side (the hub) and its writer.
+#[derive(Debug, Default)]
+struct Control {
+    close: Mutex<Option<CloseReason>>,
+    notify: Notify,
+    queued_bytes: AtomicUsize,
+}
+
+/// The hub's handle: push frames, ask for a close.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<(Frame, Instant)>,
+    ctl: Arc<Control>,
+    bytes_max: usize,
+}
+
+/// The queue was full: the connection is being closed as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+impl Outbound {
+    pub fn push(&self, frame: Frame) -> Result<(), Overflow> {
+        let len = frame.len();
+        let queued = self.ctl.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.bytes_max || self.tx.try_send((frame, Instant::now())).is_err() {
+            self.ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(Overflow);
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to close with `reason`; the first reason asked for wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut c = self.ctl.close.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(reason);
+        }
+        drop(c);
+        self.ctl.notify.notify_one();
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.ctl.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer's end.
+#[derive(Debug)]
+pub struct OutboundRx {
+    rx: mpsc::Receiver<(Frame, Instant)>,
+    ctl: Arc<Control>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// What the writer should do next.
+#[derive(Debug)]
+pub enum Next {
+    /// Send this frame; it waited `queued` in the queue.
+    Frame(Frame, std::time::Duration),
+    Close(CloseReason),
+}
+
+fn going_away(reason: &'static str) -> CloseReason {
+    CloseReason {
+        code: rtsync_protocol::close::GOING_AWAY,
+        reason,
+        flush: false,
+    }
+}
+
+pub fn channel(
+    messages_max: usize,
+    bytes_max: usize,
+    shutdown: watch::Receiver<bool>,
+) -> (Outbound, OutboundRx) {
+    let (tx, rx) = mpsc::channel(messages_max.max(1));
+    let ctl = Arc::new(Control::default());
+    (
+        Outbound {
+            tx,
+            ctl: ctl.clone(),
+            bytes_max,
+        },
+        OutboundRx { rx, ctl, shutdown },
+    )
+}
+
+impl OutboundRx {
+    fn take_close(&self) -> Option<CloseReason> {
+        self.ctl
+            .close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Resolves once a close has been asked for (or the server shuts down).
+    pub async fn close_requested(&self) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if self.take_close().is_some() || *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = self.ctl.notify.notified() => {}
+                r = shutdown.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// The next frame, or the close to perform. A close, once asked for, wins over
+    /// queued frames unless it asked for a flush.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(c) = self.take_close() {
+                if c.flush
+                    && let Ok((frame, at)) = self.rx.try_recv()
+                {
+                    self.ctl
+                        .queued_bytes
+                        .fetch_sub(frame.len(), Ordering::Relaxed);
+                    return Next::Frame(frame, at.elapsed());
+                }
+                return Next::Close(c);
+            }
+            if *self.shutdown.borrow() {
+                return Next::Close(going_away("server shutting down"));
+            }
+            tokio::select! {
+                biased;
+                _ = self.ctl.notify.notified() => continue,
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() {
+                        // The server is gone without a shutdown signal: close as going away.
+                        return Next::Close(going_away("server stopped"));
+                    }
+                    continue;
+                }
+                item = self.rx.recv() => match item {
+                    Some((frame, at)) => {
+                        self.ctl.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+                        return Next::Frame(frame, at.elapsed());
+                    }
+                    None => return Next::Close(CloseReason { code: rtsync_protocol::close::NORMAL, reason: "closed", flush: false }),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Frame {
+        Frame::new("x".repeat(n), None)
+    }
+
+    #[tokio::test]
+    async fn bounds_messages_and_bytes_and_frees_on_read() {
+        let (_stx, srx) = watch::channel(false);
+        let (out, mut rx) = channel(2, 10, srx);
+        assert!(out.push(frame(4)).is_ok());
+        assert!(out.push(frame(4)).is_ok());
+        assert_eq!(out.push(frame(1)), Err(Overflow), "message bound");
+        assert!(matches!(rx.next().await, Next::Frame(f, _) if f.len() == 4));
+        assert_eq!(out.push(frame(7)), Err(Overflow), "byte bound: 4 + 7 > 10");
+        assert!(out.push(frame(6)).is_ok());
+        assert_eq!(out.queued_bytes(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_close_wins_over_queued_frames_and_shutdown_closes_1001() {
+        let (stx, srx) = watch::channel(false);
+        let (out, mut rx) = channel(8, 1000, srx.clone());
+        out.push(frame(1)).unwrap();
+        out.close(CloseReason {
+            code: 1013,
+            reason: "slow consumer",
+            flush: false,
+        });
+        out.close(CloseReason {
+            code: 1000,
+            reason: "later reasons lose",
+            flush: false,
+        });
+        assert!(matches!(
+            rx.next().await,
+            Next::Close(CloseReason { code: 1013, .. })
+        ));
+        let (out3, mut rx3) = channel(8, 1000, srx.clone());
+        out3.push(frame(2)).unwrap();
+        out3.close(CloseReason {
+            code: 1008,
+            reason: "policy",
+            flush: true,
+        });
+        assert!(
+            matches!(rx3.next().await, Next::Frame(f, _) if f.len() == 2),
+            "flushed first"
+        );
+        assert!(matches!(
+            rx3.next().await,
+            Next::Close(CloseReason { code: 1008, .. })
+        ));
+        let (_out2, mut rx2) = channel(8, 1000, srx);
+        stx.send(true).unwrap();
+        assert!(matches!(
+            rx2.next().await,
+            Next::Close(CloseReason { code: 1001, .. })
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! `GET /api/events/subscribe`: Server-Sent Events. The same session as a WebSocket
+//! (same core, same fan-out, same outbound bound) written as `data:` events with
+//! `id: E:N` on every logged event, `retry:` once, and keep-alive comments.
+//! Resume comes from the browser's own `Last-Event-ID` header (or `?lastEventId=`).
+
+use super::auth::{ConnPermit, admit, authenticate};
+use super::outbound::{Next, OutboundRx};
+use super::ws::session_id;
+use super::{ApiError, Metrics, Server, Shard, outbound};
+use crate::core::{ConnId, SessionInfo};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use rtsync_protocol::{Device, DeviceType, Resume, sse};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SseQuery {
+    token: Option<String>,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    /// For clients that cannot set the header (curl users, tests): same as `Last-Event-ID`.
+    last_event_id: Option<String>,
+    device: Option<DeviceType>,
+}
+
+/// Leaves the workspace and frees the connection's place when the stream is dropped
+/// (the client went away, or the stream ended).
+struct Guard {
+    server: Arc<Server>,
+    shard: Arc<Shard>,
+    conn: ConnId,
+    _permit: ConnPermit,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let now = self.server.now_ms();
+        self.shard.lock().detach(self.conn, now);
+    }
+}
+
+struct StreamState {
+    rx: OutboundRx,
+    guard: Guard,
+    retry: Option<Duration>,
+}
+
+pub async fn subscribe(
+    State(server): State<Arc<Server>>,
+    query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let claims = authenticate(&server, q.token.as_deref(), &headers, q.user_id.as_deref())?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.last_event_id);
+    let resume = match last_event_id {
+        None => None,
+        Some(id) => {
+            let (epoch, last_seq) = sse::parse_event_id(&id).ok_or_else(|| {
+                ApiError::bad_request(format!("Last-Event-ID {id:?} is not EPOCH:SEQ"))
+            })?;
+            Some(Resume { epoch, last_seq })
+        }
+    };
+    let conn = server.next_conn_id();
+    let session_id = session_id(q.session_id, conn)?;
+    let permit = admit(&server, &claims.sub)?;
+    Metrics::inc(&server.metrics.connections_sse_opened_total);
+    let cfg = &server.cfg;
+    let (out, rx) = outbound::channel(
+        cfg.outbound_messages_max,
+        cfg.outbound_bytes_max,
+        server.shutdown_rx(),
+    );
+    let shard = server.shard(&claims.ws);
+    {
+        let now = server.now_ms();
+        let mut s = shard.lock();
+        s.attach(conn, out);
+        let info = SessionInfo {
+            user_id: claims.sub,
+            session_id,
+            device: Device {
+                kind: q.device.unwrap_or_default(),
+                browser: String::new(),
+            },
+        };
+        let hello = s.core.connect(conn, info, resume, now);
+        s.deliver(hello, &server.metrics, now);
+    }
+    let epoch = server.epoch;
+    let state = StreamState {
+        rx,
+        retry: Some(Duration::from_millis(cfg.sse_retry_ms)),
+        guard: Guard {
+            server: server.clone(),
+            shard,
+            conn,
+            _permit: permit,
+        },
+    };
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        match st.rx.next().await {
+            Next::Frame(frame, waited) => {
+                let m = &st.guard.server.metrics;
+                m.observe_queue_wait(waited);
+                Metrics::inc(&m.messages_out_total);
+                m.bytes_out_total
+                    .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let mut ev = Event::default().data(&*frame.text);
+                if let Some(seq) = frame.seq {
+                    ev = ev.id(sse::event_id(epoch, seq));
+                }
+                if let Some(r) = st.retry.take() {
+                    ev = ev.retry(r);
+                }
+                Some((Ok(ev), st))
+            }
+            // Slow consumer or shutdown: end the stream; the client reconnects with
+            // Last-Event-ID and loses nothing.
+            Next::Close(_) => None,
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(cfg.heartbeat())
+            .text("keep-alive"),
+    ))
+}

@@ -1,0 +1,316 @@
+//! `GET /ws`: a WebSocket session. Authenticated and admitted before the upgrade;
+//! after it, a reader (rate limit, decode, dispatch into the core) and a writer
+//! (outbound queue, heartbeats, the close) run side by side.
+
+use super::auth::{ConnPermit, admit, authenticate};
+use super::outbound::{CloseReason, Next, OutboundRx};
+use super::{ApiError, Metrics, Server, Shard, outbound};
+use crate::core::ratelimit::TokenBucket;
+use crate::core::{ConnId, Frame, SessionInfo};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use rtsync_protocol::event::ID_BYTES_MAX;
+use rtsync_protocol::{
+    ClientMsg, Device, DeviceType, ErrorCode, ErrorPayload, Heartbeat, Resume, ServerMsg,
+    Timestamp, UserAction, close,
+};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsQuery {
+    token: Option<String>,
+    session_id: Option<String>,
+    /// The seed sends it; it must equal the token's `sub`.
+    user_id: Option<String>,
+    epoch: Option<u64>,
+    last_seq: Option<u64>,
+    device: Option<DeviceType>,
+}
+
+/// A session id from the client, or one made from the connection id.
+pub fn session_id(given: Option<String>, conn: ConnId) -> Result<String, ApiError> {
+    match given {
+        Some(s) if s.is_empty() || s.len() > ID_BYTES_MAX => Err(ApiError::bad_request(format!(
+            "sessionId must be 1 to {ID_BYTES_MAX} bytes"
+        ))),
+        Some(s) => Ok(s),
+        None => Ok(format!("s{conn}")),
+    }
+}
+
+pub async fn upgrade(
+    State(server): State<Arc<Server>>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let claims = authenticate(&server, q.token.as_deref(), &headers, q.user_id.as_deref())?;
+    let conn = server.next_conn_id();
+    let session_id = session_id(q.session_id, conn)?;
+    let permit = admit(&server, &claims.sub)?;
+    let resume = match (q.epoch, q.last_seq) {
+        (Some(epoch), Some(last_seq)) => Some(Resume { epoch, last_seq }),
+        _ => None,
+    };
+    let info = SessionInfo {
+        user_id: claims.sub,
+        session_id,
+        device: Device {
+            kind: q.device.unwrap_or_default(),
+            browser: String::new(),
+        },
+    };
+    let cfg = &server.cfg;
+    let ws = ws
+        .read_buffer_size(cfg.ws_read_buffer_bytes)
+        .write_buffer_size(cfg.ws_write_buffer_bytes)
+        .max_message_size(cfg.frame_bytes_max)
+        .max_frame_size(cfg.frame_bytes_max);
+    let server2 = server.clone();
+    Ok(
+        ws.on_upgrade(move |socket| {
+            session(socket, server2, conn, claims.ws, info, resume, permit)
+        }),
+    )
+}
+
+async fn session(
+    socket: WebSocket,
+    server: Arc<Server>,
+    conn: ConnId,
+    workspace: String,
+    info: SessionInfo,
+    resume: Option<Resume>,
+    _permit: ConnPermit,
+) {
+    Metrics::inc(&server.metrics.connections_ws_opened_total);
+    let cfg = server.cfg.clone();
+    let (out, mut rx) = outbound::channel(
+        cfg.outbound_messages_max,
+        cfg.outbound_bytes_max,
+        server.shutdown_rx(),
+    );
+    let shard = server.shard(&workspace);
+    {
+        let now = server.now_ms();
+        let mut s = shard.lock();
+        s.attach(conn, out.clone());
+        let hello = s.core.connect(conn, info, resume, now);
+        s.deliver(hello, &server.metrics, now);
+    }
+    let (mut sink, mut stream) = socket.split();
+    let reader = Reader {
+        server: &server,
+        shard: &shard,
+        conn,
+        bucket: TokenBucket::new(cfg.inbound_rate_per_s, cfg.inbound_burst),
+        strikes: (0, 0),
+    };
+    let writer = write_loop(&mut sink, &mut rx, &server);
+    tokio::pin!(writer);
+    tokio::select! {
+        biased;
+        _ = &mut writer => {}
+        reason = reader.run(&mut stream) => {
+            out.close(reason);
+            // Give the writer a moment to send the close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        }
+    }
+    shard.lock().detach(conn, server.now_ms());
+}
+
+async fn write_loop(
+    sink: &mut SplitSink<WebSocket, Message>,
+    rx: &mut OutboundRx,
+    server: &Server,
+) {
+    let mut heartbeat = tokio::time::interval(server.cfg.heartbeat());
+    heartbeat.tick().await; // the first tick is immediate; CONNECTED says when to expect pings
+    loop {
+        let msg = tokio::select! {
+            biased;
+            next = rx.next() => match next {
+                Next::Frame(frame, waited) => {
+                    server.metrics.observe_queue_wait(waited);
+                    Metrics::inc(&server.metrics.messages_out_total);
+                    server.metrics.bytes_out_total.fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Message::Text(frame.text.as_ref().into())
+                }
+                Next::Close(r) => {
+                    count_close(server, &r);
+                    let frame = CloseFrame { code: r.code, reason: r.reason.into() };
+                    let _ = tokio::time::timeout(GRACE, sink.send(Message::Close(Some(frame)))).await;
+                    return;
+                }
+            },
+            _ = heartbeat.tick() => {
+                let hb = ServerMsg::Heartbeat(Heartbeat { timestamp: Timestamp(server.now_ms()) });
+                Message::Text(hb.encode().into())
+            }
+        };
+        // A blocked send (the peer stopped reading) must not outlive a close request
+        // for long: the connection gets GRACE to drain, then it is dropped.
+        let send = sink.send(msg);
+        tokio::pin!(send);
+        let sent = tokio::select! {
+            biased;
+            r = &mut send => r.is_ok(),
+            () = rx.close_requested() => {
+                tokio::time::timeout(GRACE, &mut send).await.is_ok_and(|r| r.is_ok())
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// How long a connection being closed may take to flush a frame or its close frame.
+const GRACE: Duration = Duration::from_secs(1);
+
+fn count_close(server: &Server, r: &CloseReason) {
+    let m = &server.metrics;
+    match r.code {
+        close::POLICY => Metrics::inc(&m.closes_policy_total),
+        close::TOO_BIG => Metrics::inc(&m.closes_too_big_total),
+        close::HEARTBEAT_TIMEOUT => Metrics::inc(&m.closes_heartbeat_timeout_total),
+        _ => {} // 1013 is counted where the queue overflowed
+    }
+}
+
+struct Reader<'a> {
+    server: &'a Server,
+    shard: &'a Shard,
+    conn: ConnId,
+    bucket: TokenBucket,
+    /// (second, rate-limited messages in it)
+    strikes: (u64, u32),
+}
+
+/// A close the reader decided on: queued answers (the errors that explain it) go first.
+fn reason(code: u16, reason: &'static str) -> CloseReason {
+    CloseReason {
+        code,
+        reason,
+        flush: true,
+    }
+}
+
+impl Reader<'_> {
+    /// Reads until the session must end; returns how to close it.
+    async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+        let timeout = self.server.cfg.heartbeat_timeout();
+        loop {
+            let msg = match tokio::time::timeout(timeout, stream.next()).await {
+                Err(_) => return reason(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"),
+                Ok(None) => return reason(close::NORMAL, "closed by client"),
+                Ok(Some(Err(e))) => return read_error(e),
+                Ok(Some(Ok(m))) => m,
+            };
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Binary(_) => {
+                    self.reply_error(
+                        ErrorCode::BadJson,
+                        "binary frames are not supported; send JSON text".into(),
+                    );
+                    continue;
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return reason(close::NORMAL, "closed by client"),
+            };
+            Metrics::inc(&self.server.metrics.messages_in_total);
+            let now = self.server.now_ms();
+            if !self.bucket.try_take(now) {
+                Metrics::inc(&self.server.metrics.rate_limited_total);
+                let second = now / 1000;
+                self.strikes = if self.strikes.0 == second {
+                    (second, self.strikes.1 + 1)
+                } else {
+                    (second, 1)
+                };
+                if self.strikes.1 > self.server.cfg.rate_strikes_per_s_max {
+                    return reason(close::POLICY, "sustained rate-limit abuse");
+                }
+                self.reply_error(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "over {} messages/s; this one was not processed",
+                        self.server.cfg.inbound_rate_per_s
+                    ),
+                );
+                continue;
+            }
+            match ClientMsg::decode(text.as_str()) {
+                Ok(m) => self.dispatch(m, now),
+                Err(e) => self.reply_error(e.code(), e.to_string()),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: ClientMsg, now: u64) {
+        let mut s = self.shard.lock();
+        let out = match msg {
+            ClientMsg::RealtimeEvent(ev) => {
+                if ev.kind.is_mutation() {
+                    Metrics::inc(&self.server.metrics.mutations_total);
+                }
+                s.core.handle_event(self.conn, &ev, now)
+            }
+            ClientMsg::UserAction(UserAction::CursorMove { x, y, element_id }) => {
+                s.core.cursor(self.conn, x, y, element_id, now)
+            }
+            ClientMsg::Resume(r) => s.core.resume(self.conn, r),
+            ClientMsg::Heartbeat(_) => {
+                let ack = ServerMsg::HeartbeatAck(Heartbeat {
+                    timestamp: Timestamp(now),
+                });
+                vec![crate::core::Delivery {
+                    to: self.conn,
+                    frame: Frame::of(&ack),
+                }]
+            }
+            ClientMsg::HeartbeatAck(_) => Vec::new(),
+        };
+        s.deliver(out, &self.server.metrics, now);
+    }
+
+    fn reply_error(&self, code: ErrorCode, message: String) {
+        let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
+            code,
+            message,
+            op_id: None,
+            expected_n: None,
+        }));
+        let now = self.server.now_ms();
+        let mut s = self.shard.lock();
+        s.deliver(
+            vec![crate::core::Delivery {
+                to: self.conn,
+                frame,
+            }],
+            &self.server.metrics,
+            now,
+        );
+    }
+}
+
+fn read_error(e: axum::Error) -> CloseReason {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(e) if matches!(*e, WsError::Capacity(_)) => reason(close::TOO_BIG, "frame too large"),
+        Ok(e) if matches!(*e, WsError::Protocol(_) | WsError::Utf8(_)) => {
+            reason(close::POLICY, "protocol error")
+        }
+        _ => reason(close::NORMAL, "connection lost"),
+    }
+}

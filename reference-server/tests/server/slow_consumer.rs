@@ -1,0 +1,86 @@
+use crate::support::*;
+use futures_util::StreamExt;
+use rtsync_protocol::{EventType, ServerMsg};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in metrics"))
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected() {
+    let server = TestServer::start(|c| {
+        c.outbound_messages_max = 8;
+        c.outbound_bytes_max = 256 * 1024;
+        c.frame_bytes_max = 64 * 1024;
+        c.inbound_rate_per_s = 10_000.0;
+        c.inbound_burst = 10_000;
+    })
+    .await;
+    // The slow client: a tiny receive buffer, and it never reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/ws?token={}&sessionId=slow",
+        server.addr,
+        token("slow", "w1")
+    );
+    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+
+    let mut writer = server.ws("writer", "w1", "w").await;
+    let mut fast = server.ws("fast", "w1", "f").await;
+    connected(&mut writer).await;
+    connected(&mut fast).await;
+    let pad = "x".repeat(30_000);
+    let n = 120;
+    for i in 1..=n {
+        writer
+            .send(&mutation(
+                EventType::TaskCreated,
+                &format!("w:{i}"),
+                &format!("t{i}"),
+                0,
+                json!({"pad": pad}),
+            ))
+            .await;
+        assert!(matches!(writer.recv().await, ServerMsg::Ack(_)));
+    }
+    // The fast reader got everything, in order.
+    for i in 1..=n {
+        assert!(
+            matches!(fast.recv().await, ServerMsg::RealtimeEvent { seq: Some(s), .. } if s == i)
+        );
+    }
+    let (_, metrics) = server.http("GET", "/metrics", None, None).await;
+    assert_eq!(gauge(&metrics, "rtsync_closes_slow_consumer_total"), 1);
+    assert_eq!(
+        gauge(&metrics, "rtsync_workspace_sessions"),
+        2,
+        "the slow session left the hub"
+    );
+    // The slow client, reading at last, finds some frames and then the 1013 close.
+    let mut frames = 0;
+    let code = loop {
+        match tokio::time::timeout(WAIT, slow.next())
+            .await
+            .expect("close arrives")
+        {
+            Some(Ok(Message::Text(_))) => frames += 1,
+            Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => {}
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+    assert!(
+        frames < n,
+        "the slow client was cut off, not fed everything: {frames}"
+    );
+}
