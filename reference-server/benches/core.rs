@@ -21,13 +21,21 @@ fn update(n: u64, id: &str, base: u64) -> ClientEvent {
 }
 
 fn create(n: u64, id: &str) -> ClientEvent {
-    ClientEvent { kind: EventType::TaskCreated, version: 0, ..update(n, id, 0) }
+    ClientEvent {
+        kind: EventType::TaskCreated,
+        version: 0,
+        ..update(n, id, 0)
+    }
 }
 
 fn workspace(sessions: u64) -> Workspace {
     let mut w = Workspace::new("bench", 1, Arc::new(CoreConfig::default()));
     for conn in 1..=sessions {
-        let info = SessionInfo { user_id: format!("u{conn}"), session_id: format!("s{conn}"), device: Device::default() };
+        let info = SessionInfo {
+            user_id: format!("u{conn}"),
+            session_id: format!("s{conn}"),
+            device: Device::default(),
+        };
         w.connect(conn, info, None, 0);
     }
     w
@@ -78,7 +86,11 @@ fn conflicts(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let a = w.handle_event(2, &field(format!("b:{n}"), "t1", version, "status", n), n);
-            let m = w.handle_event(1, &field(format!("bench:{n}"), "t1", version, "title", n), n);
+            let m = w.handle_event(
+                1,
+                &field(format!("bench:{n}"), "t1", version, "title", n),
+                n,
+            );
             version += 2;
             black_box(a.len() + m.len())
         })
@@ -96,7 +108,18 @@ fn event_log(c: &mut Criterion) {
     for back in [100u64, 1000] {
         g.throughput(Throughput::Elements(back));
         g.bench_function(BenchmarkId::from_parameter(back), |b| {
-            b.iter(|| black_box(w.resume(1, Resume { epoch, last_seq: 5000 - back }).len()))
+            b.iter(|| {
+                black_box(
+                    w.resume(
+                        1,
+                        Resume {
+                            epoch,
+                            last_seq: 5000 - back,
+                        },
+                    )
+                    .len(),
+                )
+            })
         });
     }
     g.finish();
