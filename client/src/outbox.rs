@@ -1,0 +1,331 @@
+//! The offline queue. Every mutation gets an opId and waits here — persisted with the
+//! client's state — until the server answers it; it is (re)sent in order after every
+//! reconnect. Bounded, and a full queue refuses with an error the app sees: nothing
+//! is dropped silently. The seed's queue (drop the oldest of 100, no ids, no retry)
+//! exists only as [`OutboxPolicy::Legacy`], so a scenario can show what it loses.
+
+use rtsync_protocol::{ClientEvent, ClientMsg, EventType, Strategy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxPolicy {
+    /// opIds `clientId:n`, n contiguous from 1, assigned at enqueue; at most `capacity`
+    /// ops, past which `enqueue` fails; every op is resent until answered.
+    Sequenced { capacity: usize },
+    /// The seed's WebSocketManager queue: a fresh id per op (no ordering, no
+    /// deduplication), at most 100 ops with the oldest dropped silently, an op sent on a
+    /// connection that dies is never retried, and an op unanswered for the ack timeout
+    /// is rolled back.
+    Legacy,
+}
+
+/// The seed's queue length.
+pub const LEGACY_CAPACITY: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub policy: OutboxPolicy,
+    /// Ops sent and not yet answered, at most.
+    pub inflight_max: usize,
+    /// Seed: 10 s. Sequenced: an op unanswered this long on an open connection makes
+    /// the connection suspect (reconnect and replay). Legacy: the op is rolled back.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            policy: OutboxPolicy::Sequenced { capacity: 1000 },
+            inflight_max: 64,
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One queued mutation. Serialisable: it is persisted before the app is told it is queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingOp {
+    pub op_id: String,
+    pub kind: EventType,
+    pub entity_id: String,
+    /// The version the change was made on (0 = create).
+    pub base: u64,
+    pub changes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// opIds that must be answered before this one is sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    pub enqueued_at_ms: u64,
+    #[serde(skip)]
+    pub sent_at_ms: Option<u64>,
+}
+
+impl PendingOp {
+    pub fn message(&self) -> ClientMsg {
+        let mut payload =
+            json!({"opId": self.op_id, "id": self.entity_id, "changes": self.changes});
+        if let Some(s) = self.strategy {
+            payload["strategy"] = json!(s);
+        }
+        ClientMsg::RealtimeEvent(ClientEvent {
+            id: None,
+            kind: self.kind,
+            payload,
+            user_id: None,
+            session_id: None,
+            timestamp: None,
+            version: self.base,
+        })
+    }
+}
+
+/// Why `enqueue` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    #[error("offline queue is full ({capacity} ops); the change was not queued")]
+    Full { capacity: usize },
+    #[error("{0} is not a mutation type")]
+    NotAMutation(&'static str),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub enqueued: u64,
+    pub answered: u64,
+    pub refused_full: u64,
+    /// Legacy only: ops dropped without telling anyone.
+    pub dropped_silently: u64,
+    /// Ops failed because an op they depend on failed.
+    pub cascaded: u64,
+    pub sent: u64,
+    pub resent: u64,
+    pub timed_out: u64,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    client_id: String,
+    cfg: OutboxConfig,
+    next_n: u64,
+    ops: VecDeque<PendingOp>,
+    /// The opIds of the last ops dropped silently (legacy), for the checker's report.
+    pub dropped_ids: VecDeque<String>,
+    pub stats: OutboxStats,
+}
+
+const DROPPED_IDS_KEPT: usize = 64;
+
+impl Outbox {
+    pub fn new(client_id: impl Into<String>, cfg: OutboxConfig) -> Self {
+        Outbox {
+            client_id: client_id.into(),
+            cfg,
+            next_n: 1,
+            ops: VecDeque::new(),
+            dropped_ids: VecDeque::new(),
+            stats: OutboxStats::default(),
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn ops(&self) -> impl Iterator<Item = &PendingOp> {
+        self.ops.iter()
+    }
+    pub fn get(&self, op_id: &str) -> Option<&PendingOp> {
+        self.ops.iter().find(|o| o.op_id == op_id)
+    }
+    pub fn next_n(&self) -> u64 {
+        self.next_n
+    }
+    pub fn inflight(&self) -> usize {
+        self.ops.iter().filter(|o| o.sent_at_ms.is_some()).count()
+    }
+    pub fn policy(&self) -> OutboxPolicy {
+        self.cfg.policy
+    }
+
+    /// Queues a mutation. Returns the op (to persist, and for the optimistic view).
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue(
+        &mut self,
+        kind: EventType,
+        entity_id: &str,
+        base: u64,
+        changes: Map<String, Value>,
+        strategy: Option<Strategy>,
+        dependencies: Vec<String>,
+        now_ms: u64,
+    ) -> Result<&PendingOp, OutboxError> {
+        if !kind.is_mutation() {
+            return Err(OutboxError::NotAMutation(kind.as_str()));
+        }
+        let op_id = match self.cfg.policy {
+            OutboxPolicy::Sequenced { capacity } => {
+                if self.ops.len() >= capacity {
+                    self.stats.refused_full += 1;
+                    return Err(OutboxError::Full { capacity });
+                }
+                format!("{}:{}", self.client_id, self.next_n)
+            }
+            OutboxPolicy::Legacy => {
+                if self.ops.len() >= LEGACY_CAPACITY
+                    && let Some(dropped) = self.ops.pop_front()
+                {
+                    self.stats.dropped_silently += 1;
+                    self.dropped_ids.push_back(dropped.op_id);
+                    if self.dropped_ids.len() > DROPPED_IDS_KEPT {
+                        self.dropped_ids.pop_front();
+                    }
+                }
+                // Each op its own client with n = 1: the server neither orders nor
+                // deduplicates them, as with the seed's random UUIDs.
+                format!("{}-{}:1", self.client_id, self.next_n)
+            }
+        };
+        self.next_n += 1;
+        self.stats.enqueued += 1;
+        self.ops.push_back(PendingOp {
+            op_id,
+            kind,
+            entity_id: entity_id.to_owned(),
+            base,
+            changes,
+            strategy,
+            dependencies,
+            enqueued_at_ms: now_ms,
+            sent_at_ms: None,
+        });
+        Ok(self
+            .ops
+            .back()
+            .unwrap_or_else(|| unreachable!("just pushed")))
+    }
+
+    /// The next op to send on an open connection, in order; `None` when the window is
+    /// full, the queue is drained, or the next op waits for a dependency.
+    pub fn poll_send(&mut self, now_ms: u64) -> Option<ClientMsg> {
+        if self.inflight() >= self.cfg.inflight_max.max(1) {
+            return None;
+        }
+        let idx = self.ops.iter().position(|o| o.sent_at_ms.is_none())?;
+        let waiting = self.ops[idx]
+            .dependencies
+            .iter()
+            .any(|d| self.ops.iter().take(idx).any(|o| &o.op_id == d));
+        if waiting {
+            return None;
+        }
+        let op = &mut self.ops[idx];
+        op.sent_at_ms = Some(now_ms);
+        self.stats.sent += 1;
+        Some(op.message())
+    }
+
+    /// The server answered `op_id` (ACK, CONFLICT_DETECTED or ERROR). Returns the op,
+    /// and — when `failed` — every queued op that depended on it, which fail too.
+    pub fn answer(&mut self, op_id: &str, failed: bool) -> Option<(PendingOp, Vec<PendingOp>)> {
+        let idx = self.ops.iter().position(|o| o.op_id == op_id)?;
+        let op = self.ops.remove(idx)?;
+        self.stats.answered += 1;
+        let mut cascaded = Vec::new();
+        if failed {
+            let mut dead = vec![op.op_id.clone()];
+            while let Some(d) = dead.pop() {
+                while let Some(i) = self.ops.iter().position(|o| o.dependencies.contains(&d)) {
+                    if let Some(o) = self.ops.remove(i) {
+                        dead.push(o.op_id.clone());
+                        cascaded.push(o);
+                    }
+                }
+            }
+            self.stats.cascaded += cascaded.len() as u64;
+        }
+        Some((op, cascaded))
+    }
+
+    /// `OUT_OF_ORDER`: the server expects n; resend from there.
+    pub fn rewind_to(&mut self, expected_n: u64) {
+        let client = self.client_id.clone();
+        for op in &mut self.ops {
+            let n = op
+                .op_id
+                .strip_prefix(&client)
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if n.is_some_and(|n| n >= expected_n) && op.sent_at_ms.take().is_some() {
+                self.stats.resent += 1;
+            }
+        }
+    }
+
+    /// The connection is gone. Sequenced: everything unanswered is sent again after
+    /// the reconnect. Legacy: sent ops are not retried (the seed forgets them).
+    pub fn on_disconnect(&mut self) {
+        if let OutboxPolicy::Sequenced { .. } = self.cfg.policy {
+            for op in &mut self.ops {
+                if op.sent_at_ms.take().is_some() {
+                    self.stats.resent += 1;
+                }
+            }
+        }
+    }
+
+    /// Sequenced: true once when the oldest in-flight op is overdue (the session then
+    /// suspects the connection). Legacy: overdue ops are removed and returned for rollback.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> (bool, Vec<PendingOp>) {
+        let overdue = |o: &PendingOp| {
+            o.sent_at_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.ack_timeout_ms)
+        };
+        match self.cfg.policy {
+            OutboxPolicy::Sequenced { .. } => {
+                let any = self.ops.iter().any(overdue);
+                if any {
+                    self.stats.timed_out += 1;
+                }
+                (any, Vec::new())
+            }
+            OutboxPolicy::Legacy => {
+                let (late, keep): (Vec<_>, Vec<_>) = self.ops.drain(..).partition(overdue);
+                self.ops = keep.into();
+                self.stats.timed_out += late.len() as u64;
+                (false, late)
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.ops
+            .iter()
+            .filter_map(|o| o.sent_at_ms)
+            .min()
+            .map(|t| t + self.cfg.ack_timeout_ms)
+    }
+
+    /// Restores a persisted queue (after a reload); nothing counts as sent.
+    pub fn restore(&mut self, ops: Vec<PendingOp>, next_n: u64) {
+        self.ops = ops
+            .into_iter()
+            .map(|mut o| {
+                o.sent_at_ms = None;
+                o
+            })
+            .collect();
+        self.next_n = next_n.max(1);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! The client's copy of confirmed server state, and the optimistic view over it.
+//!
+//! view = confirmed ⊕ pending ops replayed in order (Replicache's rebase): the view is
+//! computed from the confirmed entities and the outbox on every read, so a server event
+//! "rebases" the pending ops for free and rolling one op back is removing it from the
+//! outbox — no other pending op is touched.
+
+use crate::outbox::PendingOp;
+use rtsync_protocol::{Entity, EntityKind, EventType, Timestamp};
+use serde_json::Map;
+use std::collections::BTreeMap;
+
+pub type Key = (EntityKind, String);
+
+#[derive(Debug, Default, Clone)]
+pub struct Replica {
+    entities: BTreeMap<Key, Entity>,
+}
+
+fn key_of(kind: EntityKind, id: &str) -> Key {
+    (kind, id.to_owned())
+}
+
+impl Replica {
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    pub fn get(&self, kind: EntityKind, id: &str) -> Option<&Entity> {
+        self.entities.get(&key_of(kind, id))
+    }
+
+    /// A server event's entity. Versions only move forward: an older or equal version
+    /// (a replay overlapping what a snapshot already had) changes nothing.
+    pub fn apply_event(&mut self, e: Entity) -> bool {
+        let k = key_of(e.entity, &e.id);
+        match self.entities.get(&k) {
+            Some(cur) if cur.version >= e.version => false,
+            _ => {
+                self.entities.insert(k, e);
+                true
+            }
+        }
+    }
+
+    /// Our own op was acknowledged at `version`: the server applied exactly our change
+    /// on top of what we had (every earlier event reached us first on the same stream).
+    /// If a later version is already here (SSE: the stream overtook the POST answer), it
+    /// already includes our change.
+    pub fn apply_ack(&mut self, op: &PendingOp, version: u64, by: &str, at: Timestamp) {
+        let Some(kind) = op.kind.entity_kind() else {
+            return;
+        };
+        let k = key_of(kind, &op.entity_id);
+        let cur = self.entities.entry(k).or_insert_with(|| Entity {
+            id: op.entity_id.clone(),
+            entity: kind,
+            version: 0,
+            updated_at: at,
+            updated_by: by.to_owned(),
+            op_id: None,
+            deleted: false,
+            task_id: None,
+            fields: Map::new(),
+        });
+        if cur.version >= version {
+            return;
+        }
+        overlay(cur, op);
+        cur.version = version;
+        cur.updated_at = at;
+        cur.updated_by = by.to_owned();
+    }
+
+    /// Replaces every entity of `kind` with a snapshot's (after continuity was lost).
+    pub fn replace_kind(&mut self, kind: EntityKind, entities: Vec<Entity>) {
+        self.entities.retain(|(k, _), _| *k != kind);
+        for e in entities {
+            self.entities.insert(key_of(kind, &e.id), e);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entities.clear();
+    }
+
+    /// Confirmed, live (not deleted) entities: what must equal the server at quiescence.
+    pub fn live(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.values().filter(|e| !e.deleted)
+    }
+
+    pub fn entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.values()
+    }
+
+    /// The optimistic view of one entity: confirmed plus every pending op on it.
+    pub fn view<'a>(
+        &self,
+        kind: EntityKind,
+        id: &str,
+        pending: impl Iterator<Item = &'a PendingOp>,
+    ) -> Option<Entity> {
+        let mut e = self.get(kind, id).cloned();
+        for op in pending.filter(|o| o.entity_id == id && o.kind.entity_kind() == Some(kind)) {
+            let cur = e.get_or_insert_with(|| Entity {
+                id: id.to_owned(),
+                entity: kind,
+                version: 0,
+                updated_at: Timestamp(op.enqueued_at_ms),
+                updated_by: String::new(),
+                op_id: None,
+                deleted: false,
+                task_id: None,
+                fields: Map::new(),
+            });
+            overlay(cur, op);
+        }
+        e.filter(|e| !e.deleted)
+    }
+
+    /// The whole optimistic view (live entities).
+    pub fn view_all<'a>(
+        &self,
+        pending: impl Iterator<Item = &'a PendingOp> + Clone,
+    ) -> BTreeMap<Key, Entity> {
+        let mut keys: Vec<Key> = self.entities.keys().cloned().collect();
+        keys.extend(
+            pending
+                .clone()
+                .filter_map(|o| Some(key_of(o.kind.entity_kind()?, &o.entity_id))),
+        );
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|k| Some((k.clone(), self.view(k.0, &k.1, pending.clone())?)))
+            .collect()
+    }
+
+    /// Approximate retained bytes (ids, field names and JSON values).
+    pub fn bytes(&self) -> usize {
+        self.entities.values().map(entity_bytes).sum()
+    }
+}
+
+/// Applies one op's change to an entity (the same rule the server applies).
+fn overlay(e: &mut Entity, op: &PendingOp) {
+    e.op_id = Some(op.op_id.clone());
+    if op.kind == EventType::TaskDeleted {
+        e.deleted = true;
+        e.fields.clear();
+        return;
+    }
+    e.deleted = false;
+    for (k, v) in &op.changes {
+        e.fields.insert(k.clone(), v.clone());
+    }
+}
+
+pub fn entity_bytes(e: &Entity) -> usize {
+    64 + e.id.len()
+        + e.updated_by.len()
+        + e.fields
+            .iter()
+            .map(|(k, v)| k.len() + crate::value_bytes(v))
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entity(id: &str, version: u64, title: &str) -> Entity {
+        Entity {
+            id: id.into(),
+            entity: EntityKind::Task,
+            version,
+            updated_at: Timestamp(0),
+            updated_by: "u".into(),
+            op_id: None,
+            deleted: false,
+            task_id: None,
+            fields: json!({"title": title}).as_object().unwrap().clone(),
+        }
+    }
+
+    fn op(op_id: &str, kind: EventType, id: &str, changes: serde_json::Value) -> PendingOp {
+        PendingOp {
+            op_id: op_id.into(),
+            kind,
+            entity_id: id.into(),
+            base: 0,
+            changes: changes.as_object().cloned().unwrap_or_default(),
+            strategy: None,
+            dependencies: vec![],
+            enqueued_at_ms: 0,
+            sent_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn versions_only_move_forward() {
+        let mut r = Replica::default();
+        assert!(r.apply_event(entity("t", 2, "b")));
+        assert!(!r.apply_event(entity("t", 1, "a")));
+        assert_eq!(r.get(EntityKind::Task, "t").unwrap().fields["title"], "b");
+    }
+
+    #[test]
+    fn the_view_overlays_pending_ops_in_order_and_a_rollback_touches_only_its_op() {
+        let mut r = Replica::default();
+        r.apply_event(entity("t", 1, "a"));
+        let ops = vec![
+            op("c:1", EventType::TaskUpdated, "t", json!({"title": "mine"})),
+            op(
+                "c:2",
+                EventType::TaskUpdated,
+                "t",
+                json!({"status": "done"}),
+            ),
+        ];
+        let v = r.view(EntityKind::Task, "t", ops.iter()).unwrap();
+        assert_eq!(
+            (v.fields["title"].clone(), v.fields["status"].clone()),
+            (json!("mine"), json!("done"))
+        );
+        // A server event rebases the pending ops: theirs underneath, ours on top.
+        r.apply_event(entity("t", 2, "theirs"));
+        assert_eq!(
+            r.view(EntityKind::Task, "t", ops.iter()).unwrap().fields["title"],
+            "mine"
+        );
+        // Roll back c:1 alone.
+        let v = r.view(EntityKind::Task, "t", ops[1..].iter()).unwrap();
+        assert_eq!(
+            (v.fields["title"].clone(), v.fields["status"].clone()),
+            (json!("theirs"), json!("done"))
+        );
+        // A pending delete hides it.
+        let del = [op("c:3", EventType::TaskDeleted, "t", json!({}))];
+        assert!(r.view(EntityKind::Task, "t", del.iter()).is_none());
+    }
+
+    #[test]
+    fn an_ack_applies_our_change_unless_a_later_version_is_here() {
+        let mut r = Replica::default();
+        r.apply_event(entity("t", 1, "a"));
+        let o = op("c:1", EventType::TaskUpdated, "t", json!({"title": "mine"}));
+        r.apply_ack(&o, 2, "me", Timestamp(5));
+        let e = r.get(EntityKind::Task, "t").unwrap();
+        assert_eq!((e.version, e.fields["title"].clone()), (2, json!("mine")));
+        r.apply_event(entity("t", 4, "later"));
+        r.apply_ack(
+            &op(
+                "c:2",
+                EventType::TaskUpdated,
+                "t",
+                json!({"title": "stale"}),
+            ),
+            3,
+            "me",
+            Timestamp(6),
+        );
+        assert_eq!(
+            r.get(EntityKind::Task, "t").unwrap().fields["title"],
+            "later"
+        );
+    }
+}
