@@ -1,5 +1,9 @@
+pub mod cache;
+pub mod conflict;
 pub mod connection;
+pub mod crosstab;
 pub mod outbox;
+pub mod persist;
 pub mod replica;
 pub mod rng;
 pub mod seq;

@@ -83,6 +83,10 @@ pub struct SnapshotStores {
     pub notes: Value,
     pub focus: Value,
     pub ui: Value,
+    /// rtsync extension: the offline queue and the stream position (epoch, seq), so a
+    /// reload resumes where it stopped and loses no queued write.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub sync: Value,
 }
 
 /// The seed's `StateSnapshot`.
@@ -97,4 +101,8 @@ pub struct StateSnapshot {
     pub stores: SnapshotStores,
     /// SHA-256 of the canonical JSON of `stores`, hex.
     pub checksum: String,
+    /// rtsync extension (TanStack's persister has it): a snapshot written under another
+    /// buster string is discarded on load, so a deploy can invalidate every saved state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub buster: String,
 }

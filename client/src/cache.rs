@@ -1,0 +1,341 @@
+//! A query cache with TanStack Query v5 semantics: array keys; `staleTime` (default 0:
+//! data is stale at once) and `gcTime` (default 5 min: unobserved entries are removed
+//! after it); invalidation by exact key, prefix or predicate; concurrent identical
+//! fetches deduplicated; refetch of observed queries on reconnect; unchanged data keeps
+//! its identity (structural sharing); the seed's cleanup of old, rarely hit entries.
+//! Bounded by `entries_max`: past it the least recently used unobserved entry goes.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub type QueryKey = Vec<String>;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub stale_time_ms: u64,
+    pub gc_time_ms: u64,
+    pub entries_max: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            stale_time_ms: 0,
+            gc_time_ms: 5 * 60 * 1000,
+            entries_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Option<Arc<Value>>,
+    bytes: usize,
+    updated_at_ms: u64,
+    invalidated: bool,
+    fetching: bool,
+    observers: u32,
+    hits: u64,
+    last_used_ms: u64,
+}
+
+/// The answer to a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Fresh data from the cache: no network.
+    Fresh(Arc<Value>),
+    /// Stale data to show now; `fetch` says whether this call must start the refetch
+    /// (false: one is already in flight).
+    Stale { data: Arc<Value>, fetch: bool },
+    /// Nothing cached; `fetch` as above.
+    Miss { fetch: bool },
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub queries: u64,
+    pub hits: u64,
+    pub fetches: u64,
+    pub deduplicated: u64,
+    pub invalidated: u64,
+    /// Invalidated entries whose refetched data turned out unchanged.
+    pub false_positives: u64,
+    /// Invalidated entries refetched (the denominator of the false-positive ratio).
+    pub invalidated_refetched: u64,
+    pub gc_removed: u64,
+    pub evicted: u64,
+    pub cleaned: u64,
+}
+
+impl CacheStats {
+    pub fn hit_ratio(&self) -> f64 {
+        if self.queries == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.queries as f64
+        }
+    }
+    pub fn false_positive_ratio(&self) -> f64 {
+        if self.invalidated_refetched == 0 {
+            0.0
+        } else {
+            self.false_positives as f64 / self.invalidated_refetched as f64
+        }
+    }
+    pub fn requests_per_query(&self) -> f64 {
+        if self.queries == 0 {
+            0.0
+        } else {
+            self.fetches as f64 / self.queries as f64
+        }
+    }
+}
+
+/// Which entries an invalidation hits.
+pub enum Filter<'a> {
+    Exact(&'a [String]),
+    Prefix(&'a [String]),
+    Predicate(&'a dyn Fn(&[String]) -> bool),
+}
+
+impl std::fmt::Debug for Filter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filter::Exact(k) => write!(f, "Exact({k:?})"),
+            Filter::Prefix(k) => write!(f, "Prefix({k:?})"),
+            Filter::Predicate(_) => write!(f, "Predicate(..)"),
+        }
+    }
+}
+
+impl Filter<'_> {
+    fn matches(&self, key: &[String]) -> bool {
+        match self {
+            Filter::Exact(k) => key == *k,
+            Filter::Prefix(p) => key.starts_with(p),
+            Filter::Predicate(f) => f(key),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct QueryCache {
+    cfg: CacheConfig,
+    entries: BTreeMap<QueryKey, Entry>,
+    bytes: usize,
+    pub stats: CacheStats,
+}
+
+impl QueryCache {
+    pub fn new(cfg: CacheConfig) -> Self {
+        QueryCache {
+            cfg,
+            entries: BTreeMap::new(),
+            bytes: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Approximate bytes retained by cached data.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn query(&mut self, key: &[String], now_ms: u64) -> Lookup {
+        self.stats.queries += 1;
+        let stale_time = self.cfg.stale_time_ms;
+        let e = self.entry(key, now_ms);
+        e.last_used_ms = now_ms;
+        let fresh = !e.invalidated && now_ms.saturating_sub(e.updated_at_ms) < stale_time;
+        let lookup = match (&e.data, fresh) {
+            (Some(d), true) => {
+                e.hits += 1;
+                let fresh = Lookup::Fresh(d.clone());
+                self.stats.hits += 1;
+                return fresh;
+            }
+            (Some(d), false) => Lookup::Stale {
+                data: d.clone(),
+                fetch: !e.fetching,
+            },
+            (None, _) => Lookup::Miss { fetch: !e.fetching },
+        };
+        if e.fetching {
+            self.stats.deduplicated += 1;
+        } else {
+            e.fetching = true;
+            self.stats.fetches += 1;
+        }
+        lookup
+    }
+
+    fn entry(&mut self, key: &[String], now_ms: u64) -> &mut Entry {
+        if !self.entries.contains_key(key) {
+            if self.entries.len() >= self.cfg.entries_max {
+                self.evict_one();
+            }
+            self.entries.insert(
+                key.to_vec(),
+                Entry {
+                    data: None,
+                    bytes: 0,
+                    updated_at_ms: 0,
+                    invalidated: false,
+                    fetching: false,
+                    observers: 0,
+                    hits: 0,
+                    last_used_ms: now_ms,
+                },
+            );
+        }
+        self.entries
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn evict_one(&mut self) {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.observers == 0 && !e.fetching)
+            .min_by_key(|(_, e)| e.last_used_ms)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            self.remove(&k);
+            self.stats.evicted += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &[String]) {
+        if let Some(e) = self.entries.remove(key) {
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// A fetch finished. Returns the data to use: the old `Arc` when nothing changed
+    /// (structural sharing — observers need not re-render).
+    pub fn resolve(&mut self, key: &[String], data: Value, now_ms: u64) -> Arc<Value> {
+        let e = self.entry(key, now_ms);
+        e.fetching = false;
+        e.updated_at_ms = now_ms;
+        let was_invalidated = std::mem::take(&mut e.invalidated);
+        let unchanged = e.data.as_deref() == Some(&data);
+        let (out, new_bytes) = match (&e.data, unchanged) {
+            (Some(old), true) => (old.clone(), e.bytes),
+            _ => (Arc::new(data), 0),
+        };
+        let new_bytes = if unchanged {
+            new_bytes
+        } else {
+            crate::value_bytes(&out) + key.iter().map(|k| k.len() + 24).sum::<usize>()
+        };
+        let old_bytes = std::mem::replace(&mut e.bytes, new_bytes);
+        e.data = Some(out.clone());
+        self.bytes = self.bytes - old_bytes + new_bytes;
+        if was_invalidated {
+            self.stats.invalidated_refetched += 1;
+            if unchanged {
+                self.stats.false_positives += 1;
+            }
+        }
+        out
+    }
+
+    /// A fetch failed: the next query may try again.
+    pub fn fail(&mut self, key: &[String]) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.fetching = false;
+        }
+    }
+
+    /// Marks matching entries stale; returns how many. Observed ones need a refetch.
+    pub fn invalidate(&mut self, filter: Filter<'_>) -> Vec<QueryKey> {
+        let mut hit = Vec::new();
+        for (k, e) in self
+            .entries
+            .iter_mut()
+            .filter(|(k, e)| e.data.is_some() && filter.matches(k))
+        {
+            e.invalidated = true;
+            hit.push(k.clone());
+        }
+        self.stats.invalidated += hit.len() as u64;
+        hit
+    }
+
+    pub fn subscribe(&mut self, key: &[String], now_ms: u64) {
+        self.entry(key, now_ms).observers += 1;
+    }
+
+    pub fn unsubscribe(&mut self, key: &[String], now_ms: u64) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.observers = e.observers.saturating_sub(1);
+            e.last_used_ms = now_ms;
+        }
+    }
+
+    /// Observed queries, to refetch after a reconnect (`refetchOnReconnect`).
+    pub fn on_reconnect(&mut self) -> Vec<QueryKey> {
+        let keys: Vec<QueryKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.observers > 0 && e.data.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            if let Some(e) = self.entries.get_mut(k) {
+                e.invalidated = true;
+            }
+        }
+        keys
+    }
+
+    /// Removes unobserved entries unused for `gcTime`.
+    pub fn gc(&mut self, now_ms: u64) -> usize {
+        let gc = self.cfg.gc_time_ms;
+        let dead: Vec<QueryKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.observers == 0 && !e.fetching && now_ms.saturating_sub(e.last_used_ms) >= gc
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            self.remove(k);
+        }
+        self.stats.gc_removed += dead.len() as u64;
+        dead.len()
+    }
+
+    /// The seed's SmartCacheManager cleanup: drop unobserved entries older than
+    /// `max_age_ms` that were hit fewer than `min_hits` times. Returns how many.
+    pub fn cleanup(&mut self, now_ms: u64, max_age_ms: u64, min_hits: u64) -> usize {
+        let dead: Vec<QueryKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.observers == 0
+                    && !e.fetching
+                    && e.hits < min_hits
+                    && now_ms.saturating_sub(e.updated_at_ms) >= max_age_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            self.remove(k);
+        }
+        self.stats.cleaned += dead.len() as u64;
+        dead.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::*;
+use serde_json::json;
+
+fn key(parts: &[&str]) -> QueryKey {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn cache(stale: u64) -> QueryCache {
+    QueryCache::new(CacheConfig {
+        stale_time_ms: stale,
+        gc_time_ms: 1000,
+        entries_max: 100,
+    })
+}
+
+#[test]
+fn stale_time_zero_refetches_every_time_but_serves_stale_data() {
+    let mut c = cache(0);
+    let k = key(&["tasks"]);
+    assert_eq!(c.query(&k, 0), Lookup::Miss { fetch: true });
+    c.resolve(&k, json!([1]), 0);
+    assert!(matches!(c.query(&k, 0), Lookup::Stale { fetch: true, .. }));
+    assert_eq!(c.stats.hits, 0);
+}
+
+#[test]
+fn fresh_within_stale_time_is_a_hit() {
+    let mut c = cache(100);
+    let k = key(&["tasks"]);
+    c.query(&k, 0);
+    c.resolve(&k, json!([1]), 0);
+    assert!(matches!(c.query(&k, 50), Lookup::Fresh(_)));
+    assert!(matches!(c.query(&k, 100), Lookup::Stale { .. }));
+    assert_eq!((c.stats.hits, c.stats.queries, c.stats.fetches), (1, 3, 2));
+}
+
+#[test]
+fn concurrent_identical_queries_fetch_once() {
+    let mut c = cache(0);
+    let k = key(&["tasks", "p1"]);
+    assert_eq!(c.query(&k, 0), Lookup::Miss { fetch: true });
+    assert_eq!(c.query(&k, 1), Lookup::Miss { fetch: false });
+    assert_eq!(c.query(&k, 2), Lookup::Miss { fetch: false });
+    assert_eq!((c.stats.fetches, c.stats.deduplicated), (1, 2));
+    assert!((c.stats.requests_per_query() - 1.0 / 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn unchanged_data_keeps_its_identity_and_counts_as_a_false_positive() {
+    let mut c = cache(1000);
+    let k = key(&["tasks"]);
+    c.query(&k, 0);
+    let first = c.resolve(&k, json!({"a": [1, 2]}), 0);
+    assert_eq!(c.invalidate(Filter::Prefix(&key(&["tasks"]))).len(), 1);
+    assert!(matches!(c.query(&k, 1), Lookup::Stale { fetch: true, .. }));
+    let second = c.resolve(&k, json!({"a": [1, 2]}), 1);
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(
+        (c.stats.false_positives, c.stats.invalidated_refetched),
+        (1, 1)
+    );
+    c.invalidate(Filter::Exact(&k));
+    c.query(&k, 2);
+    let third = c.resolve(&k, json!({"a": [1, 3]}), 2);
+    assert!(!Arc::ptr_eq(&second, &third));
+    assert_eq!(c.stats.false_positive_ratio(), 0.5);
+}
+
+#[test]
+fn invalidation_by_prefix_exact_and_predicate() {
+    let mut c = cache(1000);
+    for k in [
+        key(&["tasks", "p1"]),
+        key(&["tasks", "p2"]),
+        key(&["projects"]),
+    ] {
+        c.query(&k, 0);
+        c.resolve(&k, json!(1), 0);
+    }
+    assert_eq!(c.invalidate(Filter::Prefix(&key(&["tasks"]))).len(), 2);
+    assert_eq!(c.invalidate(Filter::Exact(&key(&["projects"]))).len(), 1);
+    let pred = |k: &[String]| k.last().is_some_and(|s| s == "p2");
+    assert_eq!(
+        c.invalidate(Filter::Predicate(&pred)),
+        vec![key(&["tasks", "p2"])]
+    );
+}
+
+#[test]
+fn gc_removes_only_unobserved_entries_and_reconnect_refetches_observed_ones() {
+    let mut c = cache(1000);
+    let (a, b) = (key(&["a"]), key(&["b"]));
+    for k in [&a, &b] {
+        c.query(k, 0);
+        c.resolve(k, json!(1), 0);
+    }
+    c.subscribe(&a, 0);
+    assert_eq!(c.gc(999), 0);
+    assert_eq!(c.gc(1000), 1);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.on_reconnect(), vec![a.clone()]);
+    assert!(matches!(
+        c.query(&a, 1001),
+        Lookup::Stale { fetch: true, .. }
+    ));
+}
+
+#[test]
+fn bounded_by_entries_and_bytes_are_tracked() {
+    let mut c = QueryCache::new(CacheConfig {
+        stale_time_ms: 1000,
+        gc_time_ms: 1000,
+        entries_max: 2,
+    });
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let k = key(&[name]);
+        c.query(&k, i as u64);
+        c.resolve(&k, json!("x".repeat(100)), i as u64);
+    }
+    assert_eq!((c.len(), c.stats.evicted), (2, 1));
+    assert!(c.bytes() > 200);
+    let before = c.bytes();
+    assert_eq!(c.cleanup(5000, 1000, 1), 2);
+    assert!(c.bytes() < before);
+    assert_eq!(c.bytes(), 0);
+}
