@@ -1,8 +1,31 @@
+//! rtsync client state machines: the seed's client-side managers as deterministic,
+//! sans-IO code. Every part takes `now_ms` as an input and returns its outputs; none
+//! touches a socket, a clock or a global RNG (quinn-proto is the model), so the
+//! simulator can run thousands of them and a test can drive one step by step.
+//!
+//! Module map:
+//! - [`session`] — one tab's sync engine: connection + stream position + outbox + replica.
+//! - [`connection`] — connecting / open / closing / closed / needs-auth; backoff with
+//!   jitter (and the seed's policy as `Legacy`); heartbeats; SSE fallback.
+//! - [`seq`] — which seqs were applied: resume point, duplicates, gaps.
+//! - [`outbox`] — the offline queue: contiguous opIds, replay, dependencies, bounds.
+//! - [`replica`] — confirmed state and the optimistic view (confirmed ⊕ pending).
+//! - [`conflict`] — LWW register laws, the MANUAL path, simulated users' policies.
+//! - [`crosstab`] — BroadcastChannel bus and Web Locks leader election.
+//! - [`cache`] — TanStack-Query-style query cache with statistics.
+//! - [`persist`] — snapshot dehydrate/hydrate: checksum, gzip, base64, migrations.
+//! - [`memory`] — retained-bytes accounting, pressure, cleanup, trend.
+//! - [`perf`] — the seed's performance monitor.
+//! - [`virtual_list`] — the virtual list window.
+//! - [`rng`] — the seeded RNG every random choice draws from.
+
 pub mod cache;
 pub mod conflict;
 pub mod connection;
 pub mod crosstab;
+pub mod memory;
 pub mod outbox;
+pub mod perf;
 pub mod persist;
 pub mod replica;
 pub mod rng;
@@ -25,3 +48,5 @@ pub fn value_bytes(v: &serde_json::Value) -> usize {
         }
     }
 }
+pub mod session;
+pub mod virtual_list;

@@ -213,7 +213,7 @@ mod tests {
     fn the_view_overlays_pending_ops_in_order_and_a_rollback_touches_only_its_op() {
         let mut r = Replica::default();
         r.apply_event(entity("t", 1, "a"));
-        let ops = vec![
+        let ops = [
             op("c:1", EventType::TaskUpdated, "t", json!({"title": "mine"})),
             op(
                 "c:2",

@@ -43,7 +43,8 @@ fn every_kind_of_corruption_is_detected_and_named() {
     let mut shapeless = serde_json::to_value(&good).unwrap();
     shapeless["userId"] = json!(42);
     shapeless["checksum"] = json!(checksum(&shapeless["stores"]));
-    let cases: Vec<(String, fn(&PersistError) -> bool)> = vec![
+    type Is = fn(&PersistError) -> bool;
+    let cases: Vec<(String, Is)> = vec![
         ("%%% not base64".into(), |e| {
             matches!(e, PersistError::Base64(_))
         }),
@@ -171,9 +172,9 @@ proptest! {
         let mut raw = STANDARD.decode(dehydrate(&s)).unwrap();
         let i = pos % raw.len();
         raw[i] ^= 1 << bit;
-        match hydrate(&STANDARD.encode(&raw), &cfg(), 0) {
-            Ok(back) => prop_assert_eq!(back.stores, s.stores), // a flip in gzip padding or header flags
-            Err(_) => {}
+        // A flip in the gzip header's flags or mtime is harmless; any other is refused.
+        if let Ok(back) = hydrate(&STANDARD.encode(&raw), &cfg(), 0) {
+            prop_assert_eq!(back.stores, s.stores);
         }
     }
 }

@@ -1,0 +1,618 @@
+//! One tab's sync engine: the connection, the stream position, the offline queue and
+//! the replica, wired together as one sans-IO state machine. The simulator and live
+//! mode drive it; the app reads the optimistic view and the notes it emits.
+//!
+//! Inputs: `handle_*(…, now_ms)`, `mutate`, `go_offline`/`go_online`. Outputs:
+//! `poll_action()` for the shell (connect, send, POST, close, fetch snapshots),
+//! `poll_note()` for the app, `poll_timeout()` for when to call `handle_timeout`.
+
+use crate::connection::{
+    Action as ConnAction, ConnEvent, ConnectError, Connection, ConnectionConfig, Transport,
+};
+use crate::outbox::{Outbox, OutboxConfig, OutboxError, PendingOp};
+use crate::replica::Replica;
+use crate::rng::Rng;
+use crate::seq::{SeqTracker, SeqVerdict};
+use rtsync_protocol::{
+    Ack, ClientMsg, ConflictDetected, Entity, EntityKind, ErrorCode, ErrorPayload, EventType,
+    PresenceDiff, RealtimeEvent, Resume, ServerMsg, Strategy, Timestamp, UserPresence,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub connection: ConnectionConfig,
+    pub outbox: OutboxConfig,
+    /// A seq hole open this long means the stream lost something: resume.
+    pub gap_timeout_ms: u64,
+    /// Seqs remembered above the watermark, and events buffered during a resync.
+    pub stream_buffer_max: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            connection: ConnectionConfig::default(),
+            outbox: OutboxConfig::default(),
+            gap_timeout_ms: 2_000,
+            stream_buffer_max: 10_000,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Open a WebSocket (`/ws` with epoch and lastSeq) or an SSE stream (`Last-Event-ID`).
+    Connect {
+        transport: Transport,
+        resume: Option<Resume>,
+    },
+    /// A frame on the WebSocket.
+    Send(ClientMsg),
+    /// A mutation over `POST /api/events` (SSE mode); answer with `handle_post_answer`.
+    Post(ClientMsg),
+    Close {
+        code: u16,
+    },
+    /// `GET /api/entities/{tasks,projects,notes}`; answer with `handle_snapshot`.
+    FetchSnapshot,
+}
+
+/// Why an optimistic change was taken back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RollbackReason {
+    Conflict,
+    Error(ErrorCode),
+    /// Legacy outbox: no answer within the ack timeout.
+    Timeout,
+    /// An op it depended on was rolled back.
+    Dependency(String),
+}
+
+/// What the app (or the simulator's recorder) should know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    Opened {
+        transport: Transport,
+        at_ms: u64,
+    },
+    Lost {
+        code: Option<u16>,
+        at_ms: u64,
+    },
+    /// A remote change was applied to the replica.
+    Applied {
+        seq: u64,
+        event: Box<RealtimeEvent>,
+    },
+    /// A logged event seen before (a replay overlapping the stream); skipped.
+    Duplicate {
+        seq: u64,
+    },
+    Acked {
+        op: Box<PendingOp>,
+        ack: Ack,
+        at_ms: u64,
+    },
+    /// The seed's rollback notification: the change is no longer in the view.
+    RolledBack {
+        op: Box<PendingOp>,
+        reason: RollbackReason,
+    },
+    /// A conflict for the app (or a simulated user) to resolve.
+    Conflict(Box<ConflictDetected>),
+    /// Caught up after a (re)connect: by replay, or by a snapshot when continuity was lost.
+    Synced {
+        by_snapshot: bool,
+        at_ms: u64,
+    },
+    Presence(Vec<UserPresence>),
+    PresenceDiff(PresenceDiff),
+    Ephemeral(Box<RealtimeEvent>),
+    Error(ErrorPayload),
+    NeedsAuth,
+    GaveUp,
+}
+
+/// What a persisted tab carries besides its stores: the queue and the stream position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncState {
+    pub client_id: String,
+    pub next_n: u64,
+    pub outbox: Vec<PendingOp>,
+    pub epoch: Option<u64>,
+    pub seq: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Stream {
+    /// Applying events as they come.
+    Live,
+    /// Waiting for snapshots; logged events and acked seqs wait here.
+    Resyncing { buffer: Vec<(u64, Option<Entity>)> },
+}
+
+#[derive(Debug)]
+pub struct Session {
+    user_id: String,
+    conn: Connection,
+    seq: SeqTracker,
+    outbox: Outbox,
+    replica: Replica,
+    stream: Stream,
+    /// Set between a (re)open and the first sign the stream is caught up.
+    catching_up: bool,
+    buffer_max: usize,
+    actions: VecDeque<Action>,
+    notes: VecDeque<Note>,
+    pub resyncs: u64,
+}
+
+impl Session {
+    pub fn new(user_id: &str, client_id: &str, cfg: SessionConfig, rng: Rng) -> Self {
+        Session {
+            user_id: user_id.to_owned(),
+            conn: Connection::new(cfg.connection, rng),
+            seq: SeqTracker::new(cfg.stream_buffer_max, cfg.gap_timeout_ms),
+            outbox: Outbox::new(client_id, cfg.outbox),
+            replica: Replica::default(),
+            stream: Stream::Live,
+            catching_up: false,
+            buffer_max: cfg.stream_buffer_max.max(1),
+            actions: VecDeque::new(),
+            notes: VecDeque::new(),
+            resyncs: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+    pub fn seq(&self) -> &SeqTracker {
+        &self.seq
+    }
+    pub fn is_resyncing(&self) -> bool {
+        matches!(self.stream, Stream::Resyncing { .. })
+    }
+    /// Nothing queued, nothing being caught up: the view equals confirmed state.
+    pub fn is_settled(&self) -> bool {
+        self.outbox.is_empty() && !self.is_resyncing() && !self.catching_up
+    }
+    /// The optimistic view of one entity.
+    pub fn view(&self, kind: EntityKind, id: &str) -> Option<Entity> {
+        self.replica.view(kind, id, self.outbox.ops())
+    }
+    /// The version a change made now is based on: confirmed plus our pending ops on it.
+    pub fn predicted_version(&self, kind: EntityKind, id: &str) -> u64 {
+        let confirmed = self.replica.get(kind, id).map_or(0, |e| e.version);
+        let pending = self
+            .outbox
+            .ops()
+            .filter(|o| o.entity_id == id && o.kind.entity_kind() == Some(kind))
+            .count() as u64;
+        confirmed + pending
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        SyncState {
+            client_id: self.outbox.client_id().to_owned(),
+            next_n: self.outbox.next_n(),
+            outbox: self.outbox.ops().cloned().collect(),
+            epoch: self.seq.epoch(),
+            seq: self.seq.watermark(),
+        }
+    }
+
+    // ---- inputs ----
+
+    pub fn start(&mut self, now_ms: u64) {
+        self.conn.set_resume(self.seq.resume_point());
+        self.conn.start(now_ms);
+        self.pump(now_ms);
+    }
+
+    /// Restores a persisted tab: its replica, queue and stream position.
+    pub fn restore(&mut self, entities: Vec<Entity>, sync: SyncState) {
+        self.replica.clear();
+        for e in entities {
+            self.replica.apply_event(e);
+        }
+        self.outbox.restore(sync.outbox, sync.next_n);
+        match sync.epoch {
+            Some(epoch) => self.seq.reset(epoch, sync.seq),
+            None => self.seq.clear(),
+        }
+    }
+
+    /// Persisted state was unusable: start from nothing but the queue (kept separately),
+    /// and refetch everything on the next open.
+    pub fn reset_state(&mut self) {
+        self.replica.clear();
+        self.seq.clear();
+    }
+
+    /// Queues a mutation; the view shows it at once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mutate(
+        &mut self,
+        kind: EventType,
+        entity_id: &str,
+        changes: Map<String, Value>,
+        strategy: Option<Strategy>,
+        dependencies: Vec<String>,
+        now_ms: u64,
+    ) -> Result<String, OutboxError> {
+        let entity = kind
+            .entity_kind()
+            .ok_or(OutboxError::NotAMutation(kind.as_str()))?;
+        let base = self.predicted_version(entity, entity_id);
+        let op = self
+            .outbox
+            .enqueue(
+                kind,
+                entity_id,
+                base,
+                changes,
+                strategy,
+                dependencies,
+                now_ms,
+            )?
+            .op_id
+            .clone();
+        self.pump(now_ms);
+        Ok(op)
+    }
+
+    pub fn handle_open(&mut self, now_ms: u64) {
+        self.conn.handle_open(now_ms);
+        self.catching_up = true;
+        self.pump(now_ms);
+    }
+
+    pub fn handle_connect_failed(&mut self, err: ConnectError, now_ms: u64) {
+        self.conn.handle_connect_failed(err, now_ms);
+        self.pump(now_ms);
+    }
+
+    pub fn handle_closed(&mut self, code: Option<u16>, now_ms: u64) {
+        self.conn.handle_closed(code, now_ms);
+        self.pump(now_ms);
+    }
+
+    pub fn handle_activity(&mut self, now_ms: u64) {
+        self.conn.handle_activity(now_ms);
+    }
+
+    pub fn go_offline(&mut self, now_ms: u64) {
+        self.conn.go_offline(now_ms);
+        self.pump(now_ms);
+    }
+
+    pub fn go_online(&mut self, now_ms: u64) {
+        self.conn.set_resume(self.seq.resume_point());
+        self.conn.go_online(now_ms);
+        self.pump(now_ms);
+    }
+
+    pub fn close(&mut self, now_ms: u64) {
+        self.conn.close();
+        self.pump(now_ms);
+    }
+
+    /// A frame from the WebSocket or SSE stream.
+    pub fn handle_frame(&mut self, msg: ServerMsg, now_ms: u64) {
+        self.conn.handle_frame(&msg, now_ms);
+        self.dispatch(msg, now_ms);
+        self.pump(now_ms);
+    }
+
+    /// The answer to a `POST /api/events` (SSE mode).
+    pub fn handle_post_answer(&mut self, msg: ServerMsg, now_ms: u64) {
+        self.dispatch(msg, now_ms);
+        self.pump(now_ms);
+    }
+
+    /// The snapshots asked for by `FetchSnapshot`: per kind, its entities and the seq
+    /// watermark it was read at.
+    pub fn handle_snapshot(
+        &mut self,
+        epoch: u64,
+        parts: Vec<(EntityKind, u64, Vec<Entity>)>,
+        now_ms: u64,
+    ) {
+        let Stream::Resyncing { buffer } = std::mem::replace(&mut self.stream, Stream::Live) else {
+            return;
+        };
+        let watermark = parts.iter().map(|(_, seq, _)| *seq).min().unwrap_or(0);
+        for (kind, _, entities) in parts {
+            self.replica.replace_kind(kind, entities);
+        }
+        self.seq.reset(epoch, watermark);
+        self.conn.set_resume(self.seq.resume_point());
+        for (seq, entity) in buffer {
+            if seq > watermark
+                && self.seq.observe(seq, now_ms) == SeqVerdict::Apply
+                && let Some(e) = entity
+            {
+                self.replica.apply_event(e);
+            }
+        }
+        self.catching_up = false;
+        self.notes.push_back(Note::Synced {
+            by_snapshot: true,
+            at_ms: now_ms,
+        });
+        self.pump(now_ms);
+    }
+
+    /// The snapshot fetch failed: ask again (the shell retries on the next pump).
+    pub fn handle_snapshot_failed(&mut self) {
+        if self.is_resyncing() {
+            self.actions.push_back(Action::FetchSnapshot);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.conn.handle_timeout(now_ms);
+        if self.conn.is_open() {
+            let (suspect, late) = self.outbox.handle_timeout(now_ms);
+            if suspect {
+                self.conn.suspect(now_ms);
+            }
+            for op in late {
+                self.notes.push_back(Note::RolledBack {
+                    op: Box::new(op),
+                    reason: RollbackReason::Timeout,
+                });
+            }
+            if self.seq.needs_resync(now_ms) {
+                self.resume_stream(now_ms);
+            }
+        }
+        self.pump(now_ms);
+    }
+
+    // ---- outputs ----
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self.conn.poll_timeout();
+        if self.conn.is_open() {
+            for other in [self.outbox.poll_timeout(), self.seq.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
+                t = Some(t.map_or(other, |t| t.min(other)));
+            }
+        }
+        t
+    }
+
+    // ---- internals ----
+
+    fn dispatch(&mut self, msg: ServerMsg, now_ms: u64) {
+        match msg {
+            // No position to resume from (first connect, or after a reset): fetch
+            // snapshots. With a position, the resume's RECENT_EVENTS says what to do.
+            ServerMsg::Connected(_) if self.seq.epoch().is_none() => self.start_resync(),
+            ServerMsg::Connected(_) => {}
+            ServerMsg::RecentEvents(r) => {
+                if r.complete {
+                    for f in r.events {
+                        self.logged(f.seq, f.payload, now_ms);
+                    }
+                    if !self.is_resyncing() && self.catching_up {
+                        self.catching_up = false;
+                        self.notes.push_back(Note::Synced {
+                            by_snapshot: false,
+                            at_ms: now_ms,
+                        });
+                    }
+                } else {
+                    self.seq.clear();
+                    self.start_resync();
+                }
+            }
+            ServerMsg::RealtimeEvent {
+                seq: Some(seq),
+                event,
+            } => self.logged(seq, event, now_ms),
+            ServerMsg::RealtimeEvent { seq: None, event } => {
+                self.notes.push_back(Note::Ephemeral(Box::new(event)))
+            }
+            ServerMsg::Ack(ack) => self.ack(ack, now_ms),
+            ServerMsg::ConflictDetected(c) => self.conflict(c, now_ms),
+            ServerMsg::Error(e) => self.error(e, now_ms),
+            ServerMsg::PresenceUpdate(p) => self.notes.push_back(Note::Presence(p)),
+            ServerMsg::PresenceDiff(d) => self.notes.push_back(Note::PresenceDiff(d)),
+            ServerMsg::Heartbeat(_) | ServerMsg::HeartbeatAck(_) => {}
+        }
+    }
+
+    fn start_resync(&mut self) {
+        if !self.is_resyncing() {
+            self.resyncs += 1;
+            self.stream = Stream::Resyncing { buffer: Vec::new() };
+            self.actions.push_back(Action::FetchSnapshot);
+        }
+    }
+
+    /// A seq the stream carries (an event, or our own write's seq in an answer).
+    fn advance(&mut self, seq: u64, entity: Option<Entity>, now_ms: u64) -> bool {
+        if let Stream::Resyncing { buffer } = &mut self.stream {
+            if buffer.len() >= self.buffer_max {
+                // Too much arrived while the snapshot was on its way: fetch again.
+                buffer.clear();
+                self.actions.push_back(Action::FetchSnapshot);
+            }
+            buffer.push((seq, entity));
+            return false;
+        }
+        match self.seq.observe(seq, now_ms) {
+            SeqVerdict::Apply => {
+                if let Some(e) = entity {
+                    self.replica.apply_event(e);
+                }
+                self.conn.set_resume(self.seq.resume_point());
+                true
+            }
+            SeqVerdict::Duplicate => {
+                self.notes.push_back(Note::Duplicate { seq });
+                false
+            }
+        }
+    }
+
+    fn logged(&mut self, seq: u64, event: RealtimeEvent, now_ms: u64) {
+        let entity: Option<Entity> = serde_json::from_value(event.payload.clone()).ok();
+        if self.advance(seq, entity, now_ms) {
+            self.notes.push_back(Note::Applied {
+                seq,
+                event: Box::new(event),
+            });
+        }
+    }
+
+    fn ack(&mut self, ack: Ack, now_ms: u64) {
+        if let Some((op, _)) = self.outbox.answer(&ack.op_id, false) {
+            self.replica
+                .apply_ack(&op, ack.version, &self.user_id, Timestamp(now_ms));
+            if let Some(seq) = ack.seq {
+                self.advance(seq, None, now_ms);
+            }
+            self.notes.push_back(Note::Acked {
+                op: Box::new(op),
+                ack,
+                at_ms: now_ms,
+            });
+        } else if let Some(seq) = ack.seq {
+            // An answer to an op we no longer hold (a legacy op rolled back on timeout
+            // that did apply): the change is on the server; its event never comes to us.
+            self.advance(seq, None, now_ms);
+            self.start_resync();
+        }
+    }
+
+    fn conflict(&mut self, c: Box<ConflictDetected>, now_ms: u64) {
+        if let Some(seq) = c.seq {
+            self.advance(seq, Some(c.current.clone()), now_ms);
+        } else {
+            self.replica.apply_event(c.current.clone());
+        }
+        self.roll_back(&c.op_id, RollbackReason::Conflict);
+        self.notes.push_back(Note::Conflict(c));
+    }
+
+    fn error(&mut self, e: ErrorPayload, now_ms: u64) {
+        let Some(op_id) = e.op_id.clone() else {
+            self.notes.push_back(Note::Error(e));
+            return;
+        };
+        match e.code {
+            ErrorCode::OutOfOrder => {
+                if let Some(n) = e.expected_n {
+                    self.outbox.rewind_to(n);
+                }
+            }
+            ErrorCode::StaleOp => {
+                // Applied long ago, answer lost: drop it and refetch to learn the result.
+                self.outbox.answer(&op_id, false);
+                self.start_resync();
+                self.pump(now_ms);
+            }
+            code => self.roll_back(&op_id, RollbackReason::Error(code)),
+        }
+        self.notes.push_back(Note::Error(e));
+    }
+
+    fn roll_back(&mut self, op_id: &str, reason: RollbackReason) {
+        if let Some((op, cascaded)) = self.outbox.answer(op_id, true) {
+            let root = op.op_id.clone();
+            self.notes.push_back(Note::RolledBack {
+                op: Box::new(op),
+                reason,
+            });
+            for o in cascaded {
+                self.notes.push_back(Note::RolledBack {
+                    op: Box::new(o),
+                    reason: RollbackReason::Dependency(root.clone()),
+                });
+            }
+        }
+    }
+
+    /// The stream has a hole: WebSocket asks for a replay; SSE reconnects with Last-Event-ID.
+    fn resume_stream(&mut self, now_ms: u64) {
+        match (self.conn.transport(), self.seq.resume_point()) {
+            (Transport::WebSocket, Some(r)) => {
+                self.actions.push_back(Action::Send(ClientMsg::Resume(r)))
+            }
+            _ => self.conn.suspect(now_ms),
+        }
+    }
+
+    /// Moves the connection's outputs to the shell, and sends what the queue allows.
+    fn pump(&mut self, now_ms: u64) {
+        loop {
+            while let Some(ev) = self.conn.poll_event() {
+                match ev {
+                    ConnEvent::Opened { transport, at_ms } => {
+                        self.notes.push_back(Note::Opened { transport, at_ms })
+                    }
+                    ConnEvent::Lost { code, at_ms } => {
+                        self.outbox.on_disconnect();
+                        self.conn.set_resume(self.seq.resume_point());
+                        self.notes.push_back(Note::Lost { code, at_ms });
+                    }
+                    ConnEvent::NeedsAuth => self.notes.push_back(Note::NeedsAuth),
+                    ConnEvent::GaveUp => self.notes.push_back(Note::GaveUp),
+                }
+            }
+            let Some(a) = self.conn.poll_action() else {
+                break;
+            };
+            match a {
+                ConnAction::Connect { transport, resume } => {
+                    self.outbox.on_disconnect();
+                    self.actions
+                        .push_back(Action::Connect { transport, resume });
+                }
+                ConnAction::Send(m) if self.conn.transport() == Transport::WebSocket => {
+                    self.actions.push_back(Action::Send(m))
+                }
+                ConnAction::Send(_) => {} // SSE cannot carry pings
+                ConnAction::Close { code } => self.actions.push_back(Action::Close { code }),
+            }
+        }
+        if !self.conn.is_open() {
+            return;
+        }
+        let sse = self.conn.transport() == Transport::Sse;
+        while let Some(m) = self.outbox.poll_send(now_ms) {
+            self.actions.push_back(if sse {
+                Action::Post(m)
+            } else {
+                Action::Send(m)
+            });
+        }
+    }
+}
