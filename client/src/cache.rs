@@ -258,13 +258,28 @@ impl QueryCache {
     /// Marks matching entries stale; returns how many. Observed ones need a refetch.
     pub fn invalidate(&mut self, filter: Filter<'_>) -> Vec<QueryKey> {
         let mut hit = Vec::new();
-        for (k, e) in self
-            .entries
-            .iter_mut()
-            .filter(|(k, e)| e.data.is_some() && filter.matches(k))
-        {
-            e.invalidated = true;
-            hit.push(k.clone());
+        let mut mark = |k: &QueryKey, e: &mut Entry| {
+            if e.data.is_some() && filter.matches(k) {
+                e.invalidated = true;
+                hit.push(k.clone());
+            }
+        };
+        match filter {
+            // Keys are sorted, so a prefix is one contiguous range: no full scan.
+            Filter::Prefix(p) | Filter::Exact(p) => {
+                for (k, e) in self
+                    .entries
+                    .range_mut(p.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(p))
+                {
+                    mark(k, e);
+                }
+            }
+            Filter::Predicate(_) => {
+                for (k, e) in self.entries.iter_mut() {
+                    mark(k, e);
+                }
+            }
         }
         self.stats.invalidated += hit.len() as u64;
         hit

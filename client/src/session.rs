@@ -59,6 +59,9 @@ pub enum Action {
     },
     /// `GET /api/entities/{tasks,projects,notes}`; answer with `handle_snapshot`.
     FetchSnapshot,
+    /// The queue changed: write `sync_state()` to storage now. Emitted by `mutate`
+    /// before it returns, so an op is persisted before the app is told it is queued.
+    PersistQueue,
 }
 
 /// Why an optimistic change was taken back.
@@ -128,12 +131,22 @@ pub struct SyncState {
     pub seq: u64,
 }
 
+/// What a seq carries for the replica.
+#[derive(Debug, PartialEq)]
+enum Change {
+    /// Another session's event: the entity as it now is.
+    Entity(Entity),
+    /// Our own op, acknowledged at this version.
+    Ack(Box<PendingOp>, u64),
+}
+
 #[derive(Debug, PartialEq)]
 enum Stream {
     /// Applying events as they come.
     Live,
-    /// Waiting for snapshots; logged events and acked seqs wait here.
-    Resyncing { buffer: Vec<(u64, Option<Entity>)> },
+    /// Waiting for snapshots; what logged events and our acked ops change waits here,
+    /// and is applied after the snapshot if its seq is newer than the snapshot's.
+    Resyncing { buffer: Vec<(u64, Change)> },
 }
 
 #[derive(Debug)]
@@ -271,6 +284,7 @@ impl Session {
             )?
             .op_id
             .clone();
+        self.actions.push_back(Action::PersistQueue);
         self.pump(now_ms);
         Ok(op)
     }
@@ -341,12 +355,9 @@ impl Session {
         }
         self.seq.reset(epoch, watermark);
         self.conn.set_resume(self.seq.resume_point());
-        for (seq, entity) in buffer {
-            if seq > watermark
-                && self.seq.observe(seq, now_ms) == SeqVerdict::Apply
-                && let Some(e) = entity
-            {
-                self.replica.apply_event(e);
+        for (seq, change) in buffer {
+            if seq > watermark && self.seq.observe(seq, now_ms) == SeqVerdict::Apply {
+                self.apply(change, now_ms);
             }
         }
         self.catching_up = false;
@@ -456,22 +467,22 @@ impl Session {
         }
     }
 
-    /// A seq the stream carries (an event, or our own write's seq in an answer).
-    fn advance(&mut self, seq: u64, entity: Option<Entity>, now_ms: u64) -> bool {
+    /// A seq the stream carries (another session's event, or our own write's seq in
+    /// its answer) and what it changes. Applied once, in the live stream; buffered
+    /// during a resync. Returns true if it was applied now.
+    fn advance(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
         if let Stream::Resyncing { buffer } = &mut self.stream {
             if buffer.len() >= self.buffer_max {
                 // Too much arrived while the snapshot was on its way: fetch again.
                 buffer.clear();
                 self.actions.push_back(Action::FetchSnapshot);
             }
-            buffer.push((seq, entity));
+            buffer.push((seq, change));
             return false;
         }
         match self.seq.observe(seq, now_ms) {
             SeqVerdict::Apply => {
-                if let Some(e) = entity {
-                    self.replica.apply_event(e);
-                }
+                self.apply(change, now_ms);
                 self.conn.set_resume(self.seq.resume_point());
                 true
             }
@@ -482,9 +493,33 @@ impl Session {
         }
     }
 
+    /// A seq with nothing to apply (skipped in the buffer by the watermark check).
+    fn advance_seq_only(&mut self, seq: u64, now_ms: u64) -> bool {
+        match &mut self.stream {
+            Stream::Resyncing { .. } => false,
+            Stream::Live => self.seq.observe(seq, now_ms) == SeqVerdict::Apply,
+        }
+    }
+
+    fn apply(&mut self, change: Change, now_ms: u64) {
+        match change {
+            Change::Entity(e) => {
+                self.replica.apply_event(e);
+            }
+            Change::Ack(op, version) => {
+                self.replica
+                    .apply_ack(&op, version, &self.user_id, Timestamp(now_ms))
+            }
+        }
+    }
+
     fn logged(&mut self, seq: u64, event: RealtimeEvent, now_ms: u64) {
-        let entity: Option<Entity> = serde_json::from_value(event.payload.clone()).ok();
-        if self.advance(seq, entity, now_ms) {
+        let applied = match serde_json::from_value::<Entity>(event.payload.clone()) {
+            Ok(e) => self.advance(seq, Change::Entity(e), now_ms),
+            // Not an entity we understand: still a seq we saw.
+            Err(_) => self.advance_seq_only(seq, now_ms),
+        };
+        if applied {
             self.notes.push_back(Note::Applied {
                 seq,
                 event: Box::new(event),
@@ -494,10 +529,10 @@ impl Session {
 
     fn ack(&mut self, ack: Ack, now_ms: u64) {
         if let Some((op, _)) = self.outbox.answer(&ack.op_id, false) {
-            self.replica
-                .apply_ack(&op, ack.version, &self.user_id, Timestamp(now_ms));
+            self.actions.push_back(Action::PersistQueue);
+            // Without a seq nothing changed (a delete of a tombstone).
             if let Some(seq) = ack.seq {
-                self.advance(seq, None, now_ms);
+                self.advance(seq, Change::Ack(Box::new(op.clone()), ack.version), now_ms);
             }
             self.notes.push_back(Note::Acked {
                 op: Box::new(op),
@@ -507,16 +542,18 @@ impl Session {
         } else if let Some(seq) = ack.seq {
             // An answer to an op we no longer hold (a legacy op rolled back on timeout
             // that did apply): the change is on the server; its event never comes to us.
-            self.advance(seq, None, now_ms);
+            self.advance_seq_only(seq, now_ms);
             self.start_resync();
         }
     }
 
     fn conflict(&mut self, c: Box<ConflictDetected>, now_ms: u64) {
+        // With a seq, part of our write was applied (MERGE) and no event will bring it:
+        // `current` is that version. Without one, `current` is only information: the
+        // events that made it reach us on the stream, in order, and applying it here
+        // could resurrect an entity a later snapshot no longer has.
         if let Some(seq) = c.seq {
-            self.advance(seq, Some(c.current.clone()), now_ms);
-        } else {
-            self.replica.apply_event(c.current.clone());
+            self.advance(seq, Change::Entity(c.current.clone()), now_ms);
         }
         self.roll_back(&c.op_id, RollbackReason::Conflict);
         self.notes.push_back(Note::Conflict(c));
@@ -546,6 +583,7 @@ impl Session {
 
     fn roll_back(&mut self, op_id: &str, reason: RollbackReason) {
         if let Some((op, cascaded)) = self.outbox.answer(op_id, true) {
+            self.actions.push_back(Action::PersistQueue);
             let root = op.op_id.clone();
             self.notes.push_back(Note::RolledBack {
                 op: Box::new(op),

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 pub struct Client {
     pub s: Session,
+    /// What the tab last wrote to storage (its queue and stream position), as JSON.
+    pub stored_queue: Option<String>,
     pub user: String,
     pub conn: Option<ConnId>,
     pub to_server: VecDeque<ClientMsg>,
@@ -47,6 +49,7 @@ impl Net {
             );
             net.clients.push(Client {
                 s,
+                stored_queue: None,
                 user: format!("u{i}"),
                 conn: None,
                 to_server: VecDeque::new(),
@@ -128,6 +131,10 @@ impl Net {
             }
             Action::Send(m) | Action::Post(m) => self.clients[i].to_server.push_back(m),
             Action::Close { .. } => self.drop_conn(i),
+            Action::PersistQueue => {
+                let c = &mut self.clients[i];
+                c.stored_queue = serde_json::to_string(&c.s.sync_state()).ok();
+            }
             Action::FetchSnapshot => {
                 let parts = EntityKind::ALL
                     .into_iter()

@@ -363,6 +363,55 @@ fn duplicated_server_frames_are_applied_once() {
     assert_converged(&net);
 }
 
+#[test]
+fn a_reload_restores_the_persisted_queue_and_loses_no_write() {
+    let mut net = Net::new(
+        2,
+        SessionConfig::default(),
+        core(ConflictStrategy::LastWriteWins),
+    );
+    net.start_all();
+    net.settle();
+    let now = net.now;
+    net.clients[0].s.go_offline(now);
+    net.pump();
+    for n in 0..3 {
+        net.clients[0]
+            .s
+            .mutate(
+                EventType::TaskCreated,
+                &format!("t{n}"),
+                changes(json!({"n": n})),
+                None,
+                vec![],
+                now,
+            )
+            .unwrap();
+        net.pump();
+    }
+    // The tab is closed and reopened: a new session from what it had persisted.
+    let stored = net.clients[0]
+        .stored_queue
+        .clone()
+        .expect("the queue was persisted before mutate returned");
+    let sync: rtsync_client::session::SyncState = serde_json::from_str(&stored).unwrap();
+    assert_eq!(sync.outbox.len(), 3);
+    let entities: Vec<_> = net.clients[0].s.replica().entities().cloned().collect();
+    let mut fresh = rtsync_client::session::Session::new(
+        "u0",
+        "c0",
+        SessionConfig::default(),
+        rtsync_client::rng::Rng::new(9),
+    );
+    fresh.restore(entities, sync);
+    net.clients[0].s = fresh;
+    net.clients[0].s.start(now);
+    net.pump();
+    net.settle();
+    assert_eq!(net.ws.snapshot(EntityKind::Task, None).entities.len(), 3);
+    assert_converged(&net);
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Mutate {
@@ -448,31 +497,58 @@ fn run(net: &mut Net, steps: &[Step]) -> Vec<Vec<String>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 256 cases by default; PROPTEST_CASES=N for a longer hunt.
 
     /// Across random disconnects, duplicate deliveries and offline periods, every op is
     /// answered exactly once, each client's applied ops appear in the server log in
     /// the order they were made, and at quiescence every view equals the server.
     #[test]
     fn ops_apply_exactly_once_in_order_and_views_converge(steps in proptest::collection::vec(step(3), 1..80)) {
-        let mut net = Net::new(3, SessionConfig::default(), core(ConflictStrategy::LastWriteWins));
-        net.start_all();
-        let enqueued = run(&mut net, &steps);
-        let log = server_log(&mut net);
-        for (i, ops) in enqueued.iter().enumerate() {
-            let answered: Vec<String> = net.clients[i].notes.iter().filter_map(|n| match n {
+        check_exactly_once_and_convergence(ConflictStrategy::LastWriteWins, &steps)?;
+    }
+
+    /// The same under MERGE, where stale writes conflict and are rolled back.
+    #[test]
+    fn under_merge_conflicts_roll_back_and_views_still_converge(steps in proptest::collection::vec(step(3), 1..80)) {
+        check_exactly_once_and_convergence(ConflictStrategy::Merge, &steps)?;
+    }
+}
+
+fn check_exactly_once_and_convergence(
+    strategy: ConflictStrategy,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let mut net = Net::new(3, SessionConfig::default(), core(strategy));
+    net.start_all();
+    let enqueued = run(&mut net, steps);
+    let log = server_log(&mut net);
+    for (i, ops) in enqueued.iter().enumerate() {
+        let answered: Vec<String> = net.clients[i]
+            .notes
+            .iter()
+            .filter_map(|n| match n {
                 Note::Acked { op, .. } | Note::RolledBack { op, .. } => Some(op.op_id.clone()),
                 _ => None,
-            }).collect();
-            prop_assert_eq!(&answered, ops, "client {} answered ops", i);
-            let prefix = format!("c{i}:");
-            let in_log: Vec<&String> = log.iter().map(|(_, op)| op).filter(|op| op.starts_with(&prefix)).collect();
-            let mut sorted = in_log.clone();
-            sorted.sort_by_key(|op| op[prefix.len()..].parse::<u64>().unwrap());
-            sorted.dedup();
-            prop_assert_eq!(&in_log, &sorted, "client {}: each op logged once, in order", i);
-            prop_assert!(net.clients[i].s.outbox().is_empty());
-        }
-        assert_converged(&net);
+            })
+            .collect();
+        prop_assert_eq!(&answered, ops, "client {} answered ops", i);
+        let prefix = format!("c{i}:");
+        let in_log: Vec<&String> = log
+            .iter()
+            .map(|(_, op)| op)
+            .filter(|op| op.starts_with(&prefix))
+            .collect();
+        let mut sorted = in_log.clone();
+        sorted.sort_by_key(|op| op[prefix.len()..].parse::<u64>().unwrap());
+        sorted.dedup();
+        prop_assert_eq!(
+            &in_log,
+            &sorted,
+            "client {}: each op logged once, in order",
+            i
+        );
+        prop_assert!(net.clients[i].s.outbox().is_empty());
     }
+    assert_converged(&net);
+    Ok(())
 }
