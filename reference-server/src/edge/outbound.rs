@@ -123,6 +123,7 @@ impl OutboundRx {
                 return;
             }
             tokio::select! {
+                biased; // deterministic under simulation
                 _ = self.ctl.notify.notified() => {}
                 r = shutdown.changed() => if r.is_err() { return },
             }

@@ -1,0 +1,276 @@
+//! `simulate`: run scenarios in the deterministic simulator and judge them.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
+use rtsync_simulator::scenario::Scenario;
+use rtsync_simulator::world;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The scenario run when none is named: small, quick, every kind of fault.
+const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/default.toml");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "simulate",
+    version,
+    about = "Run rtsync scenarios in a deterministic network simulation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Scenario files or folders of them (default: the embedded default scenario).
+    scenarios: Vec<PathBuf>,
+    /// Override every scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where reports go (one folder per scenario).
+    #[arg(long, default_value = "reports/out")]
+    out: PathBuf,
+    /// Run each scenario twice and fail unless the deterministic summaries are identical.
+    #[arg(long)]
+    check_determinism: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one scenario over a range of seeds (A..B) and list the failing ones.
+    Sweep {
+        scenario: PathBuf,
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        #[arg(long, default_value = "reports/out")]
+        out: PathBuf,
+    },
+    /// List the scenarios in a folder (default: scenarios/), or the metrics.
+    List {
+        #[arg(default_value = "scenarios")]
+        dir: PathBuf,
+        #[arg(long)]
+        metrics: bool,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 1..100")?;
+    let (a, b): (u64, u64) = (
+        a.parse().map_err(|_| "A is not a number")?,
+        b.parse().map_err(|_| "B is not a number")?,
+    );
+    if a >= b {
+        return Err("A must be less than B".into());
+    }
+    Ok((a, b))
+}
+
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+struct Ran {
+    code: i32,
+    deterministic_sha256: String,
+}
+
+fn run_one(
+    sc: &Scenario,
+    source: &str,
+    seed: u64,
+    out_dir: &Path,
+    quiet: bool,
+) -> anyhow::Result<Ran> {
+    let mut last = std::time::Instant::now();
+    let mut progress = |at: u64, total: u64| {
+        if !quiet && last.elapsed().as_millis() >= 500 {
+            last = std::time::Instant::now();
+            eprint!("\r  {}: simulated {at}/{total} s ", sc.name);
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let out = world::run(sc, seed, &mut progress)?;
+    if !quiet {
+        eprint!("\r{:60}\r", "");
+    }
+    let verdict = report::evaluate(sc, &out.recorder);
+    let replay = format!("cargo run --release --bin simulate -- {source} --seed {seed}");
+    println!("{}", report::console(sc, seed, &out, &verdict, &replay));
+    let summary = report::summary(sc, seed, &out, &verdict);
+    let det = serde_json::to_string(&summary["deterministic"])?;
+    let dir = out_dir.join(&sc.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    let sha: String = Sha256::digest(det.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Ran {
+        code: verdict.code,
+        deterministic_sha256: sha,
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::List { dir, metrics }) => {
+            if metrics {
+                use rtsync_simulator::metrics::*;
+                println!("histograms (ms): {}", HISTOGRAMS.join(", "));
+                println!("counters:        {}", COUNTERS.join(", "));
+                println!("invariants:      {}", INVARIANTS.join(", "));
+                return Ok(EXIT_PASS);
+            }
+            for f in expand(&[dir])? {
+                match Scenario::load(&f) {
+                    Ok(sc) => println!(
+                        "{:<40} {:>6} tabs  {:>5} s  {}",
+                        f.display(),
+                        sc.tabs(),
+                        sc.duration_s,
+                        sc.description
+                    ),
+                    Err(e) => println!("{:<40} INVALID: {e}", f.display()),
+                }
+            }
+            Ok(EXIT_PASS)
+        }
+        Some(Cmd::Sweep {
+            scenario,
+            seeds,
+            out,
+        }) => {
+            let sc = match Scenario::load(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let mut failing = Vec::new();
+            for seed in seeds.0..seeds.1 {
+                let r = run_one(
+                    &sc,
+                    &scenario.display().to_string(),
+                    seed,
+                    &out.join(format!("seed-{seed}")),
+                    true,
+                )?;
+                if r.code != EXIT_PASS {
+                    failing.push((seed, r.code));
+                }
+            }
+            println!(
+                "sweep {}: {} seeds, {} failing",
+                sc.name,
+                seeds.1 - seeds.0,
+                failing.len()
+            );
+            for (seed, code) in &failing {
+                println!(
+                    "  seed {seed}: exit {code}   cargo run --release --bin simulate -- {} --seed {seed}",
+                    scenario.display()
+                );
+            }
+            Ok(failing.iter().map(|(_, c)| *c).max().unwrap_or(EXIT_PASS))
+        }
+        None => {
+            let sources: Vec<(String, Result<Scenario, String>)> = if cli.scenarios.is_empty() {
+                vec![(
+                    "(embedded default)".into(),
+                    Scenario::parse(DEFAULT_SCENARIO, "scenarios/default.toml")
+                        .map_err(|e| e.to_string()),
+                )]
+            } else {
+                expand(&cli.scenarios)?
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            p.display().to_string(),
+                            Scenario::load(&p).map_err(|e| e.to_string()),
+                        )
+                    })
+                    .collect()
+            };
+            let mut worst = EXIT_PASS;
+            let mut table = Vec::new();
+            for (source, sc) in sources {
+                let sc = match sc {
+                    Ok(sc) => sc,
+                    Err(e) => {
+                        eprintln!("invalid scenario: {e}");
+                        worst = worst.max(EXIT_INVALID);
+                        table.push((source, EXIT_INVALID));
+                        continue;
+                    }
+                };
+                let seed = cli.seed.unwrap_or(sc.seed);
+                let src = if source.starts_with('(') {
+                    "scenarios/default.toml".to_string()
+                } else {
+                    source.clone()
+                };
+                let r = run_one(&sc, &src, seed, &cli.out, cli.quiet)?;
+                let mut code = r.code;
+                if cli.check_determinism {
+                    let again = run_one(&sc, &src, seed, &cli.out.join("determinism-check"), true)?;
+                    if again.deterministic_sha256 != r.deterministic_sha256 {
+                        eprintln!(
+                            "NOT DETERMINISTIC: {} seed {seed}: {} vs {}",
+                            sc.name, r.deterministic_sha256, again.deterministic_sha256
+                        );
+                        code = code.max(report::EXIT_INVARIANT);
+                    } else {
+                        println!(
+                            "  determinism: two runs, identical deterministic summary (sha256 {})",
+                            &r.deterministic_sha256[..16]
+                        );
+                    }
+                }
+                worst = worst.max(code);
+                table.push((sc.name.clone(), code));
+            }
+            if table.len() > 1 {
+                println!("\n  catalog: {} scenarios", table.len());
+                for (name, code) in &table {
+                    println!(
+                        "    {} {name} (exit {code})",
+                        if *code == 0 { "✓" } else { "✗" }
+                    );
+                }
+            }
+            Ok(worst)
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Turmoil glue: the reference server on turmoil's listener, a clock on simulated
+//! time, and the three client transports (WebSocket, SSE, plain HTTP) over turmoil
+//! TCP streams. The bytes on these streams are the real protocol; only the network is
+//! simulated.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use rtsync_protocol::ServerMsg;
+use rtsync_protocol::sse::SseParser;
+use rtsync_server::Clock;
+use std::time::Duration;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use turmoil::net::{TcpListener, TcpStream};
+
+/// The server's port on its simulated host.
+pub const SERVER_PORT: u16 = 8080;
+/// Small buffers: tungstenite zero-fills its read buffer on every read (DESIGN.md).
+const WS_BUFFER_BYTES: usize = 4096;
+
+/// Simulated milliseconds since the simulation began, the same on every host (tokio's
+/// `Instant` differs per host under turmoil). Every timestamp compared across hosts
+/// comes from here.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The server's clock: a fixed simulated epoch plus simulated time, so its timestamps
+/// and log epochs are a function of the seed (a restart gets a later epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    pub epoch_ms: u64,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch_ms + now_ms()
+    }
+}
+
+/// turmoil's listener as an `axum::serve::Listener`; `accept` retries on error as
+/// axum requires.
+pub struct SimListener(pub TcpListener);
+
+impl std::fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimListener")
+    }
+}
+
+impl axum::serve::Listener for SimListener {
+    type Io = TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(pair) => return pair,
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// Why a connect failed, as the client state machine wants to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFail {
+    Unauthorized,
+    Refused { retry_after_ms: u64 },
+    Network,
+}
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+pub async fn ws_connect(host: &str, query: &str) -> Result<Ws, ConnectFail> {
+    let stream = TcpStream::connect((host, SERVER_PORT))
+        .await
+        .map_err(|_| ConnectFail::Network)?;
+    let url = format!("ws://{host}:{SERVER_PORT}/ws?{query}");
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES);
+    match tokio_tungstenite::client_async_with_config(url, stream, Some(cfg)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            Err(refusal(resp.status().as_u16(), resp.headers()))
+        }
+        Err(_) => Err(ConnectFail::Network),
+    }
+}
+
+fn refusal(status: u16, headers: &hyper::HeaderMap) -> ConnectFail {
+    let retry_after_ms = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(1000, |s| s * 1000);
+    match status {
+        401 => ConnectFail::Unauthorized,
+        429 | 503 => ConnectFail::Refused { retry_after_ms },
+        _ => ConnectFail::Network,
+    }
+}
+
+/// One HTTP/1 request on a fresh connection: (status, body).
+pub async fn http(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Result<(u16, Vec<u8>), ConnectFail> {
+    let resp = request(host, method, path, headers, body).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| ConnectFail::Network)?
+        .to_bytes();
+    Ok((status, bytes.to_vec()))
+}
+
+async fn request(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Result<hyper::Response<Incoming>, ConnectFail> {
+    let stream = TcpStream::connect((host, SERVER_PORT))
+        .await
+        .map_err(|_| ConnectFail::Network)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| ConnectFail::Network)?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|_| ConnectFail::Network)?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|_| ConnectFail::Network)
+}
+
+/// An open SSE stream, parsed.
+#[derive(Debug)]
+pub struct Sse {
+    body: Incoming,
+    parser: SseParser,
+    pending: std::collections::VecDeque<ServerMsg>,
+}
+
+/// What an SSE read gave.
+#[derive(Debug)]
+pub enum SseRead {
+    Frame(ServerMsg),
+    /// Bytes arrived that completed no event (a keep-alive comment): still alive.
+    Activity,
+    Ended,
+}
+
+pub async fn sse_connect(
+    host: &str,
+    path: &str,
+    last_event_id: Option<String>,
+) -> Result<Sse, ConnectFail> {
+    let mut headers = vec![("accept", "text/event-stream".to_owned())];
+    if let Some(id) = last_event_id {
+        headers.push(("last-event-id", id));
+    }
+    let resp = request(host, "GET", path, &headers, None).await?;
+    if resp.status() != 200 {
+        return Err(refusal(resp.status().as_u16(), resp.headers()));
+    }
+    Ok(Sse {
+        body: resp.into_body(),
+        parser: SseParser::new(1 << 20),
+        pending: Default::default(),
+    })
+}
+
+impl Sse {
+    pub async fn next(&mut self) -> SseRead {
+        if let Some(m) = self.pending.pop_front() {
+            return SseRead::Frame(m);
+        }
+        match self.body.frame().await {
+            Some(Ok(f)) => {
+                let Some(data) = f.data_ref() else {
+                    return SseRead::Activity;
+                };
+                match self.parser.feed(data) {
+                    Ok(events) => {
+                        self.pending.extend(
+                            events
+                                .iter()
+                                .filter_map(|e| ServerMsg::decode(&e.data).ok()),
+                        );
+                        self.pending
+                            .pop_front()
+                            .map_or(SseRead::Activity, SseRead::Frame)
+                    }
+                    Err(_) => SseRead::Ended,
+                }
+            }
+            _ => SseRead::Ended,
+        }
+    }
+}

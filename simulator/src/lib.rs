@@ -1,0 +1,23 @@
+//! rtsync simulator: the reference server and many virtual users inside turmoil's
+//! deterministic network, faults on a timeline, invariants checked after the run.
+//!
+//! Module map:
+//! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md).
+//! - [`world`] — builds the simulation (hosts, tabs, faults) and runs it.
+//! - [`tab`] — a virtual tab: the shell around a client `Session`, and its workload.
+//! - [`glue`] — turmoil listener for axum, the simulated clock, WebSocket/SSE/HTTP clients.
+//! - [`record`] — histograms, counters and the history the checkers read.
+//! - [`check`] — the checkers (SLO.md's invariants), each anomaly explained.
+//! - [`threshold`] — k6-style thresholds.
+//! - [`report`] — verdicts, the console summary and `summary.json`.
+//! - [`metrics`] — metric and invariant names.
+
+pub mod check;
+pub mod glue;
+pub mod metrics;
+pub mod record;
+pub mod report;
+pub mod scenario;
+pub mod tab;
+pub mod threshold;
+pub mod world;

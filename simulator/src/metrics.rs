@@ -1,0 +1,45 @@
+//! The metric and invariant names of SLO.md, in one place.
+
+/// Latency histograms, in simulated milliseconds.
+pub const HISTOGRAMS: [&str; 8] = [
+    "ws_delivery_ms",
+    "sse_delivery_ms",
+    "cross_tab_ms",
+    "ack_ms",
+    "conflict_resolution_ms",
+    "reconnect_ms",
+    "resync_ms",
+    "offline_drain_ms",
+];
+
+/// Counters and gauges (threshold with `count`/`value`/`rate`).
+pub const COUNTERS: [&str; 10] = [
+    "ops_enqueued",
+    "ops_acked",
+    "ops_rolled_back",
+    "ops_refused_full",
+    "deliveries",
+    "connections_opened",
+    "connection_losses",
+    "connect_failures",
+    "resyncs_by_snapshot",
+    "conflicts",
+];
+
+/// Correctness counters: every one must be 0 (a canary expects one not to be).
+pub const INVARIANTS: [&str; 10] = [
+    "lost_acked_writes",
+    "duplicate_applies",
+    "session_order_violations",
+    "divergent_replicas",
+    "replay_gaps",
+    "replay_duplicates",
+    "cross_workspace_leaks",
+    "ghost_presences",
+    "silent_queue_drops",
+    "unconverged_clients",
+];
+
+pub fn is_known(name: &str) -> bool {
+    HISTOGRAMS.contains(&name) || COUNTERS.contains(&name) || INVARIANTS.contains(&name)
+}

@@ -1,0 +1,179 @@
+//! The recorder: every metric of SLO.md as an HDR histogram or a counter, tagged by
+//! phase and group, plus the history the checkers read after the run. One per
+//! simulation, shared by every task (turmoil runs all hosts on one thread).
+
+use crate::check::Anomaly;
+use hdrhistogram::Histogram;
+use rtsync_protocol::{Entity, EntityKind};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Phase boundaries, in simulated ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub warmup_end_ms: u64,
+    /// First fault … last fault; `None` without faults.
+    pub faults_ms: Option<(u64, u64)>,
+    pub workload_end_ms: u64,
+}
+
+impl Phases {
+    pub fn at(&self, t_ms: u64) -> &'static str {
+        if t_ms < self.warmup_end_ms {
+            "warmup"
+        } else if t_ms >= self.workload_end_ms {
+            "liveness"
+        } else {
+            match self.faults_ms {
+                Some((a, _)) if t_ms < a => "steady",
+                Some((_, b)) if t_ms <= b => "fault",
+                Some(_) => "recovery",
+                None => "steady",
+            }
+        }
+    }
+}
+
+pub const PHASES: [&str; 5] = ["warmup", "steady", "fault", "recovery", "liveness"];
+
+/// What became of an op.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pending,
+    /// Applied at `version` (seq in `epoch`); `fields` are the ones it wrote.
+    Applied {
+        epoch: u64,
+        seq: Option<u64>,
+        version: u64,
+        fields: Map<String, Value>,
+        delete: bool,
+    },
+    RolledBack,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    pub client: String,
+    pub n: u64,
+    pub workspace: String,
+    pub kind: EntityKind,
+    pub entity_id: String,
+    pub enqueued_ms: u64,
+    pub first_sent_ms: Option<u64>,
+    pub outcome: Outcome,
+    /// When the ack came, for the client's own order check.
+    pub answered_ms: Option<u64>,
+}
+
+/// What a tab reports at the end of the run.
+#[derive(Debug, Clone)]
+pub struct TabFinal {
+    pub tab: String,
+    pub user: String,
+    pub workspace: String,
+    pub open: bool,
+    pub settled: bool,
+    pub outbox_len: usize,
+    pub live: Vec<Entity>,
+    pub presence: BTreeSet<String>,
+    pub dropped_silently: u64,
+}
+
+/// The server's state at the end, per workspace, read over HTTP by the probe.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFinal {
+    pub epoch: u64,
+    pub entities: Vec<Entity>,
+    pub presence: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub histograms: BTreeMap<(String, String, String), Histogram<u64>>,
+    pub counters: BTreeMap<(String, String), u64>,
+    pub ops: BTreeMap<String, OpRecord>,
+    /// (epoch, opId) → seqs it was seen applied at.
+    pub applied_at: BTreeMap<(u64, String), BTreeSet<u64>>,
+    /// (epoch, workspace, kind, id) → versions seen deleted at.
+    pub deletes_seen: BTreeMap<(u64, String, EntityKind, String), u64>,
+    pub anomalies: Vec<Anomaly>,
+    pub tabs: Vec<TabFinal>,
+    pub server: BTreeMap<String, ServerFinal>,
+    /// Per-second timelines: name → (second, value).
+    pub timelines: BTreeMap<String, BTreeMap<u64, i64>>,
+    /// Fault windows for the charts: (start_ms, end_ms, label).
+    pub fault_marks: Vec<(u64, String)>,
+    pub phases: Option<Phases>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ms .. 1 h at 3 significant figures.
+    Histogram::new_with_bounds(1, 3_600_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+impl Recorder {
+    pub fn phase(&self, t_ms: u64) -> &'static str {
+        self.phases.map_or("steady", |p| p.at(t_ms))
+    }
+
+    /// One latency sample at time `t_ms` (it is tagged with that time's phase).
+    pub fn sample(&mut self, metric: &str, group: &str, t_ms: u64, value_ms: u64) {
+        let phase = self.phase(t_ms).to_owned();
+        self.histograms
+            .entry((metric.to_owned(), phase, group.to_owned()))
+            .or_insert_with(histogram)
+            .saturating_record(value_ms.max(1));
+    }
+
+    pub fn count(&mut self, name: &str, group: &str, by: u64) {
+        *self
+            .counters
+            .entry((name.to_owned(), group.to_owned()))
+            .or_insert(0) += by;
+    }
+
+    pub fn anomaly(&mut self, a: Anomaly) {
+        self.anomalies.push(a);
+    }
+
+    pub fn timeline_add(&mut self, name: &str, t_ms: u64, delta: i64) {
+        let line = self.timelines.entry(name.to_owned()).or_default();
+        *line.entry(t_ms / 1000).or_insert(0) += delta;
+    }
+
+    /// All histograms of a metric merged, filtered by tags.
+    pub fn merged(
+        &self,
+        metric: &str,
+        phase: Option<&str>,
+        group: Option<&str>,
+    ) -> Option<Histogram<u64>> {
+        let mut out: Option<Histogram<u64>> = None;
+        for ((m, p, g), h) in &self.histograms {
+            if m == metric && phase.is_none_or(|x| x == p) && group.is_none_or(|x| x == g) {
+                match &mut out {
+                    None => out = Some(h.clone()),
+                    Some(acc) => {
+                        let _ = acc.add(h);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn counter(&self, name: &str, group: Option<&str>) -> u64 {
+        self.counters
+            .iter()
+            .filter(|((n, g), _)| n == name && group.is_none_or(|x| x == g))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn invariant(&self, name: &str) -> u64 {
+        self.anomalies
+            .iter()
+            .filter(|a| a.invariant == name)
+            .count() as u64
+    }
+}

@@ -1,0 +1,458 @@
+//! Scenario files (TOML; docs/scenarios.md). Unknown fields are refused, and every
+//! semantic check names the field it is about, so a typo never silently runs a
+//! different scenario.
+
+use rtsync_protocol::Strategy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The root seed; `--seed` overrides it.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Simulated seconds of workload; then faults heal and the liveness phase runs.
+    pub duration_s: u64,
+    /// After the workload: everything healed, time to converge before the checks.
+    #[serde(default = "d_quiescence")]
+    pub quiescence_s: u64,
+    /// Samples before this are tagged `warmup` and left out of steady-state figures.
+    #[serde(default)]
+    pub warmup_s: u64,
+    /// turmoil's tick; coarser is faster and quantises latency to the tick.
+    #[serde(default = "d_tick")]
+    pub tick_ms: u64,
+    #[serde(default)]
+    pub server: ServerSpec,
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Metric (optionally `{phase:…,group:…}`) → k6-style conditions.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn d_seed() -> u64 {
+    1
+}
+fn d_quiescence() -> u64 {
+    20
+}
+fn d_tick() -> u64 {
+    1
+}
+
+/// Server settings a scenario may change (the rest are the reference defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSpec {
+    pub heartbeat_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub presence_grace_ms: u64,
+    pub history_events_max: usize,
+    pub strategy_task: Strategy,
+    pub strategy_project: Strategy,
+    pub strategy_note: Strategy,
+    pub admission_rate_per_s: f64,
+    pub admission_burst: u32,
+    pub outbound_messages_max: usize,
+    pub outbound_bytes_max: usize,
+    pub inbound_rate_per_s: f64,
+    pub inbound_burst: u32,
+    /// Link latency between the server host and each client host unless the group says.
+    pub latency_ms: u64,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        let d = rtsync_server::ServerConfig::default();
+        ServerSpec {
+            heartbeat_ms: 5_000,
+            heartbeat_timeout_ms: 15_000,
+            presence_grace_ms: 3_000,
+            history_events_max: d.core.history_events_max,
+            strategy_task: d.core.strategy_task,
+            strategy_project: d.core.strategy_project,
+            strategy_note: d.core.strategy_note,
+            admission_rate_per_s: d.admission_rate_per_s,
+            admission_burst: d.admission_burst,
+            outbound_messages_max: d.outbound_messages_max,
+            outbound_bytes_max: d.outbound_bytes_max,
+            inbound_rate_per_s: d.inbound_rate_per_s,
+            inbound_burst: d.inbound_burst,
+            latency_ms: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectKind {
+    Jittered,
+    /// The seed's policy.
+    Legacy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    Sequenced,
+    /// The seed's drop-oldest queue.
+    Legacy,
+}
+
+/// A client host (a network location) and the users on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    pub users: usize,
+    #[serde(default = "one")]
+    pub devices_per_user: usize,
+    #[serde(default = "one")]
+    pub tabs_per_device: usize,
+    /// Share of tabs on SSE (+ POST) instead of WebSocket, 0..=1.
+    #[serde(default)]
+    pub sse_fraction: f64,
+    /// Users are spread over this many workspaces (named `w0`, `w1`, …).
+    #[serde(default = "one")]
+    pub workspaces: usize,
+    /// Link latency to the server; the server's `latency_ms` if absent.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default = "d_reconnect")]
+    pub reconnect: ReconnectKind,
+    #[serde(default = "d_outbox")]
+    pub outbox: OutboxKind,
+    #[serde(default = "d_capacity")]
+    pub outbox_capacity: usize,
+    /// Client ping interval (the seed pings every 30 s).
+    #[serde(default = "d_ping")]
+    pub ping_interval_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn d_reconnect() -> ReconnectKind {
+    ReconnectKind::Jittered
+}
+fn d_outbox() -> OutboxKind {
+    OutboxKind::Sequenced
+}
+fn d_capacity() -> usize {
+    1000
+}
+fn d_ping() -> u64 {
+    5_000
+}
+
+impl Group {
+    pub fn tabs(&self) -> usize {
+        self.users * self.devices_per_user * self.tabs_per_device
+    }
+}
+
+/// What every tab does, per tab.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Mutations per second per tab (Poisson arrivals).
+    pub ops_per_s: f64,
+    /// Relative weights of mutation kinds.
+    pub create: f64,
+    pub update: f64,
+    pub status: f64,
+    pub delete: f64,
+    /// Cursor moves per second per tab.
+    pub cursors_per_s: f64,
+    /// Entities per workspace the keys are drawn from…
+    pub keys: u64,
+    /// …with Zipf skew s (0 = uniform), so conflicts really happen.
+    pub zipf_s: f64,
+    /// Simulated users resolve conflicts after this think time…
+    pub think_time_ms: u64,
+    /// …keeping their own values with this probability.
+    pub keep_local_p: f64,
+    /// The delay model of the cross-tab bus (measured in Chromium: p50 0.3 ms, p99 2.3 ms).
+    pub cross_tab_ms_min: u64,
+    pub cross_tab_ms_max: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            ops_per_s: 0.5,
+            create: 0.2,
+            update: 0.5,
+            status: 0.25,
+            delete: 0.05,
+            cursors_per_s: 0.0,
+            keys: 200,
+            zipf_s: 1.0,
+            think_time_ms: 300,
+            keep_local_p: 0.5,
+            cross_tab_ms_min: 0,
+            cross_tab_ms_max: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The group's link to the server drops everything (connections break; connects are refused).
+    Partition,
+    /// Heals a partition.
+    Repair,
+    /// The group's link holds everything (delivered on release).
+    Hold,
+    Release,
+    /// Sets the group's link latency to `latency_ms`.
+    Latency,
+    /// The server host crashes (in-memory state lost; connects hang).
+    ServerCrash,
+    /// The crashed server starts again (a new epoch).
+    ServerRestart,
+    /// Crash and restart at once.
+    ServerBounce,
+    /// A fraction of the group's tabs go offline (the browser's offline event)…
+    Offline,
+    /// …and come back.
+    Online,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub at_s: f64,
+    pub kind: FaultKind,
+    /// The group a network or client fault acts on; every group if absent.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Share of the group's tabs a client fault acts on (the first ones).
+    #[serde(default = "d_fraction")]
+    pub fraction: f64,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+}
+
+fn d_fraction() -> f64 {
+    1.0
+}
+
+/// A canary names the anomaly its checker must find; finding it is the pass.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub violation: Option<String>,
+}
+
+/// Why a scenario file was refused (exit code 104).
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl Scenario {
+    pub fn load(path: &std::path::Path) -> Result<Self, ScenarioError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        s.validate()
+            .map_err(|(field, message)| ScenarioError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(s)
+    }
+
+    pub fn tabs(&self) -> usize {
+        self.groups.iter().map(Group::tabs).sum()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: String| Err((f.to_owned(), m));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(
+                "name",
+                "expected letters, digits, - or _ (it names the output folder)".into(),
+            );
+        }
+        if self.duration_s == 0 {
+            return bad(
+                "duration_s",
+                "expected a whole number of seconds > 0".into(),
+            );
+        }
+        if self.tick_ms == 0 || self.tick_ms > 100 {
+            return bad("tick_ms", format!("expected 1..=100, got {}", self.tick_ms));
+        }
+        if self.groups.is_empty() {
+            return bad("groups", "expected at least one [[groups]] entry".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let f = |name: &str| format!("groups[{i}].{name}");
+            if g.name.is_empty()
+                || g.name == "server"
+                || g.name == "probe"
+                || !g
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return bad(
+                    &f("name"),
+                    format!(
+                        "{:?}: expected letters, digits or -, and not \"server\" or \"probe\"",
+                        g.name
+                    ),
+                );
+            }
+            if !names.insert(g.name.clone()) {
+                return bad(&f("name"), format!("{:?} appears twice", g.name));
+            }
+            if g.users == 0
+                || g.devices_per_user == 0
+                || g.tabs_per_device == 0
+                || g.workspaces == 0
+            {
+                return bad(
+                    &f("users"),
+                    "users, devices_per_user, tabs_per_device and workspaces must be > 0".into(),
+                );
+            }
+            if !(0.0..=1.0).contains(&g.sse_fraction) {
+                return bad(
+                    &f("sse_fraction"),
+                    format!("expected 0..=1, got {}", g.sse_fraction),
+                );
+            }
+            if g.outbox_capacity == 0 {
+                return bad(&f("outbox_capacity"), "expected > 0".into());
+            }
+        }
+        if self.tabs() > 20_000 {
+            return bad(
+                "groups",
+                format!("{} tabs in all; at most 20 000", self.tabs()),
+            );
+        }
+        let w = &self.workload;
+        if w.ops_per_s < 0.0 || w.cursors_per_s < 0.0 || !w.ops_per_s.is_finite() {
+            return bad("workload.ops_per_s", "expected a rate >= 0".into());
+        }
+        if [w.create, w.update, w.status, w.delete]
+            .iter()
+            .any(|x| *x < 0.0)
+            || w.create + w.update + w.status + w.delete <= 0.0
+        {
+            return bad(
+                "workload.create",
+                "the op mix weights must be >= 0 and not all 0".into(),
+            );
+        }
+        if w.keys == 0 {
+            return bad("workload.keys", "expected > 0".into());
+        }
+        if !(0.0..=1.0).contains(&w.keep_local_p) {
+            return bad("workload.keep_local_p", "expected 0..=1".into());
+        }
+        if w.cross_tab_ms_min > w.cross_tab_ms_max {
+            return bad(
+                "workload.cross_tab_ms_min",
+                "must not exceed cross_tab_ms_max".into(),
+            );
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            let f = |name: &str| format!("faults[{i}].{name}");
+            if !(fault.at_s >= 0.0 && fault.at_s <= self.duration_s as f64) {
+                return bad(
+                    &f("at_s"),
+                    format!(
+                        "expected 0..={} (inside duration_s), got {}",
+                        self.duration_s, fault.at_s
+                    ),
+                );
+            }
+            if let Some(g) = &fault.group
+                && !names.contains(g)
+            {
+                return bad(&f("group"), format!("no group named {g:?}"));
+            }
+            if !(0.0..=1.0).contains(&fault.fraction) {
+                return bad(&f("fraction"), "expected 0..=1".into());
+            }
+            if fault.kind == FaultKind::Latency && fault.latency_ms.is_none() {
+                return bad(&f("latency_ms"), "a latency fault needs latency_ms".into());
+            }
+        }
+        for (metric, conds) in &self.thresholds {
+            let sel = crate::threshold::Selector::parse(metric)
+                .map_err(|m| (format!("thresholds.{metric}"), m))?;
+            if !crate::metrics::is_known(&sel.metric) {
+                return bad(
+                    &format!("thresholds.{metric}"),
+                    format!(
+                        "unknown metric {:?}; `simulate list --metrics` lists them",
+                        sel.metric
+                    ),
+                );
+            }
+            for c in conds {
+                crate::threshold::Condition::parse(c)
+                    .map_err(|m| (format!("thresholds.{metric}"), m))?;
+            }
+        }
+        if let Some(v) = &self.expect.violation
+            && !crate::metrics::INVARIANTS.contains(&v.as_str())
+        {
+            return bad(
+                "expect.violation",
+                format!(
+                    "{v:?} is not an invariant: expected one of {:?}",
+                    crate::metrics::INVARIANTS
+                ),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,873 @@
+//! A virtual tab: the shell around one `rtsync_client::session::Session`. It owns the
+//! simulated sockets (WebSocket or SSE + POST over turmoil), carries out the session's
+//! actions, runs the workload (Poisson ops on Zipf-chosen entities), resolves conflicts
+//! like a user would, and records what happens.
+
+use crate::check::Anomaly;
+use crate::glue::{self, ConnectFail, Sse, SseRead, Ws, now_ms};
+use crate::record::{OpRecord, Outcome, Recorder, TabFinal};
+use crate::scenario::Workload;
+use futures_util::future::LocalBoxFuture;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use rtsync_client::conflict::{ConflictChoice, resolve};
+use rtsync_client::connection::{ConnectError, Transport};
+use rtsync_client::crosstab::Bus;
+use rtsync_client::rng::Rng;
+use rtsync_client::session::{Action, Note, Session, SessionConfig};
+use rtsync_protocol::sync::CrossTabType;
+use rtsync_protocol::{
+    ClientMsg, ConflictDetected, CrossTabMessage, Entity, EntityKind, EventType, ServerMsg,
+    Timestamp, UserAction,
+};
+use serde_json::{Map, Value, json};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Who a tab is and how it behaves.
+#[derive(Debug, Clone)]
+pub struct TabSpec {
+    pub id: String,
+    pub group: String,
+    pub user: String,
+    pub workspace: String,
+    pub token: String,
+    pub sse: bool,
+    pub seed: u64,
+    pub session: SessionConfig,
+    pub workload: Workload,
+}
+
+/// Faults and the run's end, sent by the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Offline,
+    Online,
+    /// The workload stops: the liveness phase begins.
+    StopWorkload,
+    /// Report final state and exit.
+    Finish,
+}
+
+/// One device's BroadcastChannel, shared by its tabs, with a task that delivers.
+#[derive(Debug)]
+pub struct DeviceBus {
+    pub bus: Bus,
+    pub inboxes: std::collections::BTreeMap<String, mpsc::UnboundedSender<CrossTabMessage>>,
+    pub wake: Rc<Notify>,
+}
+
+/// Delivers a device's cross-tab messages when they fall due.
+pub async fn run_device_bus(dev: Rc<RefCell<DeviceBus>>) {
+    let wake = dev.borrow().wake.clone();
+    loop {
+        let now = now_ms();
+        let due: Vec<(String, CrossTabMessage)> =
+            std::iter::from_fn(|| dev.borrow_mut().bus.poll(now)).collect();
+        for (to, msg) in due {
+            if let Some(tx) = dev.borrow().inboxes.get(&to) {
+                let _ = tx.send(msg);
+            }
+        }
+        let next = dev.borrow().bus.poll_timeout();
+        match next {
+            Some(t) => {
+                let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(1));
+                tokio::select! {
+                    biased;
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+enum Link {
+    Ws(Box<Ws>),
+    Sse(Box<Sse>),
+}
+
+enum Incoming {
+    Frame(ServerMsg),
+    Activity,
+    Closed(Option<u16>),
+}
+
+impl Link {
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Link::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
+                        Ok(m) => return Incoming::Frame(m),
+                        Err(_) => return Incoming::Activity,
+                    },
+                    Some(Ok(Message::Close(c))) => {
+                        return Incoming::Closed(c.map(|c| u16::from(c.code)));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Incoming::Closed(None),
+                }
+            },
+            Link::Sse(s) => match s.next().await {
+                SseRead::Frame(m) => Incoming::Frame(m),
+                SseRead::Activity => Incoming::Activity,
+                SseRead::Ended => Incoming::Closed(None),
+            },
+        }
+    }
+}
+
+/// An epoch and, per entity kind, its seq watermark and entities.
+pub type Snapshots = (u64, Vec<(EntityKind, u64, Vec<Entity>)>);
+
+enum Io {
+    Post(Option<ServerMsg>),
+    Snapshot(Option<Snapshots>),
+}
+
+struct Tab {
+    spec: TabSpec,
+    rec: Rc<RefCell<Recorder>>,
+    device: Option<Rc<RefCell<DeviceBus>>>,
+    zipf: Rc<Vec<f64>>,
+    rng: Rng,
+    s: Session,
+    epoch: u64,
+    link: Option<Link>,
+    connecting: Option<LocalBoxFuture<'static, Result<Link, ConnectFail>>>,
+    io_tx: mpsc::UnboundedSender<Io>,
+    snapshot_retry_at: Option<u64>,
+    /// Simulated storage: what the tab last persisted (its queue and position).
+    stored_queue: Option<String>,
+    presence: BTreeSet<String>,
+    lost_at: Option<u64>,
+    reopened_at: Option<u64>,
+    drain_from: Option<u64>,
+    /// Conflicts waiting for the user's think time: (due, conflict, received_at).
+    thinking: Vec<(u64, Box<ConflictDetected>, u64)>,
+    /// Resolving op → when its conflict arrived.
+    resolving: std::collections::BTreeMap<String, u64>,
+    next_op_ms: Option<u64>,
+    next_cursor_ms: Option<u64>,
+    /// The seq a resume asked to continue from, to check the replay.
+    resumed_from: Option<u64>,
+}
+
+pub async fn run_tab(
+    spec: TabSpec,
+    rec: Rc<RefCell<Recorder>>,
+    device: Option<Rc<RefCell<DeviceBus>>>,
+    zipf: Rc<Vec<f64>>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+    mut bus_rx: mpsc::UnboundedReceiver<CrossTabMessage>,
+) {
+    let (io_tx, mut io_rx) = mpsc::unbounded_channel();
+    let mut rng = Rng::new(spec.seed);
+    let s = Session::new(&spec.user, &spec.id, spec.session.clone(), rng.fork(1));
+    let mut t = Tab {
+        rec,
+        device,
+        zipf,
+        rng,
+        s,
+        epoch: 0,
+        link: None,
+        connecting: None,
+        io_tx,
+        snapshot_retry_at: None,
+        stored_queue: None,
+        presence: BTreeSet::new(),
+        lost_at: None,
+        reopened_at: None,
+        drain_from: None,
+        thinking: Vec::new(),
+        resolving: Default::default(),
+        next_op_ms: None,
+        next_cursor_ms: None,
+        resumed_from: None,
+        spec,
+    };
+    let now = now_ms();
+    t.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
+    t.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
+    t.s.start(now);
+    loop {
+        t.drive().await;
+        let wake = t.wake_at();
+        let sleep = tokio::time::sleep(Duration::from_millis(
+            wake.map_or(3_600_000, |w| w.saturating_sub(now_ms()).max(1)),
+        ));
+        tokio::select! {
+            biased;
+            Some(cmd) = cmds.recv() => {
+                let now = now_ms();
+                match cmd {
+                    Command::Offline => t.s.go_offline(now),
+                    Command::Online => {
+                        if !t.s.connection().is_online() {
+                            t.drain_from = Some(now);
+                        }
+                        t.s.go_online(now);
+                    }
+                    Command::StopWorkload => {
+                        t.next_op_ms = None;
+                        t.next_cursor_ms = None;
+                    }
+                    Command::Finish => {
+                        t.finish();
+                        return;
+                    }
+                }
+            }
+            r = async { t.connecting.as_mut().expect("guarded").await }, if t.connecting.is_some() => {
+                t.connecting = None;
+                let now = now_ms();
+                match r {
+                    Ok(link) => {
+                        t.link = Some(link);
+                        t.s.handle_open(now);
+                    }
+                    Err(e) => {
+                        t.rec.borrow_mut().count("connect_failures", &t.spec.group, 1);
+                        let err = match e {
+                            ConnectFail::Unauthorized => ConnectError::Unauthorized,
+                            ConnectFail::Refused { retry_after_ms } => ConnectError::Refused { retry_after_ms },
+                            ConnectFail::Network => ConnectError::Network,
+                        };
+                        t.s.handle_connect_failed(err, now);
+                    }
+                }
+            }
+            inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() => {
+                let now = now_ms();
+                match inc {
+                    Incoming::Frame(m) => t.frame(m, now),
+                    Incoming::Activity => t.s.handle_activity(now),
+                    Incoming::Closed(code) => {
+                        t.link = None;
+                        t.s.handle_closed(code, now);
+                    }
+                }
+            }
+            Some(io) = io_rx.recv() => {
+                let now = now_ms();
+                match io {
+                    Io::Post(Some(m)) => t.s.handle_post_answer(m, now),
+                    // A lost POST: the op stays queued; the ack timeout replaces the connection.
+                    Io::Post(None) => {}
+                    Io::Snapshot(Some((epoch, parts))) => {
+                        t.epoch = epoch;
+                        t.s.handle_snapshot(epoch, parts, now);
+                    }
+                    Io::Snapshot(None) => t.snapshot_retry_at = Some(now + 500),
+                }
+            }
+            Some(msg) = bus_rx.recv() => {
+                let now = now_ms();
+                if let Some(at) = msg.payload.get("appliedAt").and_then(Value::as_u64) {
+                    t.rec.borrow_mut().sample("cross_tab_ms", &t.spec.group, now, now.saturating_sub(at));
+                }
+            }
+            () = sleep => t.timers(now_ms()).await,
+        }
+    }
+}
+
+impl Tab {
+    fn draw_next(&mut self, now: u64, rate_per_s: f64) -> Option<u64> {
+        if rate_per_s <= 0.0 {
+            return None;
+        }
+        // Exponential inter-arrival (Poisson process).
+        let u = self.rng.unit().max(1e-12);
+        Some(now + (-u.ln() / rate_per_s * 1000.0).round().max(1.0) as u64)
+    }
+
+    fn wake_at(&self) -> Option<u64> {
+        [
+            self.s.poll_timeout(),
+            self.next_op_ms,
+            self.next_cursor_ms,
+            self.snapshot_retry_at,
+            self.thinking.iter().map(|(due, _, _)| *due).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    async fn timers(&mut self, now: u64) {
+        if self.snapshot_retry_at.is_some_and(|t| t <= now) {
+            self.snapshot_retry_at = None;
+            self.s.handle_snapshot_failed();
+        }
+        if self.next_op_ms.is_some_and(|t| t <= now) {
+            self.workload_op(now);
+            self.next_op_ms = self.draw_next(now, self.spec.workload.ops_per_s);
+        }
+        if self.next_cursor_ms.is_some_and(|t| t <= now) {
+            if let (Some(Link::Ws(ws)), true) = (&mut self.link, self.s.connection().is_open()) {
+                let m = ClientMsg::UserAction(UserAction::CursorMove {
+                    x: self.rng.below(1920) as f64,
+                    y: self.rng.below(1080) as f64,
+                    element_id: None,
+                });
+                let _ = ws.send(Message::text(m.encode())).await;
+            }
+            self.next_cursor_ms = self.draw_next(now, self.spec.workload.cursors_per_s);
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.thinking)
+            .into_iter()
+            .partition(|(d, _, _)| *d <= now);
+        self.thinking = rest;
+        for (_, c, received) in due {
+            self.resolve_conflict(&c, received, now);
+        }
+        self.s.handle_timeout(now);
+    }
+
+    fn key(&mut self) -> String {
+        let u = self.rng.unit();
+        let k = self
+            .zipf
+            .partition_point(|c| *c < u)
+            .min(self.zipf.len().saturating_sub(1));
+        format!("{}-t{k}", self.spec.workspace)
+    }
+
+    fn workload_op(&mut self, now: u64) {
+        let w = &self.spec.workload;
+        let total = w.create + w.update + w.status + w.delete;
+        let (create, update, status) = (w.create, w.update, w.status);
+        let id = self.key();
+        let exists = self.s.view(EntityKind::Task, &id).is_some();
+        let pick = self.rng.unit() * total;
+        let n = self.rng.below(1_000_000);
+        let (kind, changes) = if !exists || pick < create {
+            if exists {
+                (
+                    EventType::TaskUpdated,
+                    json!({"title": format!("title {n}")}),
+                )
+            } else {
+                (
+                    EventType::TaskCreated,
+                    json!({"title": format!("task {n}"), "status": "todo", "priority": n % 5}),
+                )
+            }
+        } else if pick < create + update {
+            (
+                EventType::TaskUpdated,
+                json!({"title": format!("title {n}"), "priority": n % 5}),
+            )
+        } else if pick < create + update + status {
+            let status = ["todo", "doing", "done"][(n % 3) as usize];
+            (EventType::TaskStatusChanged, json!({ "status": status }))
+        } else {
+            (EventType::TaskDeleted, json!({}))
+        };
+        self.enqueue(
+            kind,
+            &id,
+            changes.as_object().cloned().unwrap_or_default(),
+            now,
+        );
+    }
+
+    fn enqueue(
+        &mut self,
+        kind: EventType,
+        id: &str,
+        changes: Map<String, Value>,
+        now: u64,
+    ) -> Option<String> {
+        let entity = kind.entity_kind()?;
+        match self.s.mutate(kind, id, changes, None, vec![], now) {
+            Ok(op_id) => {
+                let n = op_id
+                    .rsplit_once(':')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0);
+                let mut rec = self.rec.borrow_mut();
+                rec.count("ops_enqueued", &self.spec.group, 1);
+                rec.ops.insert(
+                    op_id.clone(),
+                    OpRecord {
+                        client: self.spec.id.clone(),
+                        n,
+                        workspace: self.spec.workspace.clone(),
+                        kind: entity,
+                        entity_id: id.to_owned(),
+                        enqueued_ms: now,
+                        first_sent_ms: None,
+                        outcome: Outcome::Pending,
+                        answered_ms: None,
+                    },
+                );
+                Some(op_id)
+            }
+            Err(_) => {
+                // Refused loudly (queue full): the app knows; nothing is lost silently.
+                self.rec
+                    .borrow_mut()
+                    .count("ops_refused_full", &self.spec.group, 1);
+                None
+            }
+        }
+    }
+
+    fn resolve_conflict(&mut self, c: &ConflictDetected, received: u64, now: u64) {
+        let keep = self.rng.chance(self.spec.workload.keep_local_p);
+        let choice = if keep {
+            ConflictChoice::KeepLocal
+        } else {
+            ConflictChoice::TakeRemote
+        };
+        match resolve(c, choice) {
+            Some(r) => {
+                let kind = match r.kind {
+                    EntityKind::Task => EventType::TaskUpdated,
+                    EntityKind::Project => EventType::ProjectUpdated,
+                    EntityKind::Note => EventType::NoteUpdated,
+                };
+                if let Some(op) = self.enqueue(kind, &r.entity_id, r.changes, now) {
+                    self.resolving.insert(op, received);
+                }
+            }
+            None => self.rec.borrow_mut().sample(
+                "conflict_resolution_ms",
+                &self.spec.group,
+                now,
+                now.saturating_sub(received),
+            ),
+        }
+    }
+
+    /// Checks a frame the session is about to see, then hands it over.
+    fn frame(&mut self, m: ServerMsg, now: u64) {
+        match &m {
+            ServerMsg::Connected(c) => {
+                self.epoch = c.epoch;
+                self.resumed_from = self
+                    .s
+                    .seq()
+                    .resume_point()
+                    .filter(|r| r.epoch == c.epoch)
+                    .map(|r| r.last_seq);
+            }
+            ServerMsg::RecentEvents(r) if r.complete => self.check_replay(
+                r.from_seq,
+                r.to_seq,
+                &r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            ),
+            _ => {}
+        }
+        self.s.handle_frame(m, now);
+    }
+
+    fn check_replay(&mut self, from: u64, to: u64, seqs: &[u64]) {
+        let mut rec = self.rec.borrow_mut();
+        if let Some(last) = self.resumed_from.take()
+            && !seqs.is_empty()
+            && from != last + 1
+        {
+            let name = if from <= last {
+                "replay_duplicates"
+            } else {
+                "replay_gaps"
+            };
+            rec.anomaly(Anomaly::new(
+                name,
+                format!(
+                    "tab {} resumed after seq {last} and the replay began at {from}",
+                    self.spec.id
+                ),
+            ));
+        }
+        let expected: Vec<u64> = if seqs.is_empty() {
+            Vec::new()
+        } else {
+            (from..=to).collect()
+        };
+        if seqs != expected {
+            let name = if seqs.len() > expected.len() {
+                "replay_duplicates"
+            } else {
+                "replay_gaps"
+            };
+            rec.anomaly(Anomaly::new(
+                name,
+                format!(
+                    "tab {}: a replay batch {from}..={to} carried seqs {seqs:?}",
+                    self.spec.id
+                ),
+            ));
+        }
+    }
+
+    /// Carries out the session's actions and records its notes.
+    async fn drive(&mut self) {
+        loop {
+            let mut acted = false;
+            while let Some(a) = self.s.poll_action() {
+                acted = true;
+                self.act(a).await;
+            }
+            while let Some(n) = self.s.poll_note() {
+                acted = true;
+                self.note(n);
+            }
+            if !acted {
+                break;
+            }
+        }
+        if let Some(from) = self.drain_from
+            && self.s.outbox().is_empty()
+            && self.s.connection().is_open()
+        {
+            let now = now_ms();
+            self.rec
+                .borrow_mut()
+                .sample("offline_drain_ms", &self.spec.group, now, now - from);
+            self.drain_from = None;
+        }
+    }
+
+    fn mark_sent(&self, m: &ClientMsg) {
+        if let ClientMsg::RealtimeEvent(ev) = m
+            && let Some(op) = ev.payload.get("opId").and_then(Value::as_str)
+            && let Some(r) = self.rec.borrow_mut().ops.get_mut(op)
+        {
+            r.first_sent_ms.get_or_insert(now_ms());
+        }
+    }
+
+    async fn act(&mut self, a: Action) {
+        let now = now_ms();
+        match a {
+            Action::Connect { transport, resume } => {
+                self.link = None;
+                let server = "server";
+                let (token, tab, sse) = (
+                    self.spec.token.clone(),
+                    self.spec.id.clone(),
+                    transport == Transport::Sse,
+                );
+                let query = match resume {
+                    Some(r) if !sse => format!(
+                        "token={token}&sessionId={tab}&epoch={}&lastSeq={}",
+                        r.epoch, r.last_seq
+                    ),
+                    _ => format!("token={token}&sessionId={tab}"),
+                };
+                let last_event_id =
+                    resume.map(|r| rtsync_protocol::sse::event_id(r.epoch, r.last_seq));
+                self.connecting = Some(
+                    async move {
+                        if sse {
+                            glue::sse_connect(
+                                server,
+                                &format!("/api/events/subscribe?{query}"),
+                                last_event_id,
+                            )
+                            .await
+                            .map(|s| Link::Sse(Box::new(s)))
+                        } else {
+                            glue::ws_connect(server, &query)
+                                .await
+                                .map(|w| Link::Ws(Box::new(w)))
+                        }
+                    }
+                    .boxed_local(),
+                );
+            }
+            Action::Send(m) => {
+                self.mark_sent(&m);
+                if let Some(Link::Ws(ws)) = &mut self.link
+                    && ws.send(Message::text(m.encode())).await.is_err()
+                {
+                    self.link = None;
+                    self.s.handle_closed(None, now);
+                }
+            }
+            Action::Post(m) => {
+                self.mark_sent(&m);
+                let (tx, token, tab) = (
+                    self.io_tx.clone(),
+                    self.spec.token.clone(),
+                    self.spec.id.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    let path = format!("/api/events?sessionId={tab}");
+                    let headers = [
+                        ("authorization", format!("Bearer {token}")),
+                        ("content-type", "application/json".to_owned()),
+                    ];
+                    let answer = glue::http("server", "POST", &path, &headers, Some(m.encode()))
+                        .await
+                        .ok()
+                        .and_then(|(_, body)| {
+                            ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok()
+                        });
+                    let _ = tx.send(Io::Post(answer));
+                });
+            }
+            Action::Close { code } => {
+                if let Some(Link::Ws(ws)) = &mut self.link {
+                    let _ = ws.close(None).await;
+                }
+                self.link = None;
+                self.connecting = None;
+                self.s.handle_closed(Some(code), now);
+            }
+            Action::FetchSnapshot => {
+                let (tx, token) = (self.io_tx.clone(), self.spec.token.clone());
+                tokio::task::spawn_local(async move {
+                    let _ = tx.send(Io::Snapshot(fetch_snapshots(&token).await));
+                });
+            }
+            Action::PersistQueue => {
+                self.stored_queue = serde_json::to_string(&self.s.sync_state()).ok()
+            }
+        }
+    }
+
+    fn note(&mut self, n: Note) {
+        let g = self.spec.group.clone();
+        let now = now_ms();
+        let mut rec = self.rec.borrow_mut();
+        match n {
+            Note::Opened { at_ms, .. } => {
+                rec.count("connections_opened", &g, 1);
+                rec.timeline_add("connections_open", at_ms, 1);
+                if let Some(lost) = self.lost_at.take() {
+                    rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
+                    self.reopened_at = Some(at_ms);
+                }
+            }
+            Note::Lost { at_ms, .. } => {
+                rec.count("connection_losses", &g, 1);
+                rec.timeline_add("connections_open", at_ms, -1);
+                self.lost_at.get_or_insert(at_ms);
+            }
+            Note::Synced { by_snapshot, at_ms } => {
+                if by_snapshot {
+                    rec.count("resyncs_by_snapshot", &g, 1);
+                }
+                if let Some(open) = self.reopened_at.take() {
+                    rec.sample("resync_ms", &g, at_ms, at_ms - open);
+                }
+            }
+            Note::Applied { seq, event } => {
+                rec.count("deliveries", &g, 1);
+                let id = event
+                    .payload
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !id.starts_with(&format!("{}-", self.spec.workspace)) {
+                    rec.anomaly(Anomaly::new(
+                        "cross_workspace_leaks",
+                        format!(
+                            "tab {} of {} received {id} from another workspace",
+                            self.spec.id, self.spec.workspace
+                        ),
+                    ));
+                }
+                if let Some(op) = event.payload.get("opId").and_then(Value::as_str) {
+                    rec.applied_at
+                        .entry((self.epoch, op.to_owned()))
+                        .or_default()
+                        .insert(seq);
+                    if let Some(sent) = rec.ops.get(op).and_then(|o| o.first_sent_ms) {
+                        let metric = if self.spec.sse {
+                            "sse_delivery_ms"
+                        } else {
+                            "ws_delivery_ms"
+                        };
+                        rec.sample(metric, &g, now, now.saturating_sub(sent));
+                    }
+                }
+                if event.payload.get("deleted") == Some(&Value::Bool(true)) {
+                    let kind = event.kind.entity_kind().unwrap_or(EntityKind::Task);
+                    rec.deletes_seen.insert(
+                        (self.epoch, self.spec.workspace.clone(), kind, id.to_owned()),
+                        event.version,
+                    );
+                }
+                drop(rec);
+                self.cross_tab(now, event.payload.get("opId").cloned());
+            }
+            Note::Acked { op, ack, at_ms } => {
+                rec.count("ops_acked", &g, 1);
+                if let Some(r) = rec.ops.get_mut(&op.op_id) {
+                    if let Some(sent) = r.first_sent_ms {
+                        let v = at_ms.saturating_sub(sent);
+                        r.answered_ms = Some(at_ms);
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: ack.seq,
+                            version: ack.version,
+                            fields: op.changes.clone(),
+                            delete: op.kind == EventType::TaskDeleted,
+                        };
+                        rec.sample("ack_ms", &g, at_ms, v);
+                    } else {
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: ack.seq,
+                            version: ack.version,
+                            fields: op.changes.clone(),
+                            delete: op.kind == EventType::TaskDeleted,
+                        };
+                    }
+                }
+                if let Some(seq) = ack.seq {
+                    rec.applied_at
+                        .entry((self.epoch, op.op_id.clone()))
+                        .or_default()
+                        .insert(seq);
+                    if op.kind == EventType::TaskDeleted {
+                        rec.deletes_seen.insert(
+                            (
+                                self.epoch,
+                                self.spec.workspace.clone(),
+                                EntityKind::Task,
+                                op.entity_id.clone(),
+                            ),
+                            ack.version,
+                        );
+                    }
+                }
+                if let Some(received) = self.resolving.remove(&op.op_id) {
+                    rec.sample(
+                        "conflict_resolution_ms",
+                        &g,
+                        at_ms,
+                        at_ms.saturating_sub(received),
+                    );
+                }
+            }
+            Note::RolledBack { op, .. } => {
+                rec.count("ops_rolled_back", &g, 1);
+                if let Some(r) = rec.ops.get_mut(&op.op_id) {
+                    r.outcome = Outcome::RolledBack;
+                    r.answered_ms = Some(now);
+                }
+                self.resolving.remove(&op.op_id);
+            }
+            Note::Conflict(c) => {
+                rec.count("conflicts", &g, 1);
+                if let Some(seq) = c.seq {
+                    // MERGE applied the fields nobody else had changed: the entity at
+                    // that version is `current`, which the final state must show if it
+                    // is still at that version.
+                    if let Some(r) = rec.ops.get_mut(&c.op_id) {
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: Some(seq),
+                            version: c.current.version,
+                            fields: c.current.fields.clone(),
+                            delete: false,
+                        };
+                    }
+                    rec.applied_at
+                        .entry((self.epoch, c.op_id.clone()))
+                        .or_default()
+                        .insert(seq);
+                }
+                drop(rec);
+                let due = now + self.spec.workload.think_time_ms;
+                self.thinking.push((due, c, now));
+            }
+            Note::Presence(list) => {
+                self.presence = list.into_iter().map(|p| p.user_id).collect();
+            }
+            Note::PresenceDiff(d) => {
+                for p in d.joins {
+                    self.presence.insert(p.user_id);
+                }
+                for p in d.leaves {
+                    self.presence.remove(&p.user_id);
+                }
+            }
+            Note::Duplicate { .. }
+            | Note::Ephemeral(_)
+            | Note::Error(_)
+            | Note::NeedsAuth
+            | Note::GaveUp => {}
+        }
+    }
+
+    /// Tells the device's other tabs about a change (BroadcastChannel STATE_UPDATE).
+    fn cross_tab(&mut self, now: u64, op: Option<Value>) {
+        let Some(dev) = &self.device else { return };
+        let (lo, hi) = (
+            self.spec.workload.cross_tab_ms_min,
+            self.spec.workload.cross_tab_ms_max,
+        );
+        let msg = CrossTabMessage {
+            kind: CrossTabType::StateUpdate,
+            payload: json!({"appliedAt": now, "opId": op}),
+            source: self.spec.id.clone(),
+            timestamp: Timestamp(now),
+        };
+        let rng = &mut self.rng;
+        let mut d = dev.borrow_mut();
+        let _ = d
+            .bus
+            .post(&self.spec.id, msg, now, |_| lo + rng.below(hi - lo + 1));
+        d.wake.notify_one();
+    }
+
+    fn finish(&mut self) {
+        let t = TabFinal {
+            tab: self.spec.id.clone(),
+            user: self.spec.user.clone(),
+            workspace: self.spec.workspace.clone(),
+            open: self.s.connection().is_open(),
+            settled: self.s.is_settled(),
+            outbox_len: self.s.outbox().len(),
+            live: self.s.replica().live().cloned().collect(),
+            presence: self.presence.clone(),
+            dropped_silently: self.s.outbox().stats.dropped_silently,
+        };
+        self.rec.borrow_mut().tabs.push(t);
+    }
+}
+
+/// Reads the three snapshots; `None` on any failure (the tab retries).
+pub async fn fetch_snapshots(token: &str) -> Option<Snapshots> {
+    let mut parts = Vec::new();
+    let mut epoch = None;
+    for kind in EntityKind::ALL {
+        let path = format!("/api/entities/{}", kind.plural());
+        let (status, body) = glue::http(
+            "server",
+            "GET",
+            &path,
+            &[("authorization", format!("Bearer {token}"))],
+            None,
+        )
+        .await
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        let e = v.get("epoch")?.as_u64()?;
+        if epoch.is_some_and(|x| x != e) {
+            return None; // the server restarted between two reads
+        }
+        epoch = Some(e);
+        let entities: Vec<Entity> = serde_json::from_value(v.get("entities")?.clone()).ok()?;
+        parts.push((kind, v.get("seq")?.as_u64()?, entities));
+    }
+    Some((epoch?, parts))
+}

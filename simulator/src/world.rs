@@ -1,0 +1,398 @@
+//! Builds one simulation from a scenario and runs it: the reference server on its own
+//! host, one client host per group with its tabs as tasks (turmoil's cost grows with
+//! the square of the host count, so clients share hosts), the fault timeline driven
+//! from the `sim.step()` loop, then heal, a liveness phase, and the checks.
+
+use crate::glue::{SERVER_PORT, SimClock, SimListener};
+use crate::record::{Phases, Recorder, ServerFinal};
+use crate::scenario::{FaultKind, OutboxKind, ReconnectKind, Scenario};
+use crate::tab::{Command, DeviceBus, TabSpec, fetch_snapshots, run_device_bus, run_tab};
+use rtsync_client::connection::{ConnectionConfig, ReconnectPolicy, Transport};
+use rtsync_client::crosstab::Bus;
+use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
+use rtsync_client::rng::Rng;
+use rtsync_client::session::SessionConfig;
+use rtsync_protocol::auth::{Claims, mint};
+use rtsync_server::ServerConfig;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The simulated wall clock starts here (2026-11-18T…Z), so timestamps look real.
+pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
+const SECRET: &[u8] = b"rtsync-simulation-secret";
+
+#[derive(Debug)]
+pub struct RunOutput {
+    pub recorder: Recorder,
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub tabs: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("simulation failed: {0}")]
+    Sim(String),
+}
+
+fn token(user: &str, workspace: &str) -> String {
+    mint(
+        &Claims {
+            sub: user.into(),
+            ws: workspace.into(),
+            exp: SIM_EPOCH_MS / 1000 + 10 * 365 * 86_400,
+        },
+        SECRET,
+    )
+}
+
+fn server_config(sc: &Scenario) -> ServerConfig {
+    let s = &sc.server;
+    let mut c = ServerConfig {
+        jwt_secret: SECRET.to_vec(),
+        ..ServerConfig::default()
+    };
+    c.core.heartbeat_ms = s.heartbeat_ms;
+    c.heartbeat_timeout_ms = s.heartbeat_timeout_ms;
+    c.core.presence_grace_ms = s.presence_grace_ms;
+    c.core.history_events_max = s.history_events_max;
+    c.core.strategy_task = s.strategy_task;
+    c.core.strategy_project = s.strategy_project;
+    c.core.strategy_note = s.strategy_note;
+    c.admission_rate_per_s = s.admission_rate_per_s;
+    c.admission_burst = s.admission_burst;
+    c.outbound_messages_max = s.outbound_messages_max;
+    c.outbound_bytes_max = s.outbound_bytes_max;
+    c.inbound_rate_per_s = s.inbound_rate_per_s;
+    c.inbound_burst = s.inbound_burst;
+    c.connections_per_user_max = 1024;
+    c
+}
+
+/// Zipf CDF over `keys` ranks with exponent `s` (s = 0: uniform).
+fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
+    let w: Vec<f64> = (1..=keys).map(|k| 1.0 / (k as f64).powf(s)).collect();
+    let total: f64 = w.iter().sum();
+    let mut acc = 0.0;
+    w.iter()
+        .map(|x| {
+            acc += x / total;
+            acc
+        })
+        .collect()
+}
+
+/// Every tab of the scenario, in a fixed order.
+pub fn tab_specs(sc: &Scenario, root: &mut Rng) -> Vec<TabSpec> {
+    let mut out = Vec::new();
+    for g in &sc.groups {
+        let connection = ConnectionConfig {
+            reconnect: match g.reconnect {
+                ReconnectKind::Jittered => ReconnectPolicy::default(),
+                ReconnectKind::Legacy => ReconnectPolicy::Legacy,
+            },
+            ping_interval_ms: g.ping_interval_ms,
+            pong_timeout_ms: sc.server.heartbeat_ms.max(2_000),
+            sse_idle_timeout_ms: sc.server.heartbeat_ms * 3,
+            connect_timeout_ms: 5_000,
+            ..ConnectionConfig::default()
+        };
+        let outbox = OutboxConfig {
+            policy: match g.outbox {
+                OutboxKind::Sequenced => OutboxPolicy::Sequenced {
+                    capacity: g.outbox_capacity,
+                },
+                OutboxKind::Legacy => OutboxPolicy::Legacy,
+            },
+            ..OutboxConfig::default()
+        };
+        let tabs = g.tabs();
+        let sse_tabs = (g.sse_fraction * tabs as f64).round() as usize;
+        let mut i = 0;
+        for u in 0..g.users {
+            let user = format!("{}-u{u}", g.name);
+            let workspace = format!("w{}", u % g.workspaces);
+            for d in 0..g.devices_per_user {
+                for t in 0..g.tabs_per_device {
+                    let sse = i < sse_tabs;
+                    let mut connection = connection.clone();
+                    if sse {
+                        connection.start_transport = Transport::Sse;
+                    }
+                    out.push(TabSpec {
+                        id: format!("{user}-d{d}-t{t}"),
+                        group: g.name.clone(),
+                        token: token(&user, &workspace),
+                        user: user.clone(),
+                        workspace: workspace.clone(),
+                        sse,
+                        seed: root.next_u64(),
+                        session: SessionConfig {
+                            connection,
+                            outbox: outbox.clone(),
+                            ..SessionConfig::default()
+                        },
+                        workload: sc.workload.clone(),
+                    });
+                    i += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs the scenario with `seed`; `progress(simulated_s, total_s)` is called about once
+/// per simulated second.
+pub fn run(
+    sc: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunOutput, RunError> {
+    let started = std::time::Instant::now(); // measured section only: wall-clock speed
+    let mut root = Rng::new(seed);
+    let workload_end_ms = sc.duration_s * 1000;
+    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
+    let mut faults = sc.faults.clone();
+    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let fault_ms: Vec<u64> = faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
+    let rec = Rc::new(RefCell::new(Recorder {
+        phases: Some(Phases {
+            warmup_end_ms: sc.warmup_s * 1000,
+            faults_ms: fault_ms
+                .first()
+                .map(|a| (*a, *fault_ms.last().unwrap_or(a))),
+            workload_end_ms,
+        }),
+        ..Recorder::default()
+    }));
+    let specs = tab_specs(sc, &mut root);
+    let tabs_total = specs.len();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(total_ms + 60_000))
+        .tick_duration(Duration::from_millis(sc.tick_ms))
+        .tcp_capacity((tabs_total * 4).max(64))
+        .min_message_latency(Duration::from_millis(sc.server.latency_ms))
+        .max_message_latency(Duration::from_millis(sc.server.latency_ms))
+        .rng_seed(root.next_u64())
+        .build();
+
+    let cfg = server_config(sc);
+    sim.host("server", move || {
+        let cfg = cfg.clone();
+        async move {
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
+            let clock = Arc::new(SimClock {
+                epoch_ms: SIM_EPOCH_MS,
+            });
+            rtsync_server::serve(SimListener(listener), cfg, clock, std::future::pending()).await?;
+            Ok(())
+        }
+    });
+
+    let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
+    let mut by_group: BTreeMap<String, Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>> =
+        BTreeMap::new();
+    for spec in specs {
+        let (tx, rx) = mpsc::unbounded_channel();
+        controls.entry(spec.group.clone()).or_default().push(tx);
+        by_group
+            .entry(spec.group.clone())
+            .or_default()
+            .push((spec, rx));
+    }
+    for (group, tabs) in by_group {
+        let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
+        sim.client(group.as_str(), async move {
+            let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
+            let mut handles = Vec::new();
+            for (spec, cmds) in tabs {
+                let device_id = spec
+                    .id
+                    .rsplit_once("-t")
+                    .map_or(spec.id.clone(), |(d, _)| d.to_owned());
+                let (bus_tx, bus_rx) = mpsc::unbounded_channel();
+                let dev = devices
+                    .entry(device_id)
+                    .or_insert_with(|| {
+                        let d = Rc::new(RefCell::new(DeviceBus {
+                            bus: Bus::new(10_000),
+                            inboxes: BTreeMap::new(),
+                            wake: Rc::new(tokio::sync::Notify::new()),
+                        }));
+                        tokio::task::spawn_local(run_device_bus(d.clone()));
+                        d
+                    })
+                    .clone();
+                {
+                    let mut d = dev.borrow_mut();
+                    d.bus.join(&spec.id);
+                    d.inboxes.insert(spec.id.clone(), bus_tx);
+                }
+                handles.push(tokio::task::spawn_local(run_tab(
+                    spec,
+                    rec.clone(),
+                    Some(dev),
+                    zipf.clone(),
+                    cmds,
+                    bus_rx,
+                )));
+            }
+            let _ = finish.wait_for(|f| *f).await;
+            for h in handles {
+                let _ = h.await;
+            }
+            Ok(())
+        });
+    }
+    let workspaces: Vec<String> = {
+        let mut w: Vec<String> = sc
+            .groups
+            .iter()
+            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("w{i}")))
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    };
+    {
+        let (rec, mut finish) = (rec.clone(), finish_rx.clone());
+        sim.client("probe", async move {
+            let _ = finish.wait_for(|f| *f).await;
+            for ws in workspaces {
+                let snap = fetch_snapshots(&token("probe", &ws)).await;
+                let (epoch, parts) = snap.unwrap_or_default();
+                let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
+                rec.borrow_mut().server.insert(
+                    ws,
+                    ServerFinal {
+                        epoch,
+                        entities,
+                        presence: Default::default(),
+                    },
+                );
+            }
+            Ok(())
+        });
+    }
+    for g in &sc.groups {
+        if let Some(l) = g.latency_ms {
+            sim.set_link_latency(g.name.as_str(), "server", Duration::from_millis(l));
+        }
+    }
+
+    let send = |group: &Option<String>, fraction: f64, cmd: Command| {
+        for (g, txs) in &controls {
+            if group.as_ref().is_none_or(|x| x == g) {
+                let n = (fraction * txs.len() as f64).ceil() as usize;
+                for tx in txs.iter().take(n) {
+                    let _ = tx.send(cmd);
+                }
+            }
+        }
+    };
+    let groups: Vec<String> = sc.groups.iter().map(|g| g.name.clone()).collect();
+    let targets =
+        |g: &Option<String>| -> Vec<String> { g.clone().map_or(groups.clone(), |x| vec![x]) };
+    let (mut next_fault, mut stopped, mut finished, mut server_down) = (0, false, false, false);
+    let mut last_progress_s = u64::MAX;
+    loop {
+        let t = sim.elapsed().as_millis() as u64;
+        while next_fault < faults.len() && fault_ms[next_fault] <= t {
+            let f = &faults[next_fault];
+            rec.borrow_mut().fault_marks.push((
+                t,
+                format!(
+                    "{:?}{}",
+                    f.kind,
+                    f.group.as_ref().map_or(String::new(), |g| format!(" {g}"))
+                ),
+            ));
+            for g in targets(&f.group) {
+                match f.kind {
+                    FaultKind::Partition => sim.partition(g.as_str(), "server"),
+                    FaultKind::Repair => sim.repair(g.as_str(), "server"),
+                    FaultKind::Hold => sim.hold(g.as_str(), "server"),
+                    FaultKind::Release => sim.release(g.as_str(), "server"),
+                    FaultKind::Latency => sim.set_link_latency(
+                        g.as_str(),
+                        "server",
+                        Duration::from_millis(f.latency_ms.unwrap_or(0)),
+                    ),
+                    _ => {}
+                }
+            }
+            match f.kind {
+                FaultKind::ServerCrash if !server_down => {
+                    sim.crash("server");
+                    server_down = true;
+                }
+                FaultKind::ServerRestart if server_down => {
+                    sim.bounce("server");
+                    server_down = false;
+                }
+                FaultKind::ServerBounce => {
+                    sim.bounce("server");
+                    server_down = false;
+                }
+                FaultKind::Offline => send(&f.group, f.fraction, Command::Offline),
+                FaultKind::Online => send(&f.group, f.fraction, Command::Online),
+                _ => {}
+            }
+            next_fault += 1;
+        }
+        if !stopped && t >= workload_end_ms {
+            // The liveness phase: no more workload, every fault healed.
+            stopped = true;
+            send(&None, 1.0, Command::StopWorkload);
+            for g in &groups {
+                sim.repair(g.as_str(), "server");
+                sim.release(g.as_str(), "server");
+                let l = sc
+                    .groups
+                    .iter()
+                    .find(|x| &x.name == g)
+                    .and_then(|x| x.latency_ms)
+                    .unwrap_or(sc.server.latency_ms);
+                sim.set_link_latency(g.as_str(), "server", Duration::from_millis(l));
+            }
+            if server_down {
+                sim.bounce("server");
+                server_down = false;
+            }
+            send(&None, 1.0, Command::Online);
+        }
+        if !finished && t >= total_ms {
+            finished = true;
+            send(&None, 1.0, Command::Finish);
+            let _ = finish_tx.send(true);
+        }
+        if t / 1000 != last_progress_s {
+            last_progress_s = t / 1000;
+            progress(last_progress_s, total_ms / 1000);
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(RunError::Sim(e.to_string())),
+        }
+    }
+    let simulated_s = sim.elapsed().as_secs_f64();
+    drop(sim);
+    let mut recorder = Rc::try_unwrap(rec)
+        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
+        .into_inner();
+    crate::check::run_all(&mut recorder);
+    Ok(RunOutput {
+        recorder,
+        simulated_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        tabs: tabs_total,
+    })
+}
