@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod storage;
 pub mod tab;
 pub mod threshold;
 pub mod world;

@@ -1,7 +1,8 @@
 //! The metric and invariant names of SLO.md, in one place.
 
 /// Latency histograms, in simulated milliseconds.
-pub const HISTOGRAMS: [&str; 8] = [
+pub const HISTOGRAMS: [&str; 9] = [
+    "recovery_ms",
     "ws_delivery_ms",
     "sse_delivery_ms",
     "cross_tab_ms",
@@ -12,8 +13,24 @@ pub const HISTOGRAMS: [&str; 8] = [
     "offline_drain_ms",
 ];
 
+/// Ratios and gauges computed at the end of a run (threshold with `value` or `rate`).
+pub const GAUGES: [&str; 7] = [
+    "cache_hit_ratio",
+    "invalidation_false_positive_ratio",
+    "requests_per_query_ratio",
+    "cache_memory_ratio",
+    "cleanup_success_ratio",
+    "memory_growth_bytes_per_hour",
+    "virtual_list_rows",
+];
+
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 10] = [
+pub const COUNTERS: [&str; 15] = [
+    "queries",
+    "query_fetches",
+    "reloads",
+    "state_resets",
+    "migrations",
     "ops_enqueued",
     "ops_acked",
     "ops_rolled_back",
@@ -41,5 +58,5 @@ pub const INVARIANTS: [&str; 10] = [
 ];
 
 pub fn is_known(name: &str) -> bool {
-    HISTOGRAMS.contains(&name) || COUNTERS.contains(&name) || INVARIANTS.contains(&name)
+    HISTOGRAMS.contains(&name) || GAUGES.contains(&name) || COUNTERS.contains(&name) || INVARIANTS.contains(&name)
 }

@@ -104,6 +104,18 @@ pub struct Recorder {
     /// Fault windows for the charts: (start_ms, end_ms, label).
     pub fault_marks: Vec<(u64, String)>,
     pub phases: Option<Phases>,
+    /// End-of-run gauges (ratios, growth, rows), by name.
+    pub gauges: BTreeMap<String, f64>,
+    /// Per-tab end-of-run figures the gauges are computed from.
+    pub cache: rtsync_client::cache::CacheStats,
+    pub cache_bytes: u64,
+    pub retained_bytes: u64,
+    pub cleanups: rtsync_client::memory::CleanupStats,
+    /// Per tab: least-squares growth of retained bytes, per hour.
+    pub growth_bytes_per_hour: Vec<f64>,
+    pub list_rows_max: u64,
+    /// Wall-clock µs of each reload's dehydrate + hydrate (measured, not deterministic).
+    pub measured_persist_us: Vec<u64>,
 }
 
 fn histogram() -> Histogram<u64> {

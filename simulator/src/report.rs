@@ -2,7 +2,7 @@
 //! `summary.json` with a deterministic section (a function of scenario, seed and
 //! binary — byte-stable) apart from a measured section (wall-clock figures).
 
-use crate::metrics::{COUNTERS, HISTOGRAMS, INVARIANTS};
+use crate::metrics::{COUNTERS, GAUGES, HISTOGRAMS, INVARIANTS};
 use crate::record::{PHASES, Recorder};
 use crate::scenario::Scenario;
 use crate::threshold::{Agg, Condition, Selector};
@@ -50,6 +50,34 @@ fn aggregate(h: &Histogram<u64>, agg: Agg) -> f64 {
     }
 }
 
+/// Computes the end-of-run gauges from the tabs' figures. A gauge with nothing to
+/// measure (no queries, no cleanups, fewer than two memory samples) is absent.
+pub fn finalize_gauges(rec: &mut Recorder) {
+    let c = rec.cache;
+    let mut g = BTreeMap::new();
+    if c.queries > 0 {
+        g.insert("cache_hit_ratio", round3(c.hit_ratio()));
+        g.insert("requests_per_query_ratio", round3(c.requests_per_query()));
+    }
+    if c.invalidated_refetched > 0 {
+        g.insert("invalidation_false_positive_ratio", round3(c.false_positive_ratio()));
+    }
+    if rec.retained_bytes > 0 {
+        g.insert("cache_memory_ratio", round3(rec.cache_bytes as f64 / rec.retained_bytes as f64));
+    }
+    if rec.cleanups.runs > 0 {
+        g.insert("cleanup_success_ratio", round3(rec.cleanups.success_ratio()));
+    }
+    if !rec.growth_bytes_per_hour.is_empty() {
+        let worst = rec.growth_bytes_per_hour.iter().copied().fold(f64::MIN, f64::max);
+        g.insert("memory_growth_bytes_per_hour", round3(worst));
+    }
+    if rec.list_rows_max > 0 {
+        g.insert("virtual_list_rows", rec.list_rows_max as f64);
+    }
+    rec.gauges = g.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+}
+
 pub fn observe(rec: &Recorder, sel: &Selector, cond: &Condition) -> Option<f64> {
     let phase = sel.tags.get("phase").map(String::as_str);
     let group = sel.tags.get("group").map(String::as_str);
@@ -58,6 +86,9 @@ pub fn observe(rec: &Recorder, sel: &Selector, cond: &Condition) -> Option<f64> 
         let h = rec.merged(m, phase, group)?;
         let v = aggregate(&h, cond.agg);
         return (!v.is_nan()).then_some(v);
+    }
+    if GAUGES.contains(&m) {
+        return rec.gauges.get(m).copied();
     }
     if COUNTERS.contains(&m) {
         return matches!(cond.agg, Agg::Count | Agg::Value).then(|| rec.counter(m, group) as f64);
@@ -185,6 +216,7 @@ pub fn summary(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict) -> Value 
             "expected_violation": v.expected_violation,
             "metrics": metrics,
             "counters": counters,
+            "gauges": rec.gauges,
             "invariants": v.invariants,
             "anomalies": rec.anomalies.iter().take(200).collect::<Vec<_>>(),
             "anomalies_total": rec.anomalies.len(),
@@ -196,8 +228,20 @@ pub fn summary(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict) -> Value 
             "wall_s": round3(out.wall_s),
             "simulated_s_per_wall_s": round3(out.simulated_s / out.wall_s.max(1e-9)),
             "deliveries_per_wall_s": round3(deliveries as f64 / out.wall_s.max(1e-9)),
+            "persist_reload_us": persist_summary(&rec.measured_persist_us),
         }
     })
+}
+
+/// Wall-clock cost of the reloads' dehydrate + hydrate (measured, not deterministic).
+fn persist_summary(us: &[u64]) -> Value {
+    if us.is_empty() {
+        return Value::Null;
+    }
+    let mut v = us.to_vec();
+    v.sort_unstable();
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    json!({"count": v.len(), "p50": q(0.5), "p99": q(0.99), "max": v[v.len() - 1]})
 }
 
 /// A k6-style console summary.
@@ -238,6 +282,9 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
         if n > 0 {
             s.push_str(&format!("    {:.<28}: {n}\n", c));
         }
+    }
+    for (name, v) in &rec.gauges {
+        s.push_str(&format!("    {:.<28}: {v}\n", name));
     }
     s.push_str("\n  thresholds\n");
     for t in &v.thresholds {

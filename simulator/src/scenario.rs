@@ -185,6 +185,19 @@ pub struct Workload {
     /// The delay model of the cross-tab bus (measured in Chromium: p50 0.3 ms, p99 2.3 ms).
     pub cross_tab_ms_min: u64,
     pub cross_tab_ms_max: u64,
+    /// Tasks get `projectId = p0 … p(projects-1)`.
+    pub projects: u64,
+    /// List queries (`["tasks", workspace, project]`) per second per tab, through the
+    /// query cache; a miss or a stale entry fetches `GET /api/entities/tasks?projectId=`.
+    pub queries_per_s: f64,
+    /// The cache's `staleTime` (TanStack's default is 0).
+    pub stale_time_ms: u64,
+    /// Every this many seconds a tab samples its retained bytes (0 = never)…
+    pub memory_sample_s: u64,
+    /// …and above this many bytes it runs its cleanup tasks.
+    pub memory_pressure_bytes: usize,
+    /// Rows in the tab's virtual task list, and how far it scrolls per second.
+    pub list_rows: u64,
 }
 
 impl Default for Workload {
@@ -202,6 +215,12 @@ impl Default for Workload {
             keep_local_p: 0.5,
             cross_tab_ms_min: 0,
             cross_tab_ms_max: 3,
+            projects: 10,
+            queries_per_s: 0.0,
+            stale_time_ms: 0,
+            memory_sample_s: 0,
+            memory_pressure_bytes: 4 << 20,
+            list_rows: 0,
         }
     }
 }
@@ -228,6 +247,22 @@ pub enum FaultKind {
     Offline,
     /// …and come back.
     Online,
+    /// A fraction of the group's tabs reload: state is dehydrated to storage and
+    /// hydrated back (the queue survives; a failure means reset and refetch).
+    Reload,
+    /// Like `reload`, but the stored state is corrupted first (a different kind of
+    /// corruption per tab: truncated, bad base64, bad gzip, bad checksum, bad JSON).
+    CorruptStorage,
+    /// Like `reload`, but the stored state is an older schema (v1) to migrate.
+    SchemaUpgrade,
+    /// Tabs close (their session ends: presence must drop them)…
+    TabClose,
+    /// …and open again, restoring from storage.
+    TabOpen,
+    /// Tabs stop reading their socket (a slow consumer)…
+    Stall,
+    /// …and read again.
+    Unstall,
 }
 
 #[derive(Debug, Clone, Deserialize)]

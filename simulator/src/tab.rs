@@ -13,7 +13,11 @@ use rtsync_client::conflict::{ConflictChoice, resolve};
 use rtsync_client::connection::{ConnectError, Transport};
 use rtsync_client::crosstab::Bus;
 use rtsync_client::rng::Rng;
-use rtsync_client::session::{Action, Note, Session, SessionConfig};
+use crate::storage;
+use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache};
+use rtsync_client::memory::MemoryManager;
+use rtsync_client::session::{Action, Note, Session, SessionConfig, SyncState};
+use rtsync_client::virtual_list::{ListGeometry, window};
 use rtsync_protocol::sync::CrossTabType;
 use rtsync_protocol::{
     ClientMsg, ConflictDetected, CrossTabMessage, Entity, EntityKind, EventType, ServerMsg,
@@ -46,6 +50,13 @@ pub struct TabSpec {
 pub enum Command {
     Offline,
     Online,
+    /// Reload the tab from storage (optionally corrupted first, or in an old schema).
+    Reload { corrupt: bool, old_schema: bool },
+    /// Close the tab (the session ends) / open it again from storage.
+    Close,
+    Open,
+    /// Stop / resume reading the socket (a slow consumer).
+    Stall(bool),
     /// The workload stops: the liveness phase begins.
     StopWorkload,
     /// Report final state and exit.
@@ -128,6 +139,7 @@ pub type Snapshots = (u64, Vec<(EntityKind, u64, Vec<Entity>)>);
 
 enum Io {
     Post(Option<ServerMsg>),
+    Query(Vec<String>, Option<Value>),
     Snapshot(Option<Snapshots>),
 }
 
@@ -157,6 +169,16 @@ struct Tab {
     next_cursor_ms: Option<u64>,
     /// The seq a resume asked to continue from, to check the replay.
     resumed_from: Option<u64>,
+    cache: QueryCache,
+    memory: MemoryManager,
+    next_query_ms: Option<u64>,
+    next_sample_ms: Option<u64>,
+    scroll_px: u64,
+    list_rows_max: u64,
+    stalled: bool,
+    closed: bool,
+    /// A reset (corrupted storage) is being recovered since this time.
+    recovering_since: Option<u64>,
 }
 
 pub async fn run_tab(
@@ -191,11 +213,24 @@ pub async fn run_tab(
         next_op_ms: None,
         next_cursor_ms: None,
         resumed_from: None,
+        cache: QueryCache::new(CacheConfig { stale_time_ms: spec.workload.stale_time_ms, ..CacheConfig::default() }),
+        memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
+        next_query_ms: None,
+        next_sample_ms: None,
+        scroll_px: 0,
+        list_rows_max: 0,
+        stalled: false,
+        closed: false,
+        recovering_since: None,
         spec,
     };
     let now = now_ms();
     t.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
     t.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
+    t.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
+    t.next_sample_ms = (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
+    let home = t.query_key(0);
+    t.cache.subscribe(&home, now);
     t.s.start(now);
     loop {
         t.drive().await;
@@ -218,7 +253,25 @@ pub async fn run_tab(
                     Command::StopWorkload => {
                         t.next_op_ms = None;
                         t.next_cursor_ms = None;
+                        t.next_query_ms = None;
                     }
+                    Command::Reload { corrupt, old_schema } => t.reload(corrupt, old_schema, now),
+                    Command::Close if !t.closed => {
+                        t.closed = true;
+                        t.s.close(now);
+                        if let Some(dev) = &t.device {
+                            dev.borrow_mut().bus.leave(&t.spec.id);
+                        }
+                    }
+                    Command::Open if t.closed => {
+                        t.closed = false;
+                        if let Some(dev) = &t.device {
+                            dev.borrow_mut().bus.join(&t.spec.id);
+                        }
+                        t.reload(false, false, now);
+                    }
+                    Command::Close | Command::Open => {}
+                    Command::Stall(on) => t.stalled = on,
                     Command::Finish => {
                         t.finish();
                         return;
@@ -244,7 +297,7 @@ pub async fn run_tab(
                     }
                 }
             }
-            inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() => {
+            inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() && !t.stalled => {
                 let now = now_ms();
                 match inc {
                     Incoming::Frame(m) => t.frame(m, now),
@@ -266,6 +319,11 @@ pub async fn run_tab(
                         t.s.handle_snapshot(epoch, parts, now);
                     }
                     Io::Snapshot(None) => t.snapshot_retry_at = Some(now + 500),
+                    Io::Query(key, Some(d)) => {
+                        t.cache.resolve(&key, d, now);
+                        t.rec.borrow_mut().count("query_fetches", &t.spec.group, 1);
+                    }
+                    Io::Query(key, None) => t.cache.fail(&key),
                 }
             }
             Some(msg) = bus_rx.recv() => {
@@ -294,6 +352,8 @@ impl Tab {
             self.s.poll_timeout(),
             self.next_op_ms,
             self.next_cursor_ms,
+            self.next_query_ms,
+            self.next_sample_ms,
             self.snapshot_retry_at,
             self.thinking.iter().map(|(due, _, _)| *due).min(),
         ]
@@ -308,8 +368,22 @@ impl Tab {
             self.s.handle_snapshot_failed();
         }
         if self.next_op_ms.is_some_and(|t| t <= now) {
-            self.workload_op(now);
+            if !self.closed {
+                self.workload_op(now);
+            }
             self.next_op_ms = self.draw_next(now, self.spec.workload.ops_per_s);
+        }
+        if self.next_query_ms.is_some_and(|t| t <= now) {
+            if !self.closed {
+                let j = self.rng.below(self.spec.workload.projects.max(1));
+                let key = self.query_key(j);
+                self.query(key, now);
+            }
+            self.next_query_ms = self.draw_next(now, self.spec.workload.queries_per_s);
+        }
+        if self.next_sample_ms.is_some_and(|t| t <= now) {
+            self.sample_memory(now);
+            self.next_sample_ms = Some(now + self.spec.workload.memory_sample_s * 1000);
         }
         if self.next_cursor_ms.is_some_and(|t| t <= now) {
             if let (Some(Link::Ws(ws)), true) = (&mut self.link, self.s.connection().is_open()) {
@@ -358,7 +432,7 @@ impl Tab {
             } else {
                 (
                     EventType::TaskCreated,
-                    json!({"title": format!("task {n}"), "status": "todo", "priority": n % 5}),
+                    json!({"title": format!("task {n}"), "status": "todo", "priority": n % 5, "projectId": format!("p{}", n % self.spec.workload.projects.max(1))}),
                 )
             }
         } else if pick < create + update {
@@ -645,6 +719,8 @@ impl Tab {
         match n {
             Note::Opened { at_ms, .. } => {
                 rec.count("connections_opened", &g, 1);
+                // refetchOnReconnect: observed queries are marked stale; the next read refetches.
+                self.cache.on_reconnect();
                 rec.timeline_add("connections_open", at_ms, 1);
                 if let Some(lost) = self.lost_at.take() {
                     rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
@@ -659,6 +735,9 @@ impl Tab {
             Note::Synced { by_snapshot, at_ms } => {
                 if by_snapshot {
                     rec.count("resyncs_by_snapshot", &g, 1);
+                    if let Some(since) = self.recovering_since.take() {
+                        rec.sample("recovery_ms", &g, at_ms, at_ms - since);
+                    }
                 }
                 if let Some(open) = self.reopened_at.take() {
                     rec.sample("resync_ms", &g, at_ms, at_ms - open);
@@ -702,6 +781,10 @@ impl Tab {
                     );
                 }
                 drop(rec);
+                if let Some(p) = event.payload.get("projectId").and_then(Value::as_str) {
+                    let key = vec!["tasks".to_owned(), self.spec.workspace.clone(), p.to_owned()];
+                    self.cache.invalidate(Filter::Exact(&key));
+                }
                 self.cross_tab(now, event.payload.get("opId").cloned());
             }
             Note::Acked { op, ack, at_ms } => {
@@ -826,12 +909,135 @@ impl Tab {
         d.wake.notify_one();
     }
 
+    fn query_key(&self, project: u64) -> Vec<String> {
+        vec!["tasks".to_owned(), self.spec.workspace.clone(), format!("p{project}")]
+    }
+
+    /// A list query through the cache; a miss or a stale entry fetches over HTTP
+    /// (deduplicated by the cache while one fetch is in flight).
+    fn query(&mut self, key: Vec<String>, now: u64) {
+        self.rec.borrow_mut().count("queries", &self.spec.group, 1);
+        let fetch = match self.cache.query(&key, now) {
+            Lookup::Fresh(_) => false,
+            Lookup::Stale { fetch, .. } | Lookup::Miss { fetch } => fetch,
+        };
+        if !fetch {
+            return;
+        }
+        let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
+        tokio::task::spawn_local(async move {
+            let path = format!("/api/entities/tasks?projectId={project}");
+            let data = match glue::http("server", "GET", &path, &[("authorization", format!("Bearer {token}"))], None).await {
+                Ok((200, body)) => serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("entities").cloned()),
+                _ => None,
+            };
+            let _ = tx.send(Io::Query(key, data));
+        });
+    }
+
+    /// Samples retained bytes per store; under pressure, runs the cleanup tasks. Also
+    /// scrolls the virtual task list and notes how many rows it materialises.
+    fn sample_memory(&mut self, now: u64) {
+        let outbox: usize = self
+            .s
+            .outbox()
+            .ops()
+            .map(|o| 96 + o.entity_id.len() + rtsync_client::value_bytes(&Value::Object(o.changes.clone())))
+            .sum();
+        let stores = [("replica", self.s.replica().bytes()), ("cache", self.cache.bytes()), ("outbox", outbox)];
+        self.memory.sample(now, &stores);
+        if self.memory.under_pressure() {
+            let before = self.cache.bytes();
+            self.cache.cleanup(now, 30_000, 2);
+            self.cache.gc(now);
+            self.memory.record_cleanup("cache", before - self.cache.bytes());
+        }
+        let rows = self.spec.workload.list_rows;
+        if rows > 0 {
+            let g = ListGeometry::default();
+            self.scroll_px = (self.scroll_px + 4_321 * u64::from(g.item_px)) % (rows * u64::from(g.item_px));
+            self.list_rows_max = self.list_rows_max.max(window(&g, rows, self.scroll_px).materialised());
+        }
+    }
+
+    /// Reloads the tab from its storage: the state snapshot goes through the real
+    /// dehydrate/hydrate path (corrupted or old-schema on request); the queue comes from
+    /// its own key. A failure resets the state and refetches: nothing queued is lost.
+    fn reload(&mut self, corrupt: bool, old_schema: bool, now: u64) {
+        if self.closed {
+            return;
+        }
+        let wall = std::time::Instant::now(); // measured section only (CPU cost)
+        let mut blob = if old_schema {
+            storage::save_v1(&self.s, &self.spec.user, now)
+        } else {
+            storage::save(&self.s, &self.spec.user, now)
+        };
+        if corrupt {
+            blob = storage::corrupt(&blob, &mut self.rng).0;
+        }
+        let restored = storage::load(&blob, self.stored_queue.as_deref(), now);
+        let measured_us = wall.elapsed().as_micros() as u64;
+        self.s.close(now);
+        let mut cfg = self.spec.session.clone();
+        cfg.connection.start_transport = if self.spec.sse { Transport::Sse } else { Transport::WebSocket };
+        let salt = self.rng.next_u64();
+        let mut fresh = Session::new(&self.spec.user, &self.spec.id, cfg, self.rng.fork(salt));
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.count("reloads", &self.spec.group, 1);
+            rec.measured_persist_us.push(measured_us);
+            match restored {
+                Ok(r) => {
+                    if r.migrated {
+                        rec.count("migrations", &self.spec.group, 1);
+                    }
+                    fresh.restore(r.entities, r.sync);
+                }
+                Err(_) => {
+                    rec.count("state_resets", &self.spec.group, 1);
+                    self.recovering_since = Some(now);
+                    let q = storage::queue_of(self.stored_queue.as_deref());
+                    fresh.restore(Vec::new(), SyncState { epoch: None, seq: 0, ..q });
+                }
+            }
+        }
+        // The old session's socket goes; the new one starts over.
+        self.link = None;
+        self.connecting = None;
+        self.s = fresh;
+        self.epoch = 0;
+        self.s.start(now);
+    }
+
     fn finish(&mut self) {
+        let trend = self.memory.trend();
+        {
+            let mut rec = self.rec.borrow_mut();
+            let c = self.cache.stats;
+            let a = &mut rec.cache;
+            a.queries += c.queries;
+            a.hits += c.hits;
+            a.fetches += c.fetches;
+            a.invalidated += c.invalidated;
+            a.invalidated_refetched += c.invalidated_refetched;
+            a.false_positives += c.false_positives;
+            rec.cache_bytes += self.cache.bytes() as u64;
+            rec.retained_bytes += self.memory.current() as u64;
+            let cl = self.memory.cleanup_total();
+            rec.cleanups.runs += cl.runs;
+            rec.cleanups.succeeded += cl.succeeded;
+            if trend.samples >= 2 {
+                rec.growth_bytes_per_hour.push(trend.growth_bytes_per_hour);
+            }
+            rec.list_rows_max = rec.list_rows_max.max(self.list_rows_max);
+        }
         let t = TabFinal {
             tab: self.spec.id.clone(),
             user: self.spec.user.clone(),
             workspace: self.spec.workspace.clone(),
-            open: self.s.connection().is_open(),
+            open: self.s.connection().is_open() && !self.closed,
+
             settled: self.s.is_settled(),
             outbox_len: self.s.outbox().len(),
             live: self.s.replica().live().cloned().collect(),

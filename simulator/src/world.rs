@@ -343,6 +343,13 @@ pub fn run(
                 }
                 FaultKind::Offline => send(&f.group, f.fraction, Command::Offline),
                 FaultKind::Online => send(&f.group, f.fraction, Command::Online),
+                FaultKind::Reload => send(&f.group, f.fraction, Command::Reload { corrupt: false, old_schema: false }),
+                FaultKind::CorruptStorage => send(&f.group, f.fraction, Command::Reload { corrupt: true, old_schema: false }),
+                FaultKind::SchemaUpgrade => send(&f.group, f.fraction, Command::Reload { corrupt: false, old_schema: true }),
+                FaultKind::TabClose => send(&f.group, f.fraction, Command::Close),
+                FaultKind::TabOpen => send(&f.group, f.fraction, Command::Open),
+                FaultKind::Stall => send(&f.group, f.fraction, Command::Stall(true)),
+                FaultKind::Unstall => send(&f.group, f.fraction, Command::Stall(false)),
                 _ => {}
             }
             next_fault += 1;
@@ -367,6 +374,7 @@ pub fn run(
                 server_down = false;
             }
             send(&None, 1.0, Command::Online);
+            send(&None, 1.0, Command::Stall(false));
         }
         if !finished && t >= total_ms {
             finished = true;
@@ -389,6 +397,7 @@ pub fn run(
         .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
         .into_inner();
     crate::check::run_all(&mut recorder);
+    crate::report::finalize_gauges(&mut recorder);
     Ok(RunOutput {
         recorder,
         simulated_s,
