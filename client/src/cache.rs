@@ -330,6 +330,24 @@ impl QueryCache {
         dead.len()
     }
 
+    /// Evicts least recently used unobserved entries until the cache holds at most
+    /// `bytes_max`. Returns the bytes freed.
+    pub fn trim_to(&mut self, bytes_max: usize) -> usize {
+        let before = self.bytes;
+        while self.bytes > bytes_max {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.observers == 0 && !e.fetching && e.data.is_some())
+                .min_by_key(|(_, e)| e.last_used_ms)
+                .map(|(k, _)| k.clone());
+            let Some(k) = victim else { break };
+            self.remove(&k);
+            self.stats.evicted += 1;
+        }
+        before - self.bytes
+    }
+
     /// The seed's SmartCacheManager cleanup: drop unobserved entries older than
     /// `max_age_ms` that were hit fewer than `min_hits` times. Returns how many.
     pub fn cleanup(&mut self, now_ms: u64, max_age_ms: u64, min_hits: u64) -> usize {

@@ -120,17 +120,25 @@ pub enum ConnectError {
     Network,
 }
 
+/// Numbers each connect attempt. The shell reports every outcome with the attempt it
+/// belongs to, so a late report about an abandoned socket cannot be mistaken for news
+/// about the current one.
+pub type Attempt = u64;
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Connect {
         transport: Transport,
         resume: Option<Resume>,
+        attempt: Attempt,
     },
     Send(ClientMsg),
-    /// Close (or abandon) the current socket with this code.
+    /// Close (or abandon) the socket of `attempt` with this code, then report it with
+    /// `handle_closed(attempt, …)`.
     Close {
         code: u16,
+        attempt: Attempt,
     },
 }
 
@@ -176,6 +184,8 @@ pub struct Connection {
     last_rx_ms: u64,
     sse_since_ms: Option<u64>,
     resume: Option<Resume>,
+    /// The current (or last) connect attempt.
+    attempt: Attempt,
     actions: VecDeque<Action>,
     events: VecDeque<ConnEvent>,
     pub stats: ConnStats,
@@ -197,6 +207,7 @@ impl Connection {
             last_rx_ms: 0,
             sse_since_ms: None,
             resume: None,
+            attempt: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: ConnStats::default(),
@@ -231,8 +242,12 @@ impl Connection {
         }
     }
 
-    pub fn handle_open(&mut self, now_ms: u64) {
-        if self.state != ConnState::Connecting {
+    pub fn attempt(&self) -> Attempt {
+        self.attempt
+    }
+
+    pub fn handle_open(&mut self, attempt: Attempt, now_ms: u64) {
+        if self.state != ConnState::Connecting || attempt != self.attempt {
             return;
         }
         self.state = ConnState::Open;
@@ -252,8 +267,8 @@ impl Connection {
         });
     }
 
-    pub fn handle_connect_failed(&mut self, err: ConnectError, now_ms: u64) {
-        if self.state != ConnState::Connecting {
+    pub fn handle_connect_failed(&mut self, attempt: Attempt, err: ConnectError, now_ms: u64) {
+        if self.state != ConnState::Connecting || attempt != self.attempt {
             return;
         }
         match err {
@@ -268,7 +283,10 @@ impl Connection {
     }
 
     /// The socket closed (`code` from the close frame, `None` for a reset or EOF).
-    pub fn handle_closed(&mut self, code: Option<u16>, now_ms: u64) {
+    pub fn handle_closed(&mut self, attempt: Attempt, code: Option<u16>, now_ms: u64) {
+        if attempt != self.attempt {
+            return; // about a socket already abandoned
+        }
         match self.state {
             ConnState::Closing => {
                 self.state = ConnState::Closed;
@@ -302,7 +320,10 @@ impl Connection {
         }
         self.online = false;
         if matches!(self.state, ConnState::Open | ConnState::Connecting) {
-            self.actions.push_back(Action::Close { code: 1000 });
+            self.actions.push_back(Action::Close {
+                code: 1000,
+                attempt: self.attempt,
+            });
             self.events.push_back(ConnEvent::Lost {
                 code: None,
                 at_ms: now_ms,
@@ -329,7 +350,10 @@ impl Connection {
     /// The app closes on purpose: no reconnect.
     pub fn close(&mut self) {
         if matches!(self.state, ConnState::Open | ConnState::Connecting) {
-            self.actions.push_back(Action::Close { code: 1000 });
+            self.actions.push_back(Action::Close {
+                code: 1000,
+                attempt: self.attempt,
+            });
             self.state = ConnState::Closing;
         } else {
             self.state = ConnState::Closed;
@@ -342,7 +366,10 @@ impl Connection {
     pub fn suspect(&mut self, now_ms: u64) {
         if self.state == ConnState::Open {
             self.stats.half_open_detected += 1;
-            self.actions.push_back(Action::Close { code: 4000 });
+            self.actions.push_back(Action::Close {
+                code: 4000,
+                attempt: self.attempt,
+            });
             self.lose(now_ms, None);
         }
     }
@@ -350,7 +377,10 @@ impl Connection {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         match self.state {
             ConnState::Connecting if self.deadline_ms.is_some_and(|d| now_ms >= d) => {
-                self.actions.push_back(Action::Close { code: 1000 });
+                self.actions.push_back(Action::Close {
+                    code: 1000,
+                    attempt: self.attempt,
+                });
                 self.fail(now_ms, 0);
             }
             ConnState::Closed if self.online && self.deadline_ms.is_some_and(|d| now_ms >= d) => {
@@ -375,7 +405,10 @@ impl Connection {
                 .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.ws_retry_after_ms)
         {
             // Try the WebSocket again; the resume makes the switch lossless.
-            self.actions.push_back(Action::Close { code: 1000 });
+            self.actions.push_back(Action::Close {
+                code: 1000,
+                attempt: self.attempt,
+            });
             self.transport = Transport::WebSocket;
             self.sse_since_ms = None;
             self.ws_failures = 0;
@@ -428,7 +461,9 @@ impl Connection {
         self.state = ConnState::Connecting;
         self.deadline_ms = Some(now_ms + self.cfg.connect_timeout_ms);
         self.stats.attempts += 1;
+        self.attempt += 1;
         self.actions.push_back(Action::Connect {
+            attempt: self.attempt,
             transport: self.transport,
             resume: self.resume,
         });

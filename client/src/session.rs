@@ -7,7 +7,7 @@
 //! `poll_note()` for the app, `poll_timeout()` for when to call `handle_timeout`.
 
 use crate::connection::{
-    Action as ConnAction, ConnEvent, ConnectError, Connection, ConnectionConfig, Transport,
+    Action as ConnAction, Attempt, ConnEvent, ConnectError, Connection, ConnectionConfig, Transport,
 };
 use crate::outbox::{Outbox, OutboxConfig, OutboxError, PendingOp};
 use crate::replica::Replica;
@@ -49,14 +49,14 @@ pub enum Action {
     Connect {
         transport: Transport,
         resume: Option<Resume>,
+        attempt: Attempt,
     },
     /// A frame on the WebSocket.
     Send(ClientMsg),
     /// A mutation over `POST /api/events` (SSE mode); answer with `handle_post_answer`.
     Post(ClientMsg),
-    Close {
-        code: u16,
-    },
+    /// Close the socket of `attempt`, then report it with `handle_closed`.
+    Close { code: u16, attempt: Attempt },
     /// `GET /api/entities/{tasks,projects,notes}`; answer with `handle_snapshot`.
     FetchSnapshot,
     /// The queue changed: write `sync_state()` to storage now. Emitted by `mutate`
@@ -289,19 +289,19 @@ impl Session {
         Ok(op)
     }
 
-    pub fn handle_open(&mut self, now_ms: u64) {
-        self.conn.handle_open(now_ms);
+    pub fn handle_open(&mut self, attempt: Attempt, now_ms: u64) {
+        self.conn.handle_open(attempt, now_ms);
         self.catching_up = true;
         self.pump(now_ms);
     }
 
-    pub fn handle_connect_failed(&mut self, err: ConnectError, now_ms: u64) {
-        self.conn.handle_connect_failed(err, now_ms);
+    pub fn handle_connect_failed(&mut self, attempt: Attempt, err: ConnectError, now_ms: u64) {
+        self.conn.handle_connect_failed(attempt, err, now_ms);
         self.pump(now_ms);
     }
 
-    pub fn handle_closed(&mut self, code: Option<u16>, now_ms: u64) {
-        self.conn.handle_closed(code, now_ms);
+    pub fn handle_closed(&mut self, attempt: Attempt, code: Option<u16>, now_ms: u64) {
+        self.conn.handle_closed(attempt, code, now_ms);
         self.pump(now_ms);
     }
 
@@ -629,16 +629,25 @@ impl Session {
                 break;
             };
             match a {
-                ConnAction::Connect { transport, resume } => {
+                ConnAction::Connect {
+                    transport,
+                    resume,
+                    attempt,
+                } => {
                     self.outbox.on_disconnect();
-                    self.actions
-                        .push_back(Action::Connect { transport, resume });
+                    self.actions.push_back(Action::Connect {
+                        transport,
+                        resume,
+                        attempt,
+                    });
                 }
                 ConnAction::Send(m) if self.conn.transport() == Transport::WebSocket => {
                     self.actions.push_back(Action::Send(m))
                 }
                 ConnAction::Send(_) => {} // SSE cannot carry pings
-                ConnAction::Close { code } => self.actions.push_back(Action::Close { code }),
+                ConnAction::Close { code, attempt } => {
+                    self.actions.push_back(Action::Close { code, attempt })
+                }
             }
         }
         if !self.conn.is_open() {

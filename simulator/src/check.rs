@@ -153,7 +153,7 @@ fn strip(
 
 /// At quiescence every tab has drained its queue and holds exactly the server's state.
 fn convergence(rec: &Recorder, out: &mut Vec<Anomaly>) {
-    for t in &rec.tabs {
+    for t in rec.tabs.iter().filter(|t| !t.closed) {
         if !t.open || !t.settled || t.outbox_len > 0 {
             out.push(Anomaly::new("unconverged_clients", format!(
                 "tab {} did not converge after the faults healed (open: {}, settled: {}, {} ops still queued)",

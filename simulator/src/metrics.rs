@@ -1,8 +1,9 @@
 //! The metric and invariant names of SLO.md, in one place.
 
 /// Latency histograms, in simulated milliseconds.
-pub const HISTOGRAMS: [&str; 9] = [
+pub const HISTOGRAMS: [&str; 10] = [
     "recovery_ms",
+    "startup_sync_ms",
     "ws_delivery_ms",
     "sse_delivery_ms",
     "cross_tab_ms",
@@ -58,5 +59,8 @@ pub const INVARIANTS: [&str; 10] = [
 ];
 
 pub fn is_known(name: &str) -> bool {
-    HISTOGRAMS.contains(&name) || GAUGES.contains(&name) || COUNTERS.contains(&name) || INVARIANTS.contains(&name)
+    HISTOGRAMS.contains(&name)
+        || GAUGES.contains(&name)
+        || COUNTERS.contains(&name)
+        || INVARIANTS.contains(&name)
 }

@@ -72,6 +72,8 @@ pub struct TabFinal {
     pub user: String,
     pub workspace: String,
     pub open: bool,
+    /// Closed on purpose by a `tab_close` fault: not expected to be open.
+    pub closed: bool,
     pub settled: bool,
     pub outbox_len: usize,
     pub live: Vec<Entity>,

@@ -60,16 +60,29 @@ pub fn finalize_gauges(rec: &mut Recorder) {
         g.insert("requests_per_query_ratio", round3(c.requests_per_query()));
     }
     if c.invalidated_refetched > 0 {
-        g.insert("invalidation_false_positive_ratio", round3(c.false_positive_ratio()));
+        g.insert(
+            "invalidation_false_positive_ratio",
+            round3(c.false_positive_ratio()),
+        );
     }
     if rec.retained_bytes > 0 {
-        g.insert("cache_memory_ratio", round3(rec.cache_bytes as f64 / rec.retained_bytes as f64));
+        g.insert(
+            "cache_memory_ratio",
+            round3(rec.cache_bytes as f64 / rec.retained_bytes as f64),
+        );
     }
     if rec.cleanups.runs > 0 {
-        g.insert("cleanup_success_ratio", round3(rec.cleanups.success_ratio()));
+        g.insert(
+            "cleanup_success_ratio",
+            round3(rec.cleanups.success_ratio()),
+        );
     }
     if !rec.growth_bytes_per_hour.is_empty() {
-        let worst = rec.growth_bytes_per_hour.iter().copied().fold(f64::MIN, f64::max);
+        let worst = rec
+            .growth_bytes_per_hour
+            .iter()
+            .copied()
+            .fold(f64::MIN, f64::max);
         g.insert("memory_growth_bytes_per_hour", round3(worst));
     }
     if rec.list_rows_max > 0 {

@@ -21,7 +21,13 @@ pub struct Restored {
 }
 
 fn list(s: &Session, kind: EntityKind) -> Value {
-    serde_json::to_value(s.replica().entities().filter(|e| e.entity == kind).collect::<Vec<_>>()).unwrap_or(Value::Null)
+    serde_json::to_value(
+        s.replica()
+            .entities()
+            .filter(|e| e.entity == kind)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or(Value::Null)
 }
 
 /// Dehydrates a tab's state (its replica and stream position; the queue lives in its
@@ -41,7 +47,9 @@ pub fn save(s: &Session, user: &str, now_ms: u64) -> String {
 
 /// The same state as an old build (schema v1) wrote it: tasks had `completed: bool`.
 pub fn save_v1(s: &Session, user: &str, now_ms: u64) -> String {
-    let mut snap: Value = serde_json::from_str(&decode_json(&save(s, user, now_ms)).unwrap_or_default()).unwrap_or_default();
+    let mut snap: Value =
+        serde_json::from_str(&decode_json(&save(s, user, now_ms)).unwrap_or_default())
+            .unwrap_or_default();
     if let Some(tasks) = snap["stores"]["tasks"].as_array_mut() {
         for t in tasks {
             if let Some(o) = t.as_object_mut() {
@@ -59,7 +67,9 @@ fn decode_json(blob: &str) -> Option<String> {
     use std::io::Read;
     let gz = STANDARD.decode(blob).ok()?;
     let mut out = String::new();
-    flate2::read::GzDecoder::new(gz.as_slice()).read_to_string(&mut out).ok()?;
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_string(&mut out)
+        .ok()?;
     Some(out)
 }
 
@@ -78,7 +88,8 @@ pub fn corrupt(blob: &str, rng: &mut Rng) -> (String, &'static str) {
         1 => (format!("%{}", &blob[1..]), "bad base64"),
         2 => (STANDARD.encode(b"this is not gzip data"), "bad gzip"),
         3 => {
-            let mut v: Value = serde_json::from_str(&decode_json(blob).unwrap_or_default()).unwrap_or_default();
+            let mut v: Value =
+                serde_json::from_str(&decode_json(blob).unwrap_or_default()).unwrap_or_default();
             v["stores"]["ui"] = json!({"tampered": true});
             (encode_json(&v.to_string()), "bad checksum")
         }
@@ -90,23 +101,44 @@ pub fn corrupt(blob: &str, rng: &mut Rng) -> (String, &'static str) {
 pub fn load(state: &str, queue: Option<&str>, now_ms: u64) -> Result<Restored, PersistError> {
     let snap = persist::hydrate(state, &PersistConfig::default(), now_ms)?;
     let stored = serde_json::from_str::<Value>(&decode_json(state).unwrap_or_default()).ok();
-    let migrated = stored.and_then(|v| v["version"].as_u64()).is_some_and(|v| v < u64::from(persist::SCHEMA_VERSION));
+    let migrated = stored
+        .and_then(|v| v["version"].as_u64())
+        .is_some_and(|v| v < u64::from(persist::SCHEMA_VERSION));
     let mut entities = Vec::new();
-    for list in [&snap.stores.tasks, &snap.stores.projects, &snap.stores.notes] {
-        let es: Vec<Entity> = serde_json::from_value(list.clone()).map_err(|e| PersistError::Shape(e.to_string()))?;
+    for list in [
+        &snap.stores.tasks,
+        &snap.stores.projects,
+        &snap.stores.notes,
+    ] {
+        let es: Vec<Entity> =
+            serde_json::from_value(list.clone()).map_err(|e| PersistError::Shape(e.to_string()))?;
         entities.extend(es);
     }
     let mut sync = queue_of(queue);
     // A migrated state is shown at once but revalidated: forget the stream position so
     // the next connect refetches snapshots.
-    sync.epoch = if migrated { None } else { snap.stores.sync["epoch"].as_u64() };
+    sync.epoch = if migrated {
+        None
+    } else {
+        snap.stores.sync["epoch"].as_u64()
+    };
     sync.seq = snap.stores.sync["seq"].as_u64().unwrap_or(0);
-    Ok(Restored { entities, sync, migrated })
+    Ok(Restored {
+        entities,
+        sync,
+        migrated,
+    })
 }
 
 /// The stored queue (the empty queue if none was written).
 pub fn queue_of(queue: Option<&str>) -> SyncState {
     queue
         .and_then(|q| serde_json::from_str::<SyncState>(q).ok())
-        .unwrap_or(SyncState { client_id: String::new(), next_n: 1, outbox: Vec::new(), epoch: None, seq: 0 })
+        .unwrap_or(SyncState {
+            client_id: String::new(),
+            next_n: 1,
+            outbox: Vec::new(),
+            epoch: None,
+            seq: 0,
+        })
 }

@@ -7,15 +7,15 @@ use crate::check::Anomaly;
 use crate::glue::{self, ConnectFail, Sse, SseRead, Ws, now_ms};
 use crate::record::{OpRecord, Outcome, Recorder, TabFinal};
 use crate::scenario::Workload;
+use crate::storage;
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache};
 use rtsync_client::conflict::{ConflictChoice, resolve};
 use rtsync_client::connection::{ConnectError, Transport};
 use rtsync_client::crosstab::Bus;
-use rtsync_client::rng::Rng;
-use crate::storage;
-use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache};
 use rtsync_client::memory::MemoryManager;
+use rtsync_client::rng::Rng;
 use rtsync_client::session::{Action, Note, Session, SessionConfig, SyncState};
 use rtsync_client::virtual_list::{ListGeometry, window};
 use rtsync_protocol::sync::CrossTabType;
@@ -51,7 +51,10 @@ pub enum Command {
     Offline,
     Online,
     /// Reload the tab from storage (optionally corrupted first, or in an old schema).
-    Reload { corrupt: bool, old_schema: bool },
+    Reload {
+        corrupt: bool,
+        old_schema: bool,
+    },
     /// Close the tab (the session ends) / open it again from storage.
     Close,
     Open,
@@ -169,6 +172,10 @@ struct Tab {
     next_cursor_ms: Option<u64>,
     /// The seq a resume asked to continue from, to check the replay.
     resumed_from: Option<u64>,
+    /// The connect attempt `connecting` or `link` belongs to.
+    attempt: u64,
+    /// When the tab started, until its first sync (start-up time).
+    starting_since: Option<u64>,
     cache: QueryCache,
     memory: MemoryManager,
     next_query_ms: Option<u64>,
@@ -213,7 +220,12 @@ pub async fn run_tab(
         next_op_ms: None,
         next_cursor_ms: None,
         resumed_from: None,
-        cache: QueryCache::new(CacheConfig { stale_time_ms: spec.workload.stale_time_ms, ..CacheConfig::default() }),
+        attempt: 0,
+        starting_since: None,
+        cache: QueryCache::new(CacheConfig {
+            stale_time_ms: spec.workload.stale_time_ms,
+            ..CacheConfig::default()
+        }),
         memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
         next_query_ms: None,
         next_sample_ms: None,
@@ -228,7 +240,9 @@ pub async fn run_tab(
     t.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
     t.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
     t.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
-    t.next_sample_ms = (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
+    t.next_sample_ms =
+        (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
+    t.starting_since = Some(now);
     let home = t.query_key(0);
     t.cache.subscribe(&home, now);
     t.s.start(now);
@@ -284,7 +298,7 @@ pub async fn run_tab(
                 match r {
                     Ok(link) => {
                         t.link = Some(link);
-                        t.s.handle_open(now);
+                        t.s.handle_open(t.attempt, now);
                     }
                     Err(e) => {
                         t.rec.borrow_mut().count("connect_failures", &t.spec.group, 1);
@@ -293,7 +307,7 @@ pub async fn run_tab(
                             ConnectFail::Refused { retry_after_ms } => ConnectError::Refused { retry_after_ms },
                             ConnectFail::Network => ConnectError::Network,
                         };
-                        t.s.handle_connect_failed(err, now);
+                        t.s.handle_connect_failed(t.attempt, err, now);
                     }
                 }
             }
@@ -304,7 +318,7 @@ pub async fn run_tab(
                     Incoming::Activity => t.s.handle_activity(now),
                     Incoming::Closed(code) => {
                         t.link = None;
-                        t.s.handle_closed(code, now);
+                        t.s.handle_closed(t.attempt, code, now);
                     }
                 }
             }
@@ -625,8 +639,13 @@ impl Tab {
     async fn act(&mut self, a: Action) {
         let now = now_ms();
         match a {
-            Action::Connect { transport, resume } => {
+            Action::Connect {
+                transport,
+                resume,
+                attempt,
+            } => {
                 self.link = None;
+                self.attempt = attempt;
                 let server = "server";
                 let (token, tab, sse) = (
                     self.spec.token.clone(),
@@ -667,7 +686,7 @@ impl Tab {
                     && ws.send(Message::text(m.encode())).await.is_err()
                 {
                     self.link = None;
-                    self.s.handle_closed(None, now);
+                    self.s.handle_closed(self.attempt, None, now);
                 }
             }
             Action::Post(m) => {
@@ -692,13 +711,16 @@ impl Tab {
                     let _ = tx.send(Io::Post(answer));
                 });
             }
-            Action::Close { code } => {
-                if let Some(Link::Ws(ws)) = &mut self.link {
-                    let _ = ws.close(None).await;
+            Action::Close { code, attempt } => {
+                // Only the current socket is still there to close.
+                if attempt == self.attempt {
+                    if let Some(Link::Ws(ws)) = &mut self.link {
+                        let _ = ws.close(None).await;
+                    }
+                    self.link = None;
+                    self.connecting = None;
                 }
-                self.link = None;
-                self.connecting = None;
-                self.s.handle_closed(Some(code), now);
+                self.s.handle_closed(attempt, Some(code), now);
             }
             Action::FetchSnapshot => {
                 let (tx, token) = (self.io_tx.clone(), self.spec.token.clone());
@@ -733,6 +755,9 @@ impl Tab {
                 self.lost_at.get_or_insert(at_ms);
             }
             Note::Synced { by_snapshot, at_ms } => {
+                if let Some(start) = self.starting_since.take() {
+                    rec.sample("startup_sync_ms", &g, at_ms, at_ms - start);
+                }
                 if by_snapshot {
                     rec.count("resyncs_by_snapshot", &g, 1);
                     if let Some(since) = self.recovering_since.take() {
@@ -782,7 +807,11 @@ impl Tab {
                 }
                 drop(rec);
                 if let Some(p) = event.payload.get("projectId").and_then(Value::as_str) {
-                    let key = vec!["tasks".to_owned(), self.spec.workspace.clone(), p.to_owned()];
+                    let key = vec![
+                        "tasks".to_owned(),
+                        self.spec.workspace.clone(),
+                        p.to_owned(),
+                    ];
                     self.cache.invalidate(Filter::Exact(&key));
                 }
                 self.cross_tab(now, event.payload.get("opId").cloned());
@@ -910,7 +939,11 @@ impl Tab {
     }
 
     fn query_key(&self, project: u64) -> Vec<String> {
-        vec!["tasks".to_owned(), self.spec.workspace.clone(), format!("p{project}")]
+        vec![
+            "tasks".to_owned(),
+            self.spec.workspace.clone(),
+            format!("p{project}"),
+        ]
     }
 
     /// A list query through the cache; a miss or a stale entry fetches over HTTP
@@ -927,8 +960,18 @@ impl Tab {
         let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
         tokio::task::spawn_local(async move {
             let path = format!("/api/entities/tasks?projectId={project}");
-            let data = match glue::http("server", "GET", &path, &[("authorization", format!("Bearer {token}"))], None).await {
-                Ok((200, body)) => serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("entities").cloned()),
+            let data = match glue::http(
+                "server",
+                "GET",
+                &path,
+                &[("authorization", format!("Bearer {token}"))],
+                None,
+            )
+            .await
+            {
+                Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("entities").cloned()),
                 _ => None,
             };
             let _ = tx.send(Io::Query(key, data));
@@ -942,21 +985,36 @@ impl Tab {
             .s
             .outbox()
             .ops()
-            .map(|o| 96 + o.entity_id.len() + rtsync_client::value_bytes(&Value::Object(o.changes.clone())))
+            .map(|o| {
+                96 + o.entity_id.len()
+                    + rtsync_client::value_bytes(&Value::Object(o.changes.clone()))
+            })
             .sum();
-        let stores = [("replica", self.s.replica().bytes()), ("cache", self.cache.bytes()), ("outbox", outbox)];
+        let stores = [
+            ("replica", self.s.replica().bytes()),
+            ("cache", self.cache.bytes()),
+            ("outbox", outbox),
+        ];
         self.memory.sample(now, &stores);
         if self.memory.under_pressure() {
-            let before = self.cache.bytes();
+            // The cleanup task: the seed's removal of old, rarely hit entries, then a trim
+            // of the cache to its budget (15% of retained bytes). It succeeded if the cache
+            // is within budget afterwards.
+            let budget = self.memory.current() * 15 / 100;
             self.cache.cleanup(now, 30_000, 2);
             self.cache.gc(now);
-            self.memory.record_cleanup("cache", before - self.cache.bytes());
+            self.cache.trim_to(budget);
+            let within = self.cache.bytes() <= budget;
+            self.memory.record_cleanup("cache", within);
         }
         let rows = self.spec.workload.list_rows;
         if rows > 0 {
             let g = ListGeometry::default();
-            self.scroll_px = (self.scroll_px + 4_321 * u64::from(g.item_px)) % (rows * u64::from(g.item_px));
-            self.list_rows_max = self.list_rows_max.max(window(&g, rows, self.scroll_px).materialised());
+            self.scroll_px =
+                (self.scroll_px + 4_321 * u64::from(g.item_px)) % (rows * u64::from(g.item_px));
+            self.list_rows_max = self
+                .list_rows_max
+                .max(window(&g, rows, self.scroll_px).materialised());
         }
     }
 
@@ -980,7 +1038,11 @@ impl Tab {
         let measured_us = wall.elapsed().as_micros() as u64;
         self.s.close(now);
         let mut cfg = self.spec.session.clone();
-        cfg.connection.start_transport = if self.spec.sse { Transport::Sse } else { Transport::WebSocket };
+        cfg.connection.start_transport = if self.spec.sse {
+            Transport::Sse
+        } else {
+            Transport::WebSocket
+        };
         let salt = self.rng.next_u64();
         let mut fresh = Session::new(&self.spec.user, &self.spec.id, cfg, self.rng.fork(salt));
         {
@@ -998,7 +1060,14 @@ impl Tab {
                     rec.count("state_resets", &self.spec.group, 1);
                     self.recovering_since = Some(now);
                     let q = storage::queue_of(self.stored_queue.as_deref());
-                    fresh.restore(Vec::new(), SyncState { epoch: None, seq: 0, ..q });
+                    fresh.restore(
+                        Vec::new(),
+                        SyncState {
+                            epoch: None,
+                            seq: 0,
+                            ..q
+                        },
+                    );
                 }
             }
         }
@@ -1037,6 +1106,7 @@ impl Tab {
             user: self.spec.user.clone(),
             workspace: self.spec.workspace.clone(),
             open: self.s.connection().is_open() && !self.closed,
+            closed: self.closed,
 
             settled: self.s.is_settled(),
             outbox_len: self.s.outbox().len(),

@@ -124,3 +124,23 @@ fn bounded_by_entries_and_bytes_are_tracked() {
     assert!(c.bytes() < before);
     assert_eq!(c.bytes(), 0);
 }
+
+#[test]
+fn trim_evicts_the_least_recently_used_unobserved_entries_to_a_budget() {
+    let mut c = cache(1000);
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let k = key(&[name]);
+        c.query(&k, i as u64);
+        c.resolve(&k, json!("x".repeat(100)), i as u64);
+    }
+    c.subscribe(&key(&["a"]), 3);
+    let per_entry = c.bytes() / 3;
+    let freed = c.trim_to(per_entry * 2);
+    assert_eq!(freed, per_entry);
+    assert_eq!(c.len(), 2);
+    assert!(
+        matches!(c.query(&key(&["b"]), 4), Lookup::Miss { .. }),
+        "b was the least recently used unobserved entry"
+    );
+    assert_eq!(c.trim_to(0), per_entry, "observed entries are kept");
+}

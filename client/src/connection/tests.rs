@@ -27,11 +27,12 @@ fn connects_opens_and_resumes_where_told() {
             resume: Some(Resume {
                 epoch: 3,
                 last_seq: 9
-            })
+            }),
+            attempt: 1,
         }]
     );
     assert_eq!(c.state(), ConnState::Connecting);
-    c.handle_open(5);
+    c.handle_open(c.attempt(), 5);
     assert_eq!(c.state(), ConnState::Open);
     assert_eq!(
         events(&mut c),
@@ -87,11 +88,11 @@ fn the_seeds_policy_is_deterministic_capped_and_gives_up_after_five() {
     c.start(0);
     let mut now = 0;
     for _ in 0..5 {
-        c.handle_connect_failed(ConnectError::Network, now);
+        c.handle_connect_failed(c.attempt(), ConnectError::Network, now);
         now = c.poll_timeout().unwrap();
         c.handle_timeout(now);
     }
-    c.handle_connect_failed(ConnectError::Network, now);
+    c.handle_connect_failed(c.attempt(), ConnectError::Network, now);
     assert_eq!(c.state(), ConnState::Failed);
     assert!(events(&mut c).contains(&ConnEvent::GaveUp));
     // And it does not reconnect after a graceful server shutdown (1001): the seed's bug.
@@ -100,8 +101,8 @@ fn the_seeds_policy_is_deterministic_capped_and_gives_up_after_five() {
         ..Default::default()
     });
     c.start(0);
-    c.handle_open(1);
-    c.handle_closed(Some(1001), 2);
+    c.handle_open(c.attempt(), 1);
+    c.handle_closed(c.attempt(), Some(1001), 2);
     assert_eq!((c.state(), c.poll_timeout()), (ConnState::Closed, None));
 }
 
@@ -109,7 +110,7 @@ fn the_seeds_policy_is_deterministic_capped_and_gives_up_after_five() {
 fn a_401_needs_auth_and_does_not_retry() {
     let mut c = conn(ConnectionConfig::default());
     c.start(0);
-    c.handle_connect_failed(ConnectError::Unauthorized, 1);
+    c.handle_connect_failed(c.attempt(), ConnectError::Unauthorized, 1);
     assert_eq!(c.state(), ConnState::NeedsAuth);
     assert_eq!(c.poll_timeout(), None);
 }
@@ -119,6 +120,7 @@ fn retry_after_is_respected() {
     let mut c = conn(ConnectionConfig::default());
     c.start(0);
     c.handle_connect_failed(
+        c.attempt(),
         ConnectError::Refused {
             retry_after_ms: 7_000,
         },
@@ -137,7 +139,10 @@ fn a_hung_connect_times_out_and_counts_as_a_failure() {
     actions(&mut c);
     assert_eq!(c.poll_timeout(), Some(1000));
     c.handle_timeout(1000);
-    assert_eq!(actions(&mut c), vec![Action::Close { code: 1000 }]);
+    assert!(matches!(
+        actions(&mut c).as_slice(),
+        [Action::Close { code: 1000, .. }]
+    ));
     assert_eq!(c.state(), ConnState::Closed);
     let retry = c.poll_timeout().unwrap();
     c.handle_timeout(retry);
@@ -155,7 +160,7 @@ fn pings_and_detects_a_half_open_connection() {
         ..Default::default()
     });
     c.start(0);
-    c.handle_open(0);
+    c.handle_open(c.attempt(), 0);
     actions(&mut c);
     c.handle_timeout(100);
     assert!(matches!(
@@ -170,17 +175,40 @@ fn pings_and_detects_a_half_open_connection() {
     c.handle_timeout(200);
     actions(&mut c);
     c.handle_timeout(250);
-    assert_eq!(actions(&mut c), vec![Action::Close { code: 4000 }]);
+    assert!(matches!(
+        actions(&mut c).as_slice(),
+        [Action::Close { code: 4000, .. }]
+    ));
     assert_eq!(c.state(), ConnState::Closed);
     assert_eq!(c.stats.half_open_detected, 1);
     assert!(c.poll_timeout().is_some());
 }
 
 #[test]
+fn a_late_report_about_an_abandoned_socket_changes_nothing() {
+    let mut c = conn(ConnectionConfig {
+        connect_timeout_ms: 100,
+        ..Default::default()
+    });
+    c.start(0);
+    let first = c.attempt();
+    c.handle_timeout(100); // the connect hung: abandoned, retry scheduled
+    let retry = c.poll_timeout().unwrap();
+    c.handle_timeout(retry);
+    assert_eq!(c.attempt(), first + 1);
+    // The abandoned socket's outcome arrives late: ignored.
+    c.handle_open(first, retry + 1);
+    c.handle_closed(first, Some(1000), retry + 1);
+    assert_eq!(c.state(), ConnState::Connecting);
+    c.handle_open(first + 1, retry + 2);
+    assert_eq!(c.state(), ConnState::Open);
+}
+
+#[test]
 fn answers_server_heartbeats() {
     let mut c = conn(ConnectionConfig::default());
     c.start(0);
-    c.handle_open(0);
+    c.handle_open(c.attempt(), 0);
     actions(&mut c);
     c.handle_frame(
         &ServerMsg::Heartbeat(Heartbeat {
@@ -202,22 +230,26 @@ fn falls_back_to_sse_after_k_websocket_failures_and_returns_later() {
         ..Default::default()
     });
     c.start(0);
-    c.handle_connect_failed(ConnectError::Network, 0);
+    c.handle_connect_failed(c.attempt(), ConnectError::Network, 0);
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
-    c.handle_connect_failed(ConnectError::Network, t);
+    c.handle_connect_failed(c.attempt(), ConnectError::Network, t);
     assert_eq!(c.transport(), Transport::Sse);
     let t2 = c.poll_timeout().unwrap();
     c.handle_timeout(t2);
     actions(&mut c);
-    c.handle_open(t2);
+    c.handle_open(c.attempt(), t2);
     c.handle_timeout(t + 10_000);
     let acts = actions(&mut c);
     assert!(
-        acts.contains(&Action::Connect {
-            transport: Transport::WebSocket,
-            resume: None
-        }),
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Connect {
+                transport: Transport::WebSocket,
+                resume: None,
+                ..
+            }
+        )),
         "{acts:?}"
     );
 }
@@ -226,12 +258,15 @@ fn falls_back_to_sse_after_k_websocket_failures_and_returns_later() {
 fn offline_stops_trying_and_online_connects_at_once() {
     let mut c = conn(ConnectionConfig::default());
     c.start(0);
-    c.handle_open(1);
+    c.handle_open(c.attempt(), 1);
     actions(&mut c);
     c.go_offline(10);
-    assert_eq!(actions(&mut c), vec![Action::Close { code: 1000 }]);
+    assert!(matches!(
+        actions(&mut c).as_slice(),
+        [Action::Close { code: 1000, .. }]
+    ));
     assert_eq!(c.poll_timeout(), None);
-    c.handle_closed(None, 11);
+    c.handle_closed(c.attempt(), None, 11);
     assert_eq!(c.poll_timeout(), None, "no attempts while offline");
     c.go_online(500);
     assert!(matches!(

@@ -15,6 +15,8 @@ pub struct Client {
     pub stored_queue: Option<String>,
     pub user: String,
     pub conn: Option<ConnId>,
+    /// The connection's current connect attempt.
+    pub attempt: u64,
     pub to_server: VecDeque<ClientMsg>,
     pub to_client: VecDeque<ServerMsg>,
     pub notes: Vec<Note>,
@@ -52,6 +54,7 @@ impl Net {
                 stored_queue: None,
                 user: format!("u{i}"),
                 conn: None,
+                attempt: 0,
                 to_server: VecDeque::new(),
                 to_client: VecDeque::new(),
                 notes: Vec::new(),
@@ -72,7 +75,7 @@ impl Net {
             if c.conn.take().is_some() {
                 c.to_server.clear();
                 c.to_client.clear();
-                c.s.handle_closed(None, self.now);
+                c.s.handle_closed(c.attempt, None, self.now);
             }
         }
     }
@@ -115,7 +118,9 @@ impl Net {
     fn act(&mut self, i: usize, a: Action) {
         let now = self.now;
         match a {
-            Action::Connect { resume, .. } => {
+            Action::Connect {
+                resume, attempt, ..
+            } => {
                 self.next_conn += 1;
                 let conn = self.next_conn;
                 let c = &mut self.clients[i];
@@ -125,7 +130,8 @@ impl Net {
                     session_id: format!("tab{i}"),
                     device: Device::default(),
                 };
-                c.s.handle_open(now);
+                c.attempt = attempt;
+                c.s.handle_open(attempt, now);
                 let out = self.ws.connect(conn, info, resume, now);
                 self.route(out);
             }
@@ -157,7 +163,7 @@ impl Net {
             c.to_server.clear();
             c.to_client.clear();
             self.ws.disconnect(conn, now);
-            c.s.handle_closed(None, now);
+            c.s.handle_closed(c.attempt, None, now);
         }
     }
 
