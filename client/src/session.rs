@@ -514,7 +514,7 @@ impl Session {
     }
 
     fn logged(&mut self, seq: u64, event: RealtimeEvent, now_ms: u64) {
-        let applied = match serde_json::from_value::<Entity>(event.payload.clone()) {
+        let applied = match Entity::deserialize(&event.payload) {
             Ok(e) => self.advance(seq, Change::Entity(e), now_ms),
             // Not an entity we understand: still a seq we saw.
             Err(_) => self.advance_seq_only(seq, now_ms),

@@ -213,7 +213,7 @@ impl std::fmt::Display for OpId {
 impl MutationPayload {
     /// Reads and checks the payload of a mutation event of type `kind`.
     pub fn from_event(kind: EventType, payload: &Value) -> Result<(Self, OpId), MutationError> {
-        let p: MutationPayload = serde_json::from_value(payload.clone())
+        let p = MutationPayload::deserialize(payload)
             .map_err(|e| MutationError::Shape(e.to_string()))?;
         let op = OpId::parse(&p.op_id)?;
         if p.id.is_empty() || p.id.len() > ID_BYTES_MAX {

@@ -41,7 +41,7 @@ impl Timestamp {
             return Err(err("must end with Z"));
         }
         let num = |from: usize, to: usize| -> Result<u64, TimestampError> {
-            let part = s.get(from..to).ok_or(err("truncated"))?;
+            let part = s.get(from..to).ok_or_else(|| err("truncated"))?;
             if !part.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(err("digit expected"));
             }
@@ -103,21 +103,35 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     /// Accepts the ISO string and, leniently, a number of milliseconds (`Date.now()`),
-    /// which the seed's heartbeat sends.
+    /// which the seed's heartbeat sends. A visitor, not an untagged enum: every event
+    /// carries timestamps, and untagged enums build an error per variant they reject.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw<'a> {
-            Millis(u64),
-            Float(f64),
-            Text(std::borrow::Cow<'a, str>),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ISO-8601 UTC timestamp or milliseconds since the epoch")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                u64::try_from(v)
+                    .map(Timestamp)
+                    .map_err(|_| E::custom("timestamp must be non-negative"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Timestamp(v as u64))
+                } else {
+                    Err(E::custom("timestamp must be non-negative"))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(v).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Timestamp(ms)),
-            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Timestamp(f as u64)),
-            Raw::Float(_) => Err(serde::de::Error::custom("timestamp must be non-negative")),
-            Raw::Text(s) => Timestamp::parse(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 

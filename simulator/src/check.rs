@@ -99,7 +99,11 @@ fn lost_acked_writes(rec: &Recorder, out: &mut Vec<Anomaly>) {
 }
 
 fn duplicate_applies(rec: &Recorder, out: &mut Vec<Anomaly>) {
-    for ((epoch, op), seqs) in &rec.applied_at {
+    for (epoch, op, seqs) in rec
+        .applied_at
+        .iter()
+        .flat_map(|(e, ops)| ops.iter().map(move |(o, s)| (e, o, s)))
+    {
         if seqs.len() > 1 {
             out.push(Anomaly::new(
                 "duplicate_applies",

@@ -91,11 +91,14 @@ pub struct ServerFinal {
 
 #[derive(Debug, Default)]
 pub struct Recorder {
-    pub histograms: BTreeMap<(String, String, String), Histogram<u64>>,
-    pub counters: BTreeMap<(String, String), u64>,
+    /// metric → phase → group → histogram. Nested so a sample looks its histogram up
+    /// by `&str` without allocating (this is the hottest path of a large run).
+    pub histograms: BTreeMap<String, BTreeMap<&'static str, BTreeMap<String, Histogram<u64>>>>,
+    /// name → group → count.
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
     pub ops: BTreeMap<String, OpRecord>,
-    /// (epoch, opId) → seqs it was seen applied at.
-    pub applied_at: BTreeMap<(u64, String), BTreeSet<u64>>,
+    /// epoch → opId → the distinct seqs it was seen applied at (one, unless duplicated).
+    pub applied_at: BTreeMap<u64, BTreeMap<String, Vec<u64>>>,
     /// (epoch, workspace, kind, id) → versions seen deleted at.
     pub deletes_seen: BTreeMap<(u64, String, EntityKind, String), u64>,
     pub anomalies: Vec<Anomaly>,
@@ -132,18 +135,47 @@ impl Recorder {
 
     /// One latency sample at time `t_ms` (it is tagged with that time's phase).
     pub fn sample(&mut self, metric: &str, group: &str, t_ms: u64, value_ms: u64) {
-        let phase = self.phase(t_ms).to_owned();
-        self.histograms
-            .entry((metric.to_owned(), phase, group.to_owned()))
-            .or_insert_with(histogram)
-            .saturating_record(value_ms.max(1));
+        let phase = self.phase(t_ms);
+        if !self.histograms.contains_key(metric) {
+            self.histograms.insert(metric.to_owned(), BTreeMap::new());
+        }
+        let by_group = self
+            .histograms
+            .get_mut(metric)
+            .map(|m| m.entry(phase).or_default());
+        let Some(by_group) = by_group else { return };
+        if !by_group.contains_key(group) {
+            by_group.insert(group.to_owned(), histogram());
+        }
+        if let Some(h) = by_group.get_mut(group) {
+            h.saturating_record(value_ms.max(1));
+        }
     }
 
     pub fn count(&mut self, name: &str, group: &str, by: u64) {
-        *self
-            .counters
-            .entry((name.to_owned(), group.to_owned()))
-            .or_insert(0) += by;
+        if !self.counters.contains_key(name) {
+            self.counters.insert(name.to_owned(), BTreeMap::new());
+        }
+        if let Some(by_group) = self.counters.get_mut(name) {
+            match by_group.get_mut(group) {
+                Some(n) => *n += by,
+                None => {
+                    by_group.insert(group.to_owned(), by);
+                }
+            }
+        }
+    }
+
+    /// `op` was seen applied at `seq` in `epoch`.
+    pub fn applied(&mut self, epoch: u64, op: &str, seq: u64) {
+        let ops = self.applied_at.entry(epoch).or_default();
+        match ops.get_mut(op) {
+            Some(seqs) if !seqs.contains(&seq) => seqs.push(seq),
+            Some(_) => {}
+            None => {
+                ops.insert(op.to_owned(), vec![seq]);
+            }
+        }
     }
 
     pub fn anomaly(&mut self, a: Anomaly) {
@@ -163,8 +195,14 @@ impl Recorder {
         group: Option<&str>,
     ) -> Option<Histogram<u64>> {
         let mut out: Option<Histogram<u64>> = None;
-        for ((m, p, g), h) in &self.histograms {
-            if m == metric && phase.is_none_or(|x| x == p) && group.is_none_or(|x| x == g) {
+        for (p, by_group) in self.histograms.get(metric)? {
+            if phase.is_some_and(|x| x != *p) {
+                continue;
+            }
+            for (g, h) in by_group {
+                if group.is_some_and(|x| x != g) {
+                    continue;
+                }
                 match &mut out {
                     None => out = Some(h.clone()),
                     Some(acc) => {
@@ -177,11 +215,13 @@ impl Recorder {
     }
 
     pub fn counter(&self, name: &str, group: Option<&str>) -> u64 {
-        self.counters
-            .iter()
-            .filter(|((n, g), _)| n == name && group.is_none_or(|x| x == g))
-            .map(|(_, v)| v)
-            .sum()
+        self.counters.get(name).map_or(0, |by_group| {
+            by_group
+                .iter()
+                .filter(|(g, _)| group.is_none_or(|x| x == g.as_str()))
+                .map(|(_, v)| v)
+                .sum()
+        })
     }
 
     pub fn invariant(&self, name: &str) -> u64 {

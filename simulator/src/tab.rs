@@ -775,7 +775,9 @@ impl Tab {
                     .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                if !id.starts_with(&format!("{}-", self.spec.workspace)) {
+                if !(id.starts_with(self.spec.workspace.as_str())
+                    && id[self.spec.workspace.len()..].starts_with('-'))
+                {
                     rec.anomaly(Anomaly::new(
                         "cross_workspace_leaks",
                         format!(
@@ -785,10 +787,7 @@ impl Tab {
                     ));
                 }
                 if let Some(op) = event.payload.get("opId").and_then(Value::as_str) {
-                    rec.applied_at
-                        .entry((self.epoch, op.to_owned()))
-                        .or_default()
-                        .insert(seq);
+                    rec.applied(self.epoch, op, seq);
                     if let Some(sent) = rec.ops.get(op).and_then(|o| o.first_sent_ms) {
                         let metric = if self.spec.sse {
                             "sse_delivery_ms"
@@ -841,10 +840,7 @@ impl Tab {
                     }
                 }
                 if let Some(seq) = ack.seq {
-                    rec.applied_at
-                        .entry((self.epoch, op.op_id.clone()))
-                        .or_default()
-                        .insert(seq);
+                    rec.applied(self.epoch, &op.op_id, seq);
                     if op.kind == EventType::TaskDeleted {
                         rec.deletes_seen.insert(
                             (
@@ -889,10 +885,7 @@ impl Tab {
                             delete: false,
                         };
                     }
-                    rec.applied_at
-                        .entry((self.epoch, c.op_id.clone()))
-                        .or_default()
-                        .insert(seq);
+                    rec.applied(self.epoch, &c.op_id, seq);
                 }
                 drop(rec);
                 let due = now + self.spec.workload.think_time_ms;
