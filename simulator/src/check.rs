@@ -22,6 +22,56 @@ impl Anomaly {
     }
 }
 
+/// Checks one `RECENT_EVENTS {complete: true}` batch as a tab receives it: the first
+/// batch after a resume must start right after the resume point, and every batch must
+/// carry exactly `from..=to`. (Checked during the run, where the resume point is known.)
+pub fn replay_batch(
+    tab: &str,
+    resumed_after: Option<u64>,
+    from: u64,
+    to: u64,
+    seqs: &[u64],
+) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    if let Some(last) = resumed_after
+        && !seqs.is_empty()
+        && from != last + 1
+    {
+        let name = if from <= last {
+            "replay_duplicates"
+        } else {
+            "replay_gaps"
+        };
+        out.push(Anomaly::new(
+            name,
+            format!("tab {tab} resumed after seq {last} and the replay began at {from}"),
+        ));
+    }
+    let expected: Vec<u64> = if seqs.is_empty() {
+        Vec::new()
+    } else {
+        (from..=to).collect()
+    };
+    if seqs != expected {
+        let name = if seqs.len() > expected.len() {
+            "replay_duplicates"
+        } else {
+            "replay_gaps"
+        };
+        out.push(Anomaly::new(
+            name,
+            format!("tab {tab}: a replay batch {from}..={to} carried seqs {seqs:?}"),
+        ));
+    }
+    out
+}
+
+/// Entity ids are minted `<workspace>-…` by the workload, so an id with another
+/// prefix reaching a tab crossed workspaces.
+pub fn leaked(workspace: &str, entity_id: &str) -> bool {
+    !(entity_id.starts_with(workspace) && entity_id[workspace.len()..].starts_with('-'))
+}
+
 /// Runs every post-run checker; appends to `rec.anomalies`.
 pub fn run_all(rec: &mut Recorder) {
     let mut found = Vec::new();
@@ -221,3 +271,6 @@ fn silent_drops(rec: &Recorder, out: &mut Vec<Anomaly>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

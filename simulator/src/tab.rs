@@ -560,42 +560,10 @@ impl Tab {
     }
 
     fn check_replay(&mut self, from: u64, to: u64, seqs: &[u64]) {
+        let resumed = self.resumed_from.take();
         let mut rec = self.rec.borrow_mut();
-        if let Some(last) = self.resumed_from.take()
-            && !seqs.is_empty()
-            && from != last + 1
-        {
-            let name = if from <= last {
-                "replay_duplicates"
-            } else {
-                "replay_gaps"
-            };
-            rec.anomaly(Anomaly::new(
-                name,
-                format!(
-                    "tab {} resumed after seq {last} and the replay began at {from}",
-                    self.spec.id
-                ),
-            ));
-        }
-        let expected: Vec<u64> = if seqs.is_empty() {
-            Vec::new()
-        } else {
-            (from..=to).collect()
-        };
-        if seqs != expected {
-            let name = if seqs.len() > expected.len() {
-                "replay_duplicates"
-            } else {
-                "replay_gaps"
-            };
-            rec.anomaly(Anomaly::new(
-                name,
-                format!(
-                    "tab {}: a replay batch {from}..={to} carried seqs {seqs:?}",
-                    self.spec.id
-                ),
-            ));
+        for a in crate::check::replay_batch(&self.spec.id, resumed, from, to, seqs) {
+            rec.anomaly(a);
         }
     }
 
