@@ -11,8 +11,14 @@
 //! - [`threshold`] — k6-style thresholds.
 //! - [`report`] — verdicts, the console summary and `summary.json`.
 //! - [`metrics`] — metric and invariant names.
+//! - [`catalog`] — every scenario of `scenarios/`, embedded.
 
 pub mod check;
+
+/// The scenario catalog, embedded at build time (see build.rs).
+pub mod catalog {
+    include!(concat!(env!("OUT_DIR"), "/catalog.rs"));
+}
 pub mod glue;
 pub mod metrics;
 pub mod record;

@@ -9,9 +9,6 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The scenario run when none is named: small, quick, every kind of fault.
-const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/default.toml");
-
 #[derive(Parser, Debug)]
 #[command(
     name = "simulate",
@@ -21,7 +18,7 @@ const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/default.toml");
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Scenario files or folders of them (default: the embedded default scenario).
+    /// Scenario files or folders of them (default: the whole embedded catalog).
     scenarios: Vec<PathBuf>,
     /// Override every scenario's seed.
     #[arg(long)]
@@ -207,11 +204,14 @@ fn real_main() -> anyhow::Result<i32> {
         }
         None => {
             let sources: Vec<(String, Result<Scenario, String>)> = if cli.scenarios.is_empty() {
-                vec![(
-                    "(embedded default)".into(),
-                    Scenario::parse(DEFAULT_SCENARIO, "scenarios/default.toml")
-                        .map_err(|e| e.to_string()),
-                )]
+                rtsync_simulator::catalog::CATALOG
+                    .iter()
+                    .map(|(file, text)| {
+                        let path = format!("scenarios/{file}");
+                        let sc = Scenario::parse(text, &path).map_err(|e| e.to_string());
+                        (path, sc)
+                    })
+                    .collect()
             } else {
                 expand(&cli.scenarios)?
                     .into_iter()
@@ -236,15 +236,11 @@ fn real_main() -> anyhow::Result<i32> {
                     }
                 };
                 let seed = cli.seed.unwrap_or(sc.seed);
-                let src = if source.starts_with('(') {
-                    "scenarios/default.toml".to_string()
-                } else {
-                    source.clone()
-                };
-                let r = run_one(&sc, &src, seed, &cli.out, cli.quiet)?;
+                let r = run_one(&sc, &source, seed, &cli.out, cli.quiet)?;
                 let mut code = r.code;
                 if cli.check_determinism {
-                    let again = run_one(&sc, &src, seed, &cli.out.join("determinism-check"), true)?;
+                    let again =
+                        run_one(&sc, &source, seed, &cli.out.join("determinism-check"), true)?;
                     if again.deterministic_sha256 != r.deterministic_sha256 {
                         eprintln!(
                             "NOT DETERMINISTIC: {} seed {seed}: {} vs {}",
@@ -259,7 +255,13 @@ fn real_main() -> anyhow::Result<i32> {
                     }
                 }
                 worst = worst.max(code);
-                table.push((sc.name.clone(), code));
+                let label = match &sc.expect.violation {
+                    Some(v) if code == EXIT_PASS => {
+                        format!("{} (canary: {v} found, as expected)", sc.name)
+                    }
+                    _ => sc.name.clone(),
+                };
+                table.push((label, code));
             }
             if table.len() > 1 {
                 println!("\n  catalog: {} scenarios", table.len());
