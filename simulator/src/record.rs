@@ -6,7 +6,12 @@ use crate::check::Anomaly;
 use hdrhistogram::Histogram;
 use rtsync_protocol::{Entity, EntityKind};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher};
+
+/// A `HashMap` with a fixed (unkeyed) hasher: the same layout every run, so even an
+/// accidental iteration would be reproducible; still, iterate it only to sort.
+pub type FixedHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 /// Phase boundaries, in simulated ms.
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +101,11 @@ pub struct Recorder {
     pub histograms: BTreeMap<String, BTreeMap<&'static str, BTreeMap<String, Histogram<u64>>>>,
     /// name → group → count.
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
-    pub ops: BTreeMap<String, OpRecord>,
+    /// opId → what became of it. Looked up on every delivery, so hashed; nothing
+    /// iterates it into output without sorting (the checkers sort their anomalies).
+    pub ops: FixedHashMap<String, OpRecord>,
     /// epoch → opId → the distinct seqs it was seen applied at (one, unless duplicated).
-    pub applied_at: BTreeMap<u64, BTreeMap<String, Vec<u64>>>,
+    pub applied_at: BTreeMap<u64, FixedHashMap<String, Vec<u64>>>,
     /// (epoch, workspace, kind, id) → versions seen deleted at.
     pub deletes_seen: BTreeMap<(u64, String, EntityKind, String), u64>,
     pub anomalies: Vec<Anomaly>,

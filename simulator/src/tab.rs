@@ -246,12 +246,19 @@ pub async fn run_tab(
     let home = t.query_key(0);
     t.cache.subscribe(&home, now);
     t.s.start(now);
+    // One timer, re-armed only when the wake-up time changes (a new timer per loop turn
+    // was a measurable share of a large run).
+    let sleep = tokio::time::sleep(Duration::from_millis(1));
+    tokio::pin!(sleep);
+    let mut armed_for: Option<u64> = None;
     loop {
         t.drive().await;
-        let wake = t.wake_at();
-        let sleep = tokio::time::sleep(Duration::from_millis(
-            wake.map_or(3_600_000, |w| w.saturating_sub(now_ms()).max(1)),
-        ));
+        let wake = t.wake_at().unwrap_or(now_ms() + 3_600_000);
+        if armed_for != Some(wake) {
+            armed_for = Some(wake);
+            let wait = Duration::from_millis(wake.saturating_sub(now_ms()).max(1));
+            sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
         tokio::select! {
             biased;
             Some(cmd) = cmds.recv() => {
@@ -346,7 +353,10 @@ pub async fn run_tab(
                     t.rec.borrow_mut().sample("cross_tab_ms", &t.spec.group, now, now.saturating_sub(at));
                 }
             }
-            () = sleep => t.timers(now_ms()).await,
+            () = &mut sleep => {
+                armed_for = None;
+                t.timers(now_ms()).await;
+            }
         }
     }
 }
@@ -773,7 +783,9 @@ impl Tab {
                     );
                 }
                 drop(rec);
-                if let Some(p) = event.payload.get("projectId").and_then(Value::as_str) {
+                if !self.cache.is_empty()
+                    && let Some(p) = event.payload.get("projectId").and_then(Value::as_str)
+                {
                     let key = vec![
                         "tasks".to_owned(),
                         self.spec.workspace.clone(),
@@ -881,6 +893,9 @@ impl Tab {
     /// Tells the device's other tabs about a change (BroadcastChannel STATE_UPDATE).
     fn cross_tab(&mut self, now: u64, op: Option<Value>) {
         let Some(dev) = &self.device else { return };
+        if dev.borrow().bus.members().nth(1).is_none() {
+            return; // the only tab of its device: nobody to tell
+        }
         let (lo, hi) = (
             self.spec.workload.cross_tab_ms_min,
             self.spec.workload.cross_tab_ms_max,

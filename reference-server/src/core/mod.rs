@@ -16,8 +16,8 @@ pub mod ratelimit;
 pub mod store;
 pub mod workspace;
 
+use axum::extract::ws::Utf8Bytes;
 use rtsync_protocol::{EntityKind, ServerMsg, Strategy};
-use std::sync::Arc;
 
 pub use workspace::{Sender, SessionInfo, Workspace};
 
@@ -25,9 +25,11 @@ pub use workspace::{Sender, SessionInfo, Workspace};
 pub type ConnId = u64;
 
 /// One encoded server frame, shared by every receiver of a fan-out (it is encoded once).
+/// The text is a reference-counted UTF-8 buffer (axum's `Utf8Bytes`, a
+/// `bytes::Bytes` wrapper), so a WebSocket write of it is a refcount bump, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    pub text: Arc<str>,
+    pub text: Utf8Bytes,
     /// The event's seq when it is a logged event (SSE writes it as `id: E:N`).
     pub seq: Option<u64>,
 }

@@ -143,7 +143,7 @@ async fn write_loop(
                     server.metrics.observe_queue_wait(waited);
                     Metrics::inc(&server.metrics.messages_out_total);
                     server.metrics.bytes_out_total.fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Message::Text(frame.text.as_ref().into())
+                    Message::Text(frame.text)
                 }
                 Next::Close(r) => {
                     count_close(server, &r);
