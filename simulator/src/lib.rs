@@ -14,12 +14,15 @@
 //! - [`catalog`] — every scenario of `scenarios/`, embedded.
 
 pub mod check;
+pub mod compare;
 
 /// The scenario catalog, embedded at build time (see build.rs).
 pub mod catalog {
     include!(concat!(env!("OUT_DIR"), "/catalog.rs"));
 }
 pub mod glue;
+pub mod hgrm;
+pub mod html;
 pub mod metrics;
 pub mod record;
 pub mod report;

@@ -128,6 +128,10 @@ pub struct Recorder {
     pub list_rows_max: u64,
     /// Wall-clock µs of each reload's dehydrate + hydrate (measured, not deterministic).
     pub measured_persist_us: Vec<u64>,
+    /// Per metric, one histogram per interval of `interval_ms` (for `.hlog` files and the
+    /// latency-over-time charts). Coarser (2 significant figures) to stay small.
+    pub intervals: BTreeMap<String, BTreeMap<u64, Histogram<u64>>>,
+    pub interval_ms: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -142,6 +146,19 @@ impl Recorder {
 
     /// One latency sample at time `t_ms` (it is tagged with that time's phase).
     pub fn sample(&mut self, metric: &str, group: &str, t_ms: u64, value_ms: u64) {
+        let slot = t_ms / self.interval_ms.max(1);
+        if !self.intervals.contains_key(metric) {
+            self.intervals.insert(metric.to_owned(), BTreeMap::new());
+        }
+        if let Some(by_slot) = self.intervals.get_mut(metric) {
+            by_slot
+                .entry(slot)
+                .or_insert_with(|| {
+                    Histogram::new_with_bounds(1, 3_600_000, 2)
+                        .unwrap_or_else(|_| unreachable!("valid bounds"))
+                })
+                .saturating_record(value_ms.max(1));
+        }
         let phase = self.phase(t_ms);
         if !self.histograms.contains_key(metric) {
             self.histograms.insert(metric.to_owned(), BTreeMap::new());

@@ -168,6 +168,8 @@ pub fn run(
                 .map(|a| (*a, *fault_ms.last().unwrap_or(a))),
             workload_end_ms,
         }),
+        // About 120 intervals per run, at least one second each.
+        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
         ..Recorder::default()
     }));
     let specs = tab_specs(sc, &mut root);

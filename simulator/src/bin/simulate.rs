@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
 use rtsync_simulator::scenario::Scenario;
 use rtsync_simulator::world;
+use rtsync_simulator::{compare, hgrm, html};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,18 @@ enum Cmd {
         seeds: (u64, u64),
         #[arg(long, default_value = "reports/out")]
         out: PathBuf,
+    },
+    /// Compare two runs (summary.json files or report folders): per metric the change of
+    /// p99 and mean against a noise band. Exit 99 on a regression.
+    Compare {
+        base: PathBuf,
+        new: PathBuf,
+        /// Relative increase tolerated, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        band_percent: f64,
+        /// Absolute increase always tolerated, in ms.
+        #[arg(long, default_value_t = 5.0)]
+        band_ms: f64,
     },
     /// List the scenarios in a folder (default: scenarios/), or the metrics.
     List {
@@ -118,6 +131,25 @@ fn run_one(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    let rec = &out.recorder;
+    for m in rtsync_simulator::metrics::HISTOGRAMS {
+        if let Some(h) = rec.merged(m, None, None) {
+            std::fs::write(
+                dir.join(format!("{m}.hgrm")),
+                hgrm::percentile_distribution(&h),
+            )?;
+        }
+        if let Some(iv) = rec.intervals.get(m) {
+            std::fs::write(
+                dir.join(format!("{m}.hlog")),
+                hgrm::interval_log(m, iv, rec.interval_ms, world::SIM_EPOCH_MS),
+            )?;
+        }
+    }
+    std::fs::write(
+        dir.join("report.html"),
+        html::page(sc, seed, rec, &verdict, &replay, out.simulated_s),
+    )?;
     let sha: String = Sha256::digest(det.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -162,6 +194,37 @@ fn real_main() -> anyhow::Result<i32> {
                 }
             }
             Ok(EXIT_PASS)
+        }
+        Some(Cmd::Compare {
+            base,
+            new,
+            band_percent,
+            band_ms,
+        }) => {
+            let (b, n) = match (compare::load(&base), compare::load(&new)) {
+                (Ok(b), Ok(n)) => (b, n),
+                (Err(e), _) | (_, Err(e)) => anyhow::bail!(e),
+            };
+            let c = compare::compare(
+                &b,
+                &n,
+                &compare::Band {
+                    relative: band_percent / 100.0,
+                    absolute_ms: band_ms,
+                },
+            );
+            print!("{}", c.table());
+            if c.regressed() {
+                println!(
+                    "\nREGRESSION beyond the noise band ({band_percent}% and {band_ms} ms): exit 99"
+                );
+                Ok(report::EXIT_THRESHOLD)
+            } else {
+                println!(
+                    "\nno regression beyond the noise band ({band_percent}% and {band_ms} ms)"
+                );
+                Ok(EXIT_PASS)
+            }
         }
         Some(Cmd::Sweep {
             scenario,
@@ -225,12 +288,14 @@ fn real_main() -> anyhow::Result<i32> {
             };
             let mut worst = EXIT_PASS;
             let mut table = Vec::new();
+            let mut names = Vec::new();
             for (source, sc) in sources {
                 let sc = match sc {
                     Ok(sc) => sc,
                     Err(e) => {
                         eprintln!("invalid scenario: {e}");
                         worst = worst.max(EXIT_INVALID);
+                        names.push(String::new());
                         table.push((source, EXIT_INVALID));
                         continue;
                     }
@@ -261,10 +326,22 @@ fn real_main() -> anyhow::Result<i32> {
                     }
                     _ => sc.name.clone(),
                 };
+                names.push(sc.name.clone());
                 table.push((label, code));
             }
             if table.len() > 1 {
-                println!("\n  catalog: {} scenarios", table.len());
+                let entries: Vec<(String, i32, String)> = names
+                    .iter()
+                    .zip(&table)
+                    .map(|(n, (label, code))| (label.clone(), *code, format!("{n}/report.html")))
+                    .collect();
+                std::fs::create_dir_all(&cli.out)?;
+                std::fs::write(cli.out.join("index.html"), html::index(&entries))?;
+                println!(
+                    "\n  catalog: {} scenarios   (reports: {})",
+                    table.len(),
+                    cli.out.join("index.html").display()
+                );
                 for (name, code) in &table {
                     println!(
                         "    {} {name} (exit {code})",

@@ -245,3 +245,76 @@ fn the_cli_exits_104_on_an_invalid_scenario_and_prints_a_replay_line_on_failure(
     assert!(dir.join("failing/summary.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reports_carry_every_chart_and_verdict_and_compare_catches_added_latency() {
+    use rtsync_simulator::{compare, hgrm, html};
+    let small = r#"
+name = "small"
+duration_s = 10
+quiescence_s = 8
+[[groups]]
+name = "office"
+users = 3
+tabs_per_device = 2
+[workload]
+ops_per_s = 1.0
+[[faults]]
+at_s = 4
+kind = "partition"
+[[faults]]
+at_s = 6
+kind = "repair"
+[thresholds]
+ws_delivery_ms = ["p(99)<100000"]
+ack_ms = ["p(99)<1"]
+"#;
+    let sc = scenario(small);
+    let (out, verdict, base) = run(&sc, 2);
+    let rec = &out.recorder;
+    let page = html::page(
+        &sc,
+        2,
+        rec,
+        &verdict,
+        "cargo run --release --bin simulate -- small.toml --seed 2",
+        out.simulated_s,
+    );
+    // Self-contained: inline SVG, no script, nothing fetched.
+    assert!(page.contains("<svg"));
+    assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("<link"));
+    for m in ["ws_delivery_ms", "ack_ms", "cross_tab_ms", "reconnect_ms"] {
+        assert!(
+            page.contains(&format!("{m}: percentile distribution")),
+            "{m} distribution chart"
+        );
+        assert!(
+            page.contains(&format!("{m} over time")),
+            "{m} over-time chart"
+        );
+    }
+    assert!(page.contains("connections open"));
+    assert!(
+        page.contains("ws_delivery_ms</td><td>p(99)&lt;100000</td>")
+            && page.contains("class=\"pass\">✓")
+    );
+    assert!(page.contains("ack_ms</td><td>p(99)&lt;1</td>") && page.contains("class=\"fail\">✗"));
+    assert!(page.contains("--seed 2"));
+    let index = html::index(&[("small".into(), verdict.code, "small/report.html".into())]);
+    assert!(index.contains("small/report.html") && index.contains("exit 99"));
+    let h = rec.merged("ws_delivery_ms", None, None).unwrap();
+    assert!(
+        hgrm::percentile_distribution(&h)
+            .starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n")
+    );
+    // 50 ms more link latency is a regression compare must report.
+    let slower = scenario(&small.replace("users = 3", "users = 3\nlatency_ms = 55"));
+    let (_, _, new) = run(&slower, 2);
+    let b =
+        std::collections::BTreeMap::from([("small".to_string(), base["deterministic"].clone())]);
+    let n = std::collections::BTreeMap::from([("small".to_string(), new["deterministic"].clone())]);
+    let c = compare::compare(&b, &n, &compare::Band::default());
+    assert!(c.regressed(), "{}", c.table());
+    assert!(c.table().contains("✗ small") && c.table().contains("ack_ms"));
+    assert!(!compare::compare(&b, &b, &compare::Band::default()).regressed());
+}
