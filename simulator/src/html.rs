@@ -141,19 +141,22 @@ pub fn over_time_chart(
     })
 }
 
-/// A per-second timeline: deltas accumulated into a level (connections open), drawn as
-/// steps over every second of the run.
+/// A per-second timeline drawn as steps over every second of the run: `accumulate`
+/// turns deltas into a level (connections open); otherwise values are per-second counts
+/// (connect attempts per second: a reconnect herd is a spike).
 pub fn timeline_chart(
     name: &str,
     deltas: &BTreeMap<u64, i64>,
     faults: &[(u64, String)],
     end_s: f64,
+    accumulate: bool,
 ) -> String {
     let mut level = 0i64;
     let mut pts: Vec<(f64, f64)> = Vec::new();
     for sec in 0..=(end_s.ceil() as u64) {
         let before = level as f64;
-        level += deltas.get(&sec).copied().unwrap_or(0);
+        let d = deltas.get(&sec).copied().unwrap_or(0);
+        level = if accumulate { level + d } else { d };
         pts.push((sec as f64, before));
         pts.push((sec as f64, level as f64));
     }
@@ -267,13 +270,17 @@ pub fn page(
     }
     h.push_str("</table><h2>Charts</h2><p>Latencies are simulated time (network model, round trips, backoff, queueing), not CPU time.</p><div class=\"charts\">");
     let end_s = simulated_s;
-    if let Some(c) = rec.timelines.get("connections_open") {
-        h.push_str(&timeline_chart(
-            "connections open",
-            c,
-            &rec.fault_marks,
-            end_s,
-        ));
+    for (name, title) in [
+        ("connections_open", "connections open"),
+        ("queued_ops", "queued ops (all tabs)"),
+        ("retained_bytes", "retained bytes (all tabs)"),
+    ] {
+        if let Some(c) = rec.timelines.get(name) {
+            h.push_str(&timeline_chart(title, c, &rec.fault_marks, end_s, true));
+        }
+    }
+    for (name, c) in rec.timelines.iter().filter(|(n, _)| n.contains("_per_s")) {
+        h.push_str(&timeline_chart(name, c, &rec.fault_marks, end_s, false));
     }
     for m in HISTOGRAMS {
         if let Some(all) = rec.merged(m, None, None) {

@@ -304,7 +304,7 @@ pub async fn run_tab(
                 let now = now_ms();
                 match r {
                     Ok(link) => {
-                        t.link = Some(link);
+                        t.set_link(Some(link));
                         t.s.handle_open(t.attempt, now);
                     }
                     Err(e) => {
@@ -324,7 +324,7 @@ pub async fn run_tab(
                     Incoming::Frame(m) => t.frame(m, now),
                     Incoming::Activity => t.s.handle_activity(now),
                     Incoming::Closed(code) => {
-                        t.link = None;
+                        t.set_link(None);
                         t.s.handle_closed(t.attempt, code, now);
                     }
                 }
@@ -486,8 +486,13 @@ impl Tab {
         now: u64,
     ) -> Option<String> {
         let entity = kind.entity_kind()?;
+        let dropped_before = self.s.outbox().stats.dropped_silently;
         match self.s.mutate(kind, id, changes, None, vec![], now) {
             Ok(op_id) => {
+                let dropped = self.s.outbox().stats.dropped_silently - dropped_before;
+                self.rec
+                    .borrow_mut()
+                    .timeline_add("queued_ops", now, 1 - dropped as i64);
                 let n = op_id
                     .rsplit_once(':')
                     .and_then(|(_, n)| n.parse().ok())
@@ -622,7 +627,12 @@ impl Tab {
                 resume,
                 attempt,
             } => {
-                self.link = None;
+                self.rec.borrow_mut().timeline_add(
+                    &format!("connect_attempts_per_s.{}", self.spec.group),
+                    now,
+                    1,
+                );
+                self.set_link(None);
                 self.attempt = attempt;
                 let server = "server";
                 let (token, tab, sse) = (
@@ -663,7 +673,7 @@ impl Tab {
                 if let Some(Link::Ws(ws)) = &mut self.link
                     && ws.send(Message::text(m.encode())).await.is_err()
                 {
-                    self.link = None;
+                    self.set_link(None);
                     self.s.handle_closed(self.attempt, None, now);
                 }
             }
@@ -695,7 +705,7 @@ impl Tab {
                     if let Some(Link::Ws(ws)) = &mut self.link {
                         let _ = ws.close(None).await;
                     }
-                    self.link = None;
+                    self.set_link(None);
                     self.connecting = None;
                 }
                 self.s.handle_closed(attempt, Some(code), now);
@@ -721,7 +731,6 @@ impl Tab {
                 rec.count("connections_opened", &g, 1);
                 // refetchOnReconnect: observed queries are marked stale; the next read refetches.
                 self.cache.on_reconnect();
-                rec.timeline_add("connections_open", at_ms, 1);
                 if let Some(lost) = self.lost_at.take() {
                     rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
                     self.reopened_at = Some(at_ms);
@@ -729,7 +738,6 @@ impl Tab {
             }
             Note::Lost { at_ms, .. } => {
                 rec.count("connection_losses", &g, 1);
-                rec.timeline_add("connections_open", at_ms, -1);
                 self.lost_at.get_or_insert(at_ms);
             }
             Note::Synced { by_snapshot, at_ms } => {
@@ -797,6 +805,7 @@ impl Tab {
             }
             Note::Acked { op, ack, at_ms } => {
                 rec.count("ops_acked", &g, 1);
+                rec.timeline_add("queued_ops", at_ms, -1);
                 if let Some(r) = rec.ops.get_mut(&op.op_id) {
                     if let Some(sent) = r.first_sent_ms {
                         let v = at_ms.saturating_sub(sent);
@@ -844,6 +853,7 @@ impl Tab {
             }
             Note::RolledBack { op, .. } => {
                 rec.count("ops_rolled_back", &g, 1);
+                rec.timeline_add("queued_ops", now, -1);
                 if let Some(r) = rec.ops.get_mut(&op.op_id) {
                     r.outcome = Outcome::RolledBack;
                     r.answered_ms = Some(now);
@@ -914,6 +924,18 @@ impl Tab {
         d.wake.notify_one();
     }
 
+    /// Replaces the socket, keeping the open-connections timeline exact (opens and
+    /// closes counted where the socket itself comes and goes).
+    fn set_link(&mut self, link: Option<Link>) {
+        let delta = i64::from(link.is_some()) - i64::from(self.link.is_some());
+        if delta != 0 {
+            self.rec
+                .borrow_mut()
+                .timeline_add("connections_open", now_ms(), delta);
+        }
+        self.link = link;
+    }
+
     fn query_key(&self, project: u64) -> Vec<String> {
         vec![
             "tasks".to_owned(),
@@ -971,7 +993,11 @@ impl Tab {
             ("cache", self.cache.bytes()),
             ("outbox", outbox),
         ];
-        self.memory.sample(now, &stores);
+        let before = self.memory.current() as i64;
+        let total = self.memory.sample(now, &stores) as i64;
+        self.rec
+            .borrow_mut()
+            .timeline_add("retained_bytes", now, total - before);
         if self.memory.under_pressure() {
             // The cleanup task: the seed's removal of old, rarely hit entries, then a trim
             // of the cache to its budget (15% of retained bytes). It succeeded if the cache
@@ -1048,7 +1074,7 @@ impl Tab {
             }
         }
         // The old session's socket goes; the new one starts over.
-        self.link = None;
+        self.set_link(None);
         self.connecting = None;
         self.s = fresh;
         self.epoch = 0;
