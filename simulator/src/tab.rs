@@ -320,13 +320,19 @@ pub async fn run_tab(
             }
             inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() && !t.stalled => {
                 let now = now_ms();
-                match inc {
-                    Incoming::Frame(m) => t.frame(m, now),
-                    Incoming::Activity => t.s.handle_activity(now),
-                    Incoming::Closed(code) => {
-                        t.set_link(None);
-                        t.s.handle_closed(t.attempt, code, now);
+                let mut next = Some(inc);
+                // Take every frame that is already here before going round the select
+                // again: one wake-up per burst, not per frame.
+                while let Some(inc) = next.take() {
+                    match inc {
+                        Incoming::Frame(m) => t.frame(m, now),
+                        Incoming::Activity => t.s.handle_activity(now),
+                        Incoming::Closed(code) => {
+                            t.set_link(None);
+                            t.s.handle_closed(t.attempt, code, now);
+                        }
                     }
+                    next = t.link.as_mut().and_then(|l| l.next().now_or_never());
                 }
             }
             Some(io) = io_rx.recv() => {
