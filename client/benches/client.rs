@@ -128,6 +128,43 @@ fn persistence(c: &mut Criterion) {
     g.finish();
 }
 
+/// Replaying a queue of 1 000 offline ops after a reconnect: every op resent in order.
+fn outbox_replay(c: &mut Criterion) {
+    use rtsync_client::outbox::{Outbox, OutboxConfig, OutboxPolicy};
+    let mut changes = Map::new();
+    changes.insert("title".into(), json!("edited offline"));
+    let mut o = Outbox::new(
+        "c1",
+        OutboxConfig {
+            policy: OutboxPolicy::Sequenced { capacity: 2000 },
+            inflight_max: 2000,
+            ack_timeout_ms: 10_000,
+        },
+    );
+    for i in 0..1000 {
+        o.enqueue(
+            EventType::TaskUpdated,
+            &format!("t{i}"),
+            1,
+            changes.clone(),
+            None,
+            vec![],
+            0,
+        )
+        .ok();
+    }
+    c.bench_function("outbox_replay_1000", |b| {
+        b.iter(|| {
+            o.on_disconnect();
+            let mut n = 0;
+            while let Some(m) = o.poll_send(1) {
+                n += black_box(m.encode().len());
+            }
+            n
+        })
+    });
+}
+
 fn virtual_list(c: &mut Criterion) {
     let g = ListGeometry::default();
     let mut scroll = 0u64;
@@ -142,6 +179,6 @@ fn virtual_list(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
-    targets = optimistic_apply, cache, persistence, virtual_list
+    targets = optimistic_apply, cache, persistence, outbox_replay, virtual_list
 }
 criterion_main!(benches);

@@ -128,6 +128,8 @@ pub struct Recorder {
     pub list_rows_max: u64,
     /// Wall-clock µs of each reload's dehydrate + hydrate (measured, not deterministic).
     pub measured_persist_us: Vec<u64>,
+    /// Wall-clock µs of each optimistic apply (queue the change, read the view back).
+    pub measured_apply_us: Vec<u64>,
     /// Per metric, one histogram per interval of `interval_ms` (for `.hlog` files and the
     /// latency-over-time charts). Coarser (2 significant figures) to stay small.
     pub intervals: BTreeMap<String, BTreeMap<u64, Histogram<u64>>>,

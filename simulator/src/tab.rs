@@ -493,7 +493,14 @@ impl Tab {
     ) -> Option<String> {
         let entity = kind.entity_kind()?;
         let dropped_before = self.s.outbox().stats.dropped_silently;
-        match self.s.mutate(kind, id, changes, None, vec![], now) {
+        // optimistic_apply_us is CPU time: measured with the wall clock, reported in the
+        // measured section only (never in the deterministic one).
+        let wall = std::time::Instant::now();
+        let result = self.s.mutate(kind, id, changes, None, vec![], now);
+        let _ = self.s.view(entity, id);
+        let apply_us = wall.elapsed().as_micros() as u64;
+        self.rec.borrow_mut().measured_apply_us.push(apply_us);
+        match result {
             Ok(op_id) => {
                 let dropped = self.s.outbox().stats.dropped_silently - dropped_before;
                 self.rec
