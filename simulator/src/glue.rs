@@ -107,6 +107,22 @@ fn refusal(status: u16, headers: &hyper::HeaderMap) -> ConnectFail {
     }
 }
 
+/// `GET path` with a bearer token; the JSON body of a 200, else `None`.
+pub async fn get_json(token: &str, path: &str) -> Option<serde_json::Value> {
+    match http(
+        "server",
+        "GET",
+        path,
+        &[("authorization", format!("Bearer {token}"))],
+        None,
+    )
+    .await
+    {
+        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+        _ => None,
+    }
+}
+
 /// One HTTP/1 request on a fresh connection: (status, body).
 pub async fn http(
     host: &str,

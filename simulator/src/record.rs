@@ -113,7 +113,7 @@ pub struct Recorder {
     pub server: BTreeMap<String, ServerFinal>,
     /// Per-second timelines: name → (second, value).
     pub timelines: BTreeMap<String, BTreeMap<u64, i64>>,
-    /// Fault windows for the charts: (start_ms, end_ms, label).
+    /// Faults as they happened, for the charts: (at_ms, label).
     pub fault_marks: Vec<(u64, String)>,
     pub phases: Option<Phases>,
     /// End-of-run gauges (ratios, growth, rows), by name.

@@ -971,20 +971,9 @@ impl Tab {
         let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
         tokio::task::spawn_local(async move {
             let path = format!("/api/entities/tasks?projectId={project}");
-            let data = match glue::http(
-                "server",
-                "GET",
-                &path,
-                &[("authorization", format!("Bearer {token}"))],
-                None,
-            )
-            .await
-            {
-                Ok((200, body)) => serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("entities").cloned()),
-                _ => None,
-            };
+            let data = glue::get_json(&token, &path)
+                .await
+                .and_then(|v| v.get("entities").cloned());
             let _ = tx.send(Io::Query(key, data));
         });
     }
@@ -1139,19 +1128,7 @@ pub async fn fetch_snapshots(token: &str) -> Option<Snapshots> {
     let mut epoch = None;
     for kind in EntityKind::ALL {
         let path = format!("/api/entities/{}", kind.plural());
-        let (status, body) = glue::http(
-            "server",
-            "GET",
-            &path,
-            &[("authorization", format!("Bearer {token}"))],
-            None,
-        )
-        .await
-        .ok()?;
-        if status != 200 {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&body).ok()?;
+        let v = glue::get_json(token, &path).await?;
         let e = v.get("epoch")?.as_u64()?;
         if epoch.is_some_and(|x| x != e) {
             return None; // the server restarted between two reads
