@@ -19,11 +19,100 @@ pub const SERVER_PORT: u16 = 8080;
 /// Small buffers: tungstenite zero-fills its read buffer on every read (DESIGN.md).
 const WS_BUFFER_BYTES: usize = 4096;
 
-/// Simulated milliseconds since the simulation began, the same on every host (tokio's
-/// `Instant` differs per host under turmoil). Every timestamp compared across hosts
-/// comes from here.
+thread_local! {
+    /// Live mode (`simulate live`): the server's real address and when the run began.
+    /// Thread-local, so simulations on other threads (tests run in parallel) are unaffected.
+    static LIVE: std::cell::Cell<Option<(std::net::SocketAddr, std::time::Instant)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sends this thread's tabs over real TCP to `addr` (live mode) from now on.
+pub fn go_live(addr: std::net::SocketAddr) {
+    // Live mode measures real time; this never runs inside a simulation.
+    LIVE.with(|l| l.set(Some((addr, std::time::Instant::now()))));
+}
+
+fn live() -> Option<(std::net::SocketAddr, std::time::Instant)> {
+    LIVE.with(|l| l.get())
+}
+
+/// Milliseconds since the run began, the same on every host: simulated time under
+/// turmoil (tokio's `Instant` differs per host there), real time in live mode. Every
+/// timestamp compared across hosts comes from here.
 pub fn now_ms() -> u64 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+    match live() {
+        Some((_, start)) => start.elapsed().as_millis() as u64,
+        None => turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+/// A tab's socket: turmoil's simulated TCP, or real TCP in live mode.
+#[derive(Debug)]
+pub enum Conn {
+    Sim(TcpStream),
+    Live(tokio::net::TcpStream),
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Live(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Live(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Live(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Live(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to the server: `host` on turmoil's network, or the live address.
+async fn connect(host: &str) -> Result<(Conn, String), ConnectFail> {
+    match live() {
+        Some((addr, _)) => {
+            let s = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|_| ConnectFail::Network)?;
+            let _ = s.set_nodelay(true);
+            Ok((Conn::Live(s), addr.to_string()))
+        }
+        None => {
+            let s = TcpStream::connect((host, SERVER_PORT))
+                .await
+                .map_err(|_| ConnectFail::Network)?;
+            Ok((Conn::Sim(s), format!("{host}:{SERVER_PORT}")))
+        }
+    }
 }
 
 /// The server's clock: a fixed simulated epoch plus simulated time, so its timestamps
@@ -75,13 +164,11 @@ pub enum ConnectFail {
     Network,
 }
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Conn>;
 
 pub async fn ws_connect(host: &str, query: &str) -> Result<Ws, ConnectFail> {
-    let stream = TcpStream::connect((host, SERVER_PORT))
-        .await
-        .map_err(|_| ConnectFail::Network)?;
-    let url = format!("ws://{host}:{SERVER_PORT}/ws?{query}");
+    let (stream, authority) = connect(host).await?;
+    let url = format!("ws://{authority}/ws?{query}");
     let cfg = WebSocketConfig::default()
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES);
@@ -149,9 +236,7 @@ async fn request(
     headers: &[(&str, String)],
     body: Option<String>,
 ) -> Result<hyper::Response<Incoming>, ConnectFail> {
-    let stream = TcpStream::connect((host, SERVER_PORT))
-        .await
-        .map_err(|_| ConnectFail::Network)?;
+    let (stream, authority) = connect(host).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| ConnectFail::Network)?;
@@ -161,7 +246,7 @@ async fn request(
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", host);
+        .header("host", authority);
     for (k, v) in headers {
         req = req.header(*k, v);
     }

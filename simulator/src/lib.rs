@@ -23,6 +23,7 @@ pub mod catalog {
 pub mod glue;
 pub mod hgrm;
 pub mod html;
+pub mod live;
 pub mod metrics;
 pub mod record;
 pub mod report;

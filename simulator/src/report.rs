@@ -221,6 +221,8 @@ pub fn summary(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict) -> Value 
     json!({
         "deterministic": {
             "scenario": sc.name,
+            // Live runs are real time over real TCP: this section is then measured too.
+            "mode": if out.live { "live" } else { "simulated" },
             "seed": seed,
             "simulated_s": round3(out.simulated_s),
             "tabs": out.tabs,
@@ -263,8 +265,22 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
     let rec = &out.recorder;
     let mut s = String::new();
     s.push_str(&format!(
-        "\n  scenario: {}   seed: {seed}   tabs: {}   simulated {:.0} s in {:.1} s wall ({:.1}× real time)\n\n",
-        sc.name, out.tabs, out.simulated_s, out.wall_s, out.simulated_s / out.wall_s.max(1e-9)
+        "\n  scenario: {}   seed: {seed}   tabs: {}   {}\n\n",
+        sc.name,
+        out.tabs,
+        if out.live {
+            format!(
+                "LIVE over real TCP for {:.0} s (latencies are real time)",
+                out.wall_s
+            )
+        } else {
+            format!(
+                "simulated {:.0} s in {:.1} s wall ({:.1}× real time)",
+                out.simulated_s,
+                out.wall_s,
+                out.simulated_s / out.wall_s.max(1e-9)
+            )
+        }
     ));
     let passed: BTreeMap<&str, bool> = v.thresholds.iter().fold(BTreeMap::new(), |mut m, t| {
         let metric = t.selector.split('{').next().unwrap_or_default();

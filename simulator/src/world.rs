@@ -23,10 +23,13 @@ use tokio::sync::{mpsc, watch};
 
 /// The simulated wall clock starts here (2026-11-18T…Z), so timestamps look real.
 pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
-const SECRET: &[u8] = b"rtsync-simulation-secret";
+/// The JWT secret of simulated (and `--spawn-server` live) runs.
+pub const SECRET: &[u8] = b"rtsync-simulation-secret";
 
 #[derive(Debug)]
 pub struct RunOutput {
+    /// Live mode (real TCP, real time): the figures are measured, not deterministic.
+    pub live: bool,
     pub recorder: Recorder,
     pub simulated_s: f64,
     pub wall_s: f64,
@@ -39,7 +42,7 @@ pub enum RunError {
     Sim(String),
 }
 
-fn token(user: &str, workspace: &str) -> String {
+pub fn token(user: &str, workspace: &str) -> String {
     mint(
         &Claims {
             sub: user.into(),
@@ -50,7 +53,7 @@ fn token(user: &str, workspace: &str) -> String {
     )
 }
 
-fn server_config(sc: &Scenario) -> ServerConfig {
+pub fn server_config(sc: &Scenario) -> ServerConfig {
     let s = &sc.server;
     let mut c = ServerConfig {
         jwt_secret: SECRET.to_vec(),
@@ -74,7 +77,7 @@ fn server_config(sc: &Scenario) -> ServerConfig {
 }
 
 /// Zipf CDF over `keys` ranks with exponent `s` (s = 0: uniform).
-fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
+pub fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
     let w: Vec<f64> = (1..=keys).map(|k| 1.0 / (k as f64).powf(s)).collect();
     let total: f64 = w.iter().sum();
     let mut acc = 0.0;
@@ -146,6 +149,50 @@ pub fn tab_specs(sc: &Scenario, root: &mut Rng) -> Vec<TabSpec> {
     out
 }
 
+/// Spawns tabs (on the current `LocalSet`), grouping the tabs of a device on one
+/// BroadcastChannel bus with its delivery task.
+pub fn spawn_tabs(
+    tabs: Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>,
+    rec: &Rc<RefCell<Recorder>>,
+    zipf: &Rc<Vec<f64>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
+    let mut handles = Vec::new();
+    for (spec, cmds) in tabs {
+        let device_id = spec
+            .id
+            .rsplit_once("-t")
+            .map_or(spec.id.clone(), |(d, _)| d.to_owned());
+        let (bus_tx, bus_rx) = mpsc::unbounded_channel();
+        let dev = devices
+            .entry(device_id)
+            .or_insert_with(|| {
+                let d = Rc::new(RefCell::new(DeviceBus {
+                    bus: Bus::new(10_000),
+                    inboxes: BTreeMap::new(),
+                    wake: Rc::new(tokio::sync::Notify::new()),
+                }));
+                tokio::task::spawn_local(run_device_bus(d.clone()));
+                d
+            })
+            .clone();
+        {
+            let mut d = dev.borrow_mut();
+            d.bus.join(&spec.id);
+            d.inboxes.insert(spec.id.clone(), bus_tx);
+        }
+        handles.push(tokio::task::spawn_local(run_tab(
+            spec,
+            rec.clone(),
+            Some(dev),
+            zipf.clone(),
+            cmds,
+            bus_rx,
+        )));
+    }
+    handles
+}
+
 /// Runs the scenario with `seed`; `progress(simulated_s, total_s)` is called about once
 /// per simulated second.
 pub fn run(
@@ -212,40 +259,7 @@ pub fn run(
     for (group, tabs) in by_group {
         let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
         sim.client(group.as_str(), async move {
-            let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
-            let mut handles = Vec::new();
-            for (spec, cmds) in tabs {
-                let device_id = spec
-                    .id
-                    .rsplit_once("-t")
-                    .map_or(spec.id.clone(), |(d, _)| d.to_owned());
-                let (bus_tx, bus_rx) = mpsc::unbounded_channel();
-                let dev = devices
-                    .entry(device_id)
-                    .or_insert_with(|| {
-                        let d = Rc::new(RefCell::new(DeviceBus {
-                            bus: Bus::new(10_000),
-                            inboxes: BTreeMap::new(),
-                            wake: Rc::new(tokio::sync::Notify::new()),
-                        }));
-                        tokio::task::spawn_local(run_device_bus(d.clone()));
-                        d
-                    })
-                    .clone();
-                {
-                    let mut d = dev.borrow_mut();
-                    d.bus.join(&spec.id);
-                    d.inboxes.insert(spec.id.clone(), bus_tx);
-                }
-                handles.push(tokio::task::spawn_local(run_tab(
-                    spec,
-                    rec.clone(),
-                    Some(dev),
-                    zipf.clone(),
-                    cmds,
-                    bus_rx,
-                )));
-            }
+            let handles = spawn_tabs(tabs, &rec, &zipf);
             let _ = finish.wait_for(|f| *f).await;
             for h in handles {
                 let _ = h.await;
@@ -422,6 +436,7 @@ pub fn run(
     crate::check::run_all(&mut recorder);
     crate::report::finalize_gauges(&mut recorder);
     Ok(RunOutput {
+        live: false,
         recorder,
         simulated_s,
         wall_s: started.elapsed().as_secs_f64(),

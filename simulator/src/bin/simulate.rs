@@ -45,6 +45,23 @@ enum Cmd {
         #[arg(long, default_value = "reports/out")]
         out: PathBuf,
     },
+    /// Run a scenario's tabs live, over real TCP in real time, against a server.
+    Live {
+        scenario: PathBuf,
+        /// A running server speaking the protocol (started with
+        /// `--jwt-secret rtsync-simulation-secret`), as HOST:PORT.
+        #[arg(long, conflicts_with = "spawn_server")]
+        target: Option<String>,
+        /// Start the reference server on 127.0.0.1 with the scenario's settings.
+        #[arg(long)]
+        spawn_server: bool,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "reports/live")]
+        out: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Compare two runs (summary.json files or report folders): per metric the change of
     /// p99 and mean against a noise band. Exit 99 on a regression.
     Compare {
@@ -101,7 +118,25 @@ struct Ran {
     deterministic_sha256: String,
 }
 
+/// Where a run happens: in the simulator, or live over real TCP against an address.
+#[derive(Clone, Copy)]
+enum Mode {
+    Simulated,
+    Live(std::net::SocketAddr),
+}
+
 fn run_one(
+    sc: &Scenario,
+    source: &str,
+    seed: u64,
+    out_dir: &Path,
+    quiet: bool,
+) -> anyhow::Result<Ran> {
+    run_in(Mode::Simulated, sc, source, seed, out_dir, quiet)
+}
+
+fn run_in(
+    mode: Mode,
     sc: &Scenario,
     source: &str,
     seed: u64,
@@ -112,16 +147,26 @@ fn run_one(
     let mut progress = |at: u64, total: u64| {
         if !quiet && last.elapsed().as_millis() >= 500 {
             last = std::time::Instant::now();
-            eprint!("\r  {}: simulated {at}/{total} s ", sc.name);
+            eprint!("\r  {}: {at}/{total} s ", sc.name);
             let _ = std::io::stderr().flush();
         }
     };
-    let out = world::run(sc, seed, &mut progress)?;
+    let out = match mode {
+        Mode::Simulated => world::run(sc, seed, &mut progress)?,
+        Mode::Live(addr) => rtsync_simulator::live::run(sc, seed, addr, &mut progress)?,
+    };
     if !quiet {
         eprint!("\r{:60}\r", "");
     }
     let verdict = report::evaluate(sc, &out.recorder);
-    let replay = format!("cargo run --release --bin simulate -- {source} --seed {seed}");
+    let replay = match mode {
+        Mode::Simulated => format!("cargo run --release --bin simulate -- {source} --seed {seed}"),
+        // A live run depends on the machine and the network; the line reruns it, it
+        // cannot replay it exactly.
+        Mode::Live(_) => format!(
+            "cargo run --release --bin simulate -- live {source} --seed {seed} (live: reruns, not an exact replay)"
+        ),
+    };
     println!("{}", report::console(sc, seed, &out, &verdict, &replay));
     let summary = report::summary(sc, seed, &out, &verdict);
     let det = serde_json::to_string(&summary["deterministic"])?;
@@ -194,6 +239,51 @@ fn real_main() -> anyhow::Result<i32> {
                 }
             }
             Ok(EXIT_PASS)
+        }
+        Some(Cmd::Live {
+            scenario,
+            target,
+            spawn_server,
+            seed,
+            out,
+            quiet,
+        }) => {
+            let sc = match Scenario::load(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let spawned = if spawn_server {
+                Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
+            } else {
+                None
+            };
+            let addr = match (&spawned, target) {
+                (Some(s), _) => s.addr,
+                (None, Some(t)) => {
+                    use std::net::ToSocketAddrs;
+                    t.to_socket_addrs()
+                        .with_context(|| format!("--target {t}"))?
+                        .next()
+                        .with_context(|| format!("--target {t}: no address"))?
+                }
+                (None, None) => {
+                    anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
+                }
+            };
+            println!("  live: {} tabs against {addr}", sc.tabs());
+            let r = run_in(
+                Mode::Live(addr),
+                &sc,
+                &scenario.display().to_string(),
+                seed.unwrap_or(sc.seed),
+                &out,
+                quiet,
+            )?;
+            drop(spawned);
+            Ok(r.code)
         }
         Some(Cmd::Compare {
             base,

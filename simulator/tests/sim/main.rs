@@ -318,3 +318,42 @@ ack_ms = ["p(99)<1"]
     assert!(c.table().contains("✗ small") && c.table().contains("ack_ms"));
     assert!(!compare::compare(&b, &b, &compare::Band::default()).regressed());
 }
+
+#[test]
+fn live_mode_drives_the_same_tabs_over_real_tcp() {
+    let sc = scenario(
+        r#"
+name = "live"
+duration_s = 3
+quiescence_s = 2
+[[groups]]
+name = "office"
+users = 4
+tabs_per_device = 2
+sse_fraction = 0.25
+[workload]
+ops_per_s = 2.0
+keys = 20
+[[faults]]
+at_s = 1
+kind = "offline"
+fraction = 0.5
+[[faults]]
+at_s = 2
+kind = "online"
+fraction = 0.5
+"#,
+    );
+    let server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
+    let out = rtsync_simulator::live::run(&sc, 1, server.addr, &mut |_, _| {}).expect("live run");
+    let rec = &out.recorder;
+    assert!(out.live);
+    assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
+    assert!(rec.counter("ops_acked", None) > 0 && rec.counter("deliveries", None) > 0);
+    assert!(rec.merged("ws_delivery_ms", None, None).is_some());
+    assert!(rec.merged("sse_delivery_ms", None, None).is_some());
+    assert_eq!(rec.tabs.len(), 8);
+    assert!(rec.tabs.iter().all(|t| t.open && t.settled));
+    let summary = report::summary(&sc, 1, &out, &report::evaluate(&sc, rec));
+    assert_eq!(summary["deterministic"]["mode"], "live");
+}

@@ -1,0 +1,211 @@
+//! Live mode: the same virtual tabs over real TCP, in real time, against a server at
+//! `--target` or one spawned on 127.0.0.1. Same workload, checkers, thresholds and
+//! reports as the simulator; the figures are measured, not deterministic.
+//!
+//! Limits of this first version (docs/performance.md): the tabs run on one thread (a
+//! `LocalSet`; the spawned server has its own multi-threaded runtime); only client
+//! faults apply (offline/online, reload, corrupt storage, schema upgrade, tab close/open,
+//! stall) — network and server faults need the fault proxy, not built yet, and are
+//! skipped with a warning; latency is measured from the actual send, and tabs that fall
+//! behind their Poisson schedule are counted (`late_ops`) rather than corrected for.
+
+use crate::glue;
+use crate::record::{Phases, Recorder, ServerFinal};
+use crate::scenario::{FaultKind, Scenario};
+use crate::tab::{Command, fetch_snapshots};
+use crate::world::{RunError, RunOutput, spawn_tabs, tab_specs, token, zipf_cdf};
+use rtsync_client::rng::Rng;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A reference server on 127.0.0.1 with the scenario's settings, on its own
+/// multi-threaded runtime; stopped (1001 to every client) when dropped.
+#[derive(Debug)]
+pub struct SpawnedServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SpawnedServer {
+    pub fn start(sc: &Scenario) -> Result<Self, RunError> {
+        let cfg = crate::world::server_config(sc);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+                    return;
+                };
+                let _ = addr_tx.send(listener.local_addr().ok());
+                let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
+                let _ = rtsync_server::serve(listener, cfg, clock, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        let addr = addr_rx.recv().ok().flatten().ok_or_else(|| {
+            RunError::Sim("could not start the reference server on 127.0.0.1".into())
+        })?;
+        Ok(SpawnedServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the scenario's tabs against `target` in real time.
+pub fn run(
+    sc: &Scenario,
+    seed: u64,
+    target: SocketAddr,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunOutput, RunError> {
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Sim(e.to_string()))?;
+    let local = tokio::task::LocalSet::new();
+    let workload_end_ms = sc.duration_s * 1000;
+    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
+    let mut faults = sc.faults.clone();
+    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let rec = Rc::new(RefCell::new(Recorder {
+        phases: Some(Phases {
+            warmup_end_ms: sc.warmup_s * 1000,
+            faults_ms: faults.first().map(|a| {
+                (
+                    (a.at_s * 1000.0) as u64,
+                    (faults[faults.len() - 1].at_s * 1000.0) as u64,
+                )
+            }),
+            workload_end_ms,
+        }),
+        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
+        ..Recorder::default()
+    }));
+    let mut root = Rng::new(seed);
+    let specs = tab_specs(sc, &mut root);
+    let tabs_total = specs.len();
+    let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
+    let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
+    let mut tabs = Vec::new();
+    for spec in specs {
+        let (tx, rx) = mpsc::unbounded_channel();
+        controls.entry(spec.group.clone()).or_default().push(tx);
+        tabs.push((spec, rx));
+    }
+    let send = |group: &Option<String>, fraction: f64, cmd: Command| {
+        for (g, txs) in &controls {
+            if group.as_ref().is_none_or(|x| x == g) {
+                let n = (fraction * txs.len() as f64).ceil() as usize;
+                for tx in txs.iter().take(n) {
+                    let _ = tx.send(cmd);
+                }
+            }
+        }
+    };
+    let workspaces: Vec<String> = {
+        let mut w: Vec<String> = sc
+            .groups
+            .iter()
+            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("w{i}")))
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    };
+    local.block_on(&rt, async {
+        glue::go_live(target);
+        let handles = spawn_tabs(tabs, &rec, &zipf);
+        let start = tokio::time::Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut warned = false;
+        for f in &faults {
+            tokio::time::sleep_until(at((f.at_s * 1000.0) as u64)).await;
+            progress((f.at_s) as u64, total_ms / 1000);
+            rec.borrow_mut().fault_marks.push((glue::now_ms(), format!("{:?}{}", f.kind, f.group.as_ref().map_or(String::new(), |g| format!(" {g}")))));
+            let cmd = match f.kind {
+                FaultKind::Offline => Some(Command::Offline),
+                FaultKind::Online => Some(Command::Online),
+                FaultKind::Reload => Some(Command::Reload { corrupt: false, old_schema: false }),
+                FaultKind::CorruptStorage => Some(Command::Reload { corrupt: true, old_schema: false }),
+                FaultKind::SchemaUpgrade => Some(Command::Reload { corrupt: false, old_schema: true }),
+                FaultKind::TabClose => Some(Command::Close),
+                FaultKind::TabOpen => Some(Command::Open),
+                FaultKind::Stall => Some(Command::Stall(true)),
+                FaultKind::Unstall => Some(Command::Stall(false)),
+                _ => None,
+            };
+            match cmd {
+                Some(c) => send(&f.group, f.fraction, c),
+                None if !warned => {
+                    warned = true;
+                    eprintln!("live mode: network and server faults need the fault proxy (not built yet); skipping {:?} and the like", f.kind);
+                }
+                None => {}
+            }
+        }
+        let mut next_progress = 0;
+        while start.elapsed() < Duration::from_millis(workload_end_ms) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let s = start.elapsed().as_secs();
+            if s >= next_progress {
+                progress(s, total_ms / 1000);
+                next_progress = s + 1;
+            }
+        }
+        send(&None, 1.0, Command::StopWorkload);
+        send(&None, 1.0, Command::Online);
+        send(&None, 1.0, Command::Stall(false));
+        tokio::time::sleep_until(at(total_ms)).await;
+        send(&None, 1.0, Command::Finish);
+        for h in handles {
+            let _ = h.await;
+        }
+        for ws in workspaces {
+            let (epoch, parts) = fetch_snapshots(&token("probe", &ws)).await.unwrap_or_default();
+            let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
+            rec.borrow_mut().server.insert(ws, ServerFinal { epoch, entities, presence: Default::default() });
+        }
+    });
+    let wall_s = started.elapsed().as_secs_f64();
+    drop(local);
+    let mut recorder = Rc::try_unwrap(rec)
+        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
+        .into_inner();
+    crate::check::run_all(&mut recorder);
+    crate::report::finalize_gauges(&mut recorder);
+    Ok(RunOutput {
+        live: true,
+        recorder,
+        simulated_s: wall_s,
+        wall_s,
+        tabs: tabs_total,
+    })
+}
