@@ -4,12 +4,18 @@
 //! Module map:
 //! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md).
 //! - [`world`] — builds the simulation (hosts, tabs, faults) and runs it.
-//! - [`tab`] — a virtual tab: the shell around a client `Session`, and its workload.
+//! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
+//!   app around it — cache, memory, reloads — and the notes it records are submodules).
+//! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
+//! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
 //! - [`glue`] — turmoil listener for axum, the simulated clock, WebSocket/SSE/HTTP clients.
 //! - [`record`] — histograms, counters and the history the checkers read.
 //! - [`check`] — the checkers (SLO.md's invariants), each anomaly explained.
 //! - [`threshold`] — k6-style thresholds.
 //! - [`report`] — verdicts, the console summary and `summary.json`.
+//! - [`hgrm`] — `.hgrm` percentile distributions and `.hlog` interval logs.
+//! - [`html`] — the self-contained HTML report (plotters SVG charts) and the index page.
+//! - [`compare`] — `simulate compare`: change per metric against a noise band.
 //! - [`metrics`] — metric and invariant names.
 //! - [`catalog`] — every scenario of `scenarios/`, embedded.
 

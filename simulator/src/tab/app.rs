@@ -1,0 +1,179 @@
+//! The app around the sync engine: list queries through the query cache, memory
+//! sampling and cleanup, the virtual list, reloads through persistence, and the final
+//! report of the tab.
+
+use super::*;
+
+impl Tab {
+    pub(super) fn query_key(&self, project: u64) -> Vec<String> {
+        vec![
+            "tasks".to_owned(),
+            self.spec.workspace.clone(),
+            format!("p{project}"),
+        ]
+    }
+
+    /// A list query through the cache; a miss or a stale entry fetches over HTTP
+    /// (deduplicated by the cache while one fetch is in flight).
+    pub(super) fn query(&mut self, key: Vec<String>, now: u64) {
+        self.rec.borrow_mut().count("queries", &self.spec.group, 1);
+        let fetch = match self.cache.query(&key, now) {
+            Lookup::Fresh(_) => false,
+            Lookup::Stale { fetch, .. } | Lookup::Miss { fetch } => fetch,
+        };
+        if !fetch {
+            return;
+        }
+        let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
+        tokio::task::spawn_local(async move {
+            let path = format!("/api/entities/tasks?projectId={project}");
+            let data = glue::get_json(&token, &path)
+                .await
+                .and_then(|v| v.get("entities").cloned());
+            let _ = tx.send(Io::Query(key, data));
+        });
+    }
+
+    /// Samples retained bytes per store; under pressure, runs the cleanup tasks. Also
+    /// scrolls the virtual task list and notes how many rows it materialises.
+    pub(super) fn sample_memory(&mut self, now: u64) {
+        let outbox: usize = self
+            .s
+            .outbox()
+            .ops()
+            .map(|o| {
+                96 + o.entity_id.len()
+                    + rtsync_client::value_bytes(&Value::Object(o.changes.clone()))
+            })
+            .sum();
+        let stores = [
+            ("replica", self.s.replica().bytes()),
+            ("cache", self.cache.bytes()),
+            ("outbox", outbox),
+        ];
+        let before = self.memory.current() as i64;
+        let total = self.memory.sample(now, &stores) as i64;
+        self.rec
+            .borrow_mut()
+            .timeline_add("retained_bytes", now, total - before);
+        if self.memory.under_pressure() {
+            // The cleanup task: the seed's removal of old, rarely hit entries, then a trim
+            // of the cache to its budget (15% of retained bytes). It succeeded if the cache
+            // is within budget afterwards.
+            let budget = self.memory.current() * 15 / 100;
+            self.cache.cleanup(now, 30_000, 2);
+            self.cache.gc(now);
+            self.cache.trim_to(budget);
+            let within = self.cache.bytes() <= budget;
+            self.memory.record_cleanup("cache", within);
+        }
+        let rows = self.spec.workload.list_rows;
+        if rows > 0 {
+            let g = ListGeometry::default();
+            self.scroll_px =
+                (self.scroll_px + 4_321 * u64::from(g.item_px)) % (rows * u64::from(g.item_px));
+            self.list_rows_max = self
+                .list_rows_max
+                .max(window(&g, rows, self.scroll_px).materialised());
+        }
+    }
+
+    /// Reloads the tab from its storage: the state snapshot goes through the real
+    /// dehydrate/hydrate path (corrupted or old-schema on request); the queue comes from
+    /// its own key. A failure resets the state and refetches: nothing queued is lost.
+    pub(super) fn reload(&mut self, corrupt: bool, old_schema: bool, now: u64) {
+        if self.closed {
+            return;
+        }
+        let wall = std::time::Instant::now(); // measured section only (CPU cost)
+        let mut blob = if old_schema {
+            storage::save_v1(&self.s, &self.spec.user, now)
+        } else {
+            storage::save(&self.s, &self.spec.user, now)
+        };
+        if corrupt {
+            blob = storage::corrupt(&blob, &mut self.rng).0;
+        }
+        let restored = storage::load(&blob, self.stored_queue.as_deref(), now);
+        let measured_us = wall.elapsed().as_micros() as u64;
+        self.s.close(now);
+        let mut cfg = self.spec.session.clone();
+        cfg.connection.start_transport = if self.spec.sse {
+            Transport::Sse
+        } else {
+            Transport::WebSocket
+        };
+        let salt = self.rng.next_u64();
+        let mut fresh = Session::new(&self.spec.user, &self.spec.id, cfg, self.rng.fork(salt));
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.count("reloads", &self.spec.group, 1);
+            rec.measured_persist_us.push(measured_us);
+            match restored {
+                Ok(r) => {
+                    if r.migrated {
+                        rec.count("migrations", &self.spec.group, 1);
+                    }
+                    fresh.restore(r.entities, r.sync);
+                }
+                Err(_) => {
+                    rec.count("state_resets", &self.spec.group, 1);
+                    self.recovering_since = Some(now);
+                    let q = storage::queue_of(self.stored_queue.as_deref());
+                    fresh.restore(
+                        Vec::new(),
+                        SyncState {
+                            epoch: None,
+                            seq: 0,
+                            ..q
+                        },
+                    );
+                }
+            }
+        }
+        // The old session's socket goes; the new one starts over.
+        self.set_link(None);
+        self.connecting = None;
+        self.s = fresh;
+        self.epoch = 0;
+        self.s.start(now);
+    }
+
+    pub(super) fn finish(&mut self) {
+        let trend = self.memory.trend();
+        {
+            let mut rec = self.rec.borrow_mut();
+            let c = self.cache.stats;
+            let a = &mut rec.cache;
+            a.queries += c.queries;
+            a.hits += c.hits;
+            a.fetches += c.fetches;
+            a.invalidated += c.invalidated;
+            a.invalidated_refetched += c.invalidated_refetched;
+            a.false_positives += c.false_positives;
+            rec.cache_bytes += self.cache.bytes() as u64;
+            rec.retained_bytes += self.memory.current() as u64;
+            let cl = self.memory.cleanup_total();
+            rec.cleanups.runs += cl.runs;
+            rec.cleanups.succeeded += cl.succeeded;
+            if trend.samples >= 2 {
+                rec.growth_bytes_per_hour.push(trend.growth_bytes_per_hour);
+            }
+            rec.list_rows_max = rec.list_rows_max.max(self.list_rows_max);
+        }
+        let t = TabFinal {
+            tab: self.spec.id.clone(),
+            user: self.spec.user.clone(),
+            workspace: self.spec.workspace.clone(),
+            open: self.s.connection().is_open() && !self.closed,
+            closed: self.closed,
+
+            settled: self.s.is_settled(),
+            outbox_len: self.s.outbox().len(),
+            live: self.s.replica().live().cloned().collect(),
+            presence: self.presence.clone(),
+            dropped_silently: self.s.outbox().stats.dropped_silently,
+        };
+        self.rec.borrow_mut().tabs.push(t);
+    }
+}

@@ -1,0 +1,208 @@
+//! What the session tells the tab, turned into metrics and history for the checkers,
+//! and the cross-tab STATE_UPDATE it sends its device's other tabs.
+
+use super::*;
+
+impl Tab {
+    pub(super) fn note(&mut self, n: Note) {
+        let g = self.spec.group.clone();
+        let now = now_ms();
+        let mut rec = self.rec.borrow_mut();
+        match n {
+            Note::Opened { at_ms, .. } => {
+                rec.count("connections_opened", &g, 1);
+                // refetchOnReconnect: observed queries are marked stale; the next read refetches.
+                self.cache.on_reconnect();
+                if let Some(lost) = self.lost_at.take() {
+                    rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
+                    self.reopened_at = Some(at_ms);
+                }
+            }
+            Note::Lost { at_ms, .. } => {
+                rec.count("connection_losses", &g, 1);
+                self.lost_at.get_or_insert(at_ms);
+            }
+            Note::Synced { by_snapshot, at_ms } => {
+                if let Some(start) = self.starting_since.take() {
+                    rec.sample("startup_sync_ms", &g, at_ms, at_ms - start);
+                }
+                if by_snapshot {
+                    rec.count("resyncs_by_snapshot", &g, 1);
+                    if let Some(since) = self.recovering_since.take() {
+                        rec.sample("recovery_ms", &g, at_ms, at_ms - since);
+                    }
+                }
+                if let Some(open) = self.reopened_at.take() {
+                    rec.sample("resync_ms", &g, at_ms, at_ms - open);
+                }
+            }
+            Note::Applied { seq, event } => {
+                rec.count("deliveries", &g, 1);
+                let id = event
+                    .payload
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !(id.starts_with(self.spec.workspace.as_str())
+                    && id[self.spec.workspace.len()..].starts_with('-'))
+                {
+                    rec.anomaly(Anomaly::new(
+                        "cross_workspace_leaks",
+                        format!(
+                            "tab {} of {} received {id} from another workspace",
+                            self.spec.id, self.spec.workspace
+                        ),
+                    ));
+                }
+                if let Some(op) = event.payload.get("opId").and_then(Value::as_str) {
+                    rec.applied(self.epoch, op, seq);
+                    if let Some(sent) = rec.ops.get(op).and_then(|o| o.first_sent_ms) {
+                        let metric = if self.spec.sse {
+                            "sse_delivery_ms"
+                        } else {
+                            "ws_delivery_ms"
+                        };
+                        rec.sample(metric, &g, now, now.saturating_sub(sent));
+                    }
+                }
+                if event.payload.get("deleted") == Some(&Value::Bool(true)) {
+                    let kind = event.kind.entity_kind().unwrap_or(EntityKind::Task);
+                    rec.deletes_seen.insert(
+                        (self.epoch, self.spec.workspace.clone(), kind, id.to_owned()),
+                        event.version,
+                    );
+                }
+                drop(rec);
+                if !self.cache.is_empty()
+                    && let Some(p) = event.payload.get("projectId").and_then(Value::as_str)
+                {
+                    let key = vec![
+                        "tasks".to_owned(),
+                        self.spec.workspace.clone(),
+                        p.to_owned(),
+                    ];
+                    self.cache.invalidate(Filter::Exact(&key));
+                }
+                self.cross_tab(now, event.payload.get("opId").cloned());
+            }
+            Note::Acked { op, ack, at_ms } => {
+                rec.count("ops_acked", &g, 1);
+                rec.timeline_add("queued_ops", at_ms, -1);
+                if let Some(r) = rec.ops.get_mut(&op.op_id) {
+                    if let Some(sent) = r.first_sent_ms {
+                        let v = at_ms.saturating_sub(sent);
+                        r.answered_ms = Some(at_ms);
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: ack.seq,
+                            version: ack.version,
+                            fields: op.changes.clone(),
+                            delete: op.kind == EventType::TaskDeleted,
+                        };
+                        rec.sample("ack_ms", &g, at_ms, v);
+                    } else {
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: ack.seq,
+                            version: ack.version,
+                            fields: op.changes.clone(),
+                            delete: op.kind == EventType::TaskDeleted,
+                        };
+                    }
+                }
+                if let Some(seq) = ack.seq {
+                    rec.applied(self.epoch, &op.op_id, seq);
+                    if op.kind == EventType::TaskDeleted {
+                        rec.deletes_seen.insert(
+                            (
+                                self.epoch,
+                                self.spec.workspace.clone(),
+                                EntityKind::Task,
+                                op.entity_id.clone(),
+                            ),
+                            ack.version,
+                        );
+                    }
+                }
+                if let Some(received) = self.resolving.remove(&op.op_id) {
+                    rec.sample(
+                        "conflict_resolution_ms",
+                        &g,
+                        at_ms,
+                        at_ms.saturating_sub(received),
+                    );
+                }
+            }
+            Note::RolledBack { op, .. } => {
+                rec.count("ops_rolled_back", &g, 1);
+                rec.timeline_add("queued_ops", now, -1);
+                if let Some(r) = rec.ops.get_mut(&op.op_id) {
+                    r.outcome = Outcome::RolledBack;
+                    r.answered_ms = Some(now);
+                }
+                self.resolving.remove(&op.op_id);
+            }
+            Note::Conflict(c) => {
+                rec.count("conflicts", &g, 1);
+                if let Some(seq) = c.seq {
+                    // MERGE applied the fields nobody else had changed: the entity at
+                    // that version is `current`, which the final state must show if it
+                    // is still at that version.
+                    if let Some(r) = rec.ops.get_mut(&c.op_id) {
+                        r.outcome = Outcome::Applied {
+                            epoch: self.epoch,
+                            seq: Some(seq),
+                            version: c.current.version,
+                            fields: c.current.fields.clone(),
+                            delete: false,
+                        };
+                    }
+                    rec.applied(self.epoch, &c.op_id, seq);
+                }
+                drop(rec);
+                let due = now + self.spec.workload.think_time_ms;
+                self.thinking.push((due, c, now));
+            }
+            Note::Presence(list) => {
+                self.presence = list.into_iter().map(|p| p.user_id).collect();
+            }
+            Note::PresenceDiff(d) => {
+                for p in d.joins {
+                    self.presence.insert(p.user_id);
+                }
+                for p in d.leaves {
+                    self.presence.remove(&p.user_id);
+                }
+            }
+            Note::Duplicate { .. }
+            | Note::Ephemeral(_)
+            | Note::Error(_)
+            | Note::NeedsAuth
+            | Note::GaveUp => {}
+        }
+    }
+
+    /// Tells the device's other tabs about a change (BroadcastChannel STATE_UPDATE).
+    pub(super) fn cross_tab(&mut self, now: u64, op: Option<Value>) {
+        let Some(dev) = &self.device else { return };
+        if dev.borrow().bus.members().nth(1).is_none() {
+            return; // the only tab of its device: nobody to tell
+        }
+        let (lo, hi) = (
+            self.spec.workload.cross_tab_ms_min,
+            self.spec.workload.cross_tab_ms_max,
+        );
+        let msg = CrossTabMessage {
+            kind: CrossTabType::StateUpdate,
+            payload: json!({"appliedAt": now, "opId": op}),
+            source: self.spec.id.clone(),
+            timestamp: Timestamp(now),
+        };
+        let rng = &mut self.rng;
+        let mut d = dev.borrow_mut();
+        let _ = d
+            .bus
+            .post(&self.spec.id, msg, now, |_| lo + rng.below(hi - lo + 1));
+        d.wake.notify_one();
+    }
+}

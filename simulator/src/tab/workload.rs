@@ -1,0 +1,144 @@
+//! The tab's workload: Poisson-timed mutations on Zipf-chosen entities, and conflicts
+//! resolved the way a user would (after a think time, keeping theirs or mine).
+
+use super::*;
+
+impl Tab {
+    pub(super) fn draw_next(&mut self, now: u64, rate_per_s: f64) -> Option<u64> {
+        if rate_per_s <= 0.0 {
+            return None;
+        }
+        // Exponential inter-arrival (Poisson process).
+        let u = self.rng.unit().max(1e-12);
+        Some(now + (-u.ln() / rate_per_s * 1000.0).round().max(1.0) as u64)
+    }
+
+    pub(super) fn key(&mut self) -> String {
+        let u = self.rng.unit();
+        let k = self
+            .zipf
+            .partition_point(|c| *c < u)
+            .min(self.zipf.len().saturating_sub(1));
+        format!("{}-t{k}", self.spec.workspace)
+    }
+
+    pub(super) fn workload_op(&mut self, now: u64) {
+        let w = &self.spec.workload;
+        let total = w.create + w.update + w.status + w.delete;
+        let (create, update, status) = (w.create, w.update, w.status);
+        let id = self.key();
+        let exists = self.s.view(EntityKind::Task, &id).is_some();
+        let pick = self.rng.unit() * total;
+        let n = self.rng.below(1_000_000);
+        let (kind, changes) = if !exists || pick < create {
+            if exists {
+                (
+                    EventType::TaskUpdated,
+                    json!({"title": format!("title {n}")}),
+                )
+            } else {
+                (
+                    EventType::TaskCreated,
+                    json!({"title": format!("task {n}"), "status": "todo", "priority": n % 5, "projectId": format!("p{}", n % self.spec.workload.projects.max(1))}),
+                )
+            }
+        } else if pick < create + update {
+            (
+                EventType::TaskUpdated,
+                json!({"title": format!("title {n}"), "priority": n % 5}),
+            )
+        } else if pick < create + update + status {
+            let status = ["todo", "doing", "done"][(n % 3) as usize];
+            (EventType::TaskStatusChanged, json!({ "status": status }))
+        } else {
+            (EventType::TaskDeleted, json!({}))
+        };
+        self.enqueue(
+            kind,
+            &id,
+            changes.as_object().cloned().unwrap_or_default(),
+            now,
+        );
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        kind: EventType,
+        id: &str,
+        changes: Map<String, Value>,
+        now: u64,
+    ) -> Option<String> {
+        let entity = kind.entity_kind()?;
+        let dropped_before = self.s.outbox().stats.dropped_silently;
+        // optimistic_apply_us is CPU time: measured with the wall clock, reported in the
+        // measured section only (never in the deterministic one).
+        let wall = std::time::Instant::now();
+        let result = self.s.mutate(kind, id, changes, None, vec![], now);
+        let _ = self.s.view(entity, id);
+        let apply_us = wall.elapsed().as_micros() as u64;
+        self.rec.borrow_mut().measured_apply_us.push(apply_us);
+        match result {
+            Ok(op_id) => {
+                let dropped = self.s.outbox().stats.dropped_silently - dropped_before;
+                self.rec
+                    .borrow_mut()
+                    .timeline_add("queued_ops", now, 1 - dropped as i64);
+                let n = op_id
+                    .rsplit_once(':')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0);
+                let mut rec = self.rec.borrow_mut();
+                rec.count("ops_enqueued", &self.spec.group, 1);
+                rec.ops.insert(
+                    op_id.clone(),
+                    OpRecord {
+                        client: self.spec.id.clone(),
+                        n,
+                        workspace: self.spec.workspace.clone(),
+                        kind: entity,
+                        entity_id: id.to_owned(),
+                        enqueued_ms: now,
+                        first_sent_ms: None,
+                        outcome: Outcome::Pending,
+                        answered_ms: None,
+                    },
+                );
+                Some(op_id)
+            }
+            Err(_) => {
+                // Refused loudly (queue full): the app knows; nothing is lost silently.
+                self.rec
+                    .borrow_mut()
+                    .count("ops_refused_full", &self.spec.group, 1);
+                None
+            }
+        }
+    }
+
+    pub(super) fn resolve_conflict(&mut self, c: &ConflictDetected, received: u64, now: u64) {
+        let keep = self.rng.chance(self.spec.workload.keep_local_p);
+        let choice = if keep {
+            ConflictChoice::KeepLocal
+        } else {
+            ConflictChoice::TakeRemote
+        };
+        match resolve(c, choice) {
+            Some(r) => {
+                let kind = match r.kind {
+                    EntityKind::Task => EventType::TaskUpdated,
+                    EntityKind::Project => EventType::ProjectUpdated,
+                    EntityKind::Note => EventType::NoteUpdated,
+                };
+                if let Some(op) = self.enqueue(kind, &r.entity_id, r.changes, now) {
+                    self.resolving.insert(op, received);
+                }
+            }
+            None => self.rec.borrow_mut().sample(
+                "conflict_resolution_ms",
+                &self.spec.group,
+                now,
+                now.saturating_sub(received),
+            ),
+        }
+    }
+}
