@@ -19,28 +19,56 @@ pub const SERVER_PORT: u16 = 8080;
 /// Small buffers: tungstenite zero-fills its read buffer on every read (DESIGN.md).
 const WS_BUFFER_BYTES: usize = 4096;
 
+/// Live mode's network: where each route (a group's tabs, the probe) connects.
+#[derive(Debug, Clone)]
+struct Live {
+    server: std::net::SocketAddr,
+    /// Group → its fault proxy; routes without one go straight to the server.
+    routes: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    start: std::time::Instant,
+}
+
 thread_local! {
-    /// Live mode (`simulate live`): the server's real address and when the run began.
-    /// Thread-local, so simulations on other threads (tests run in parallel) are unaffected.
-    static LIVE: std::cell::Cell<Option<(std::net::SocketAddr, std::time::Instant)>> = const { std::cell::Cell::new(None) };
+    /// Live mode (`simulate live`). Thread-local, so simulations on other threads (tests
+    /// run in parallel) are unaffected.
+    static LIVE: std::cell::RefCell<Option<Live>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Sends this thread's tabs over real TCP to `addr` (live mode) from now on.
-pub fn go_live(addr: std::net::SocketAddr) {
+/// Sends this thread's tabs over real TCP from now on: to the group's proxy where
+/// `routes` has one, else to `server`.
+pub fn go_live(
+    server: std::net::SocketAddr,
+    routes: std::collections::BTreeMap<String, std::net::SocketAddr>,
+) {
     // Live mode measures real time; this never runs inside a simulation.
-    LIVE.with(|l| l.set(Some((addr, std::time::Instant::now()))));
+    let start = std::time::Instant::now();
+    LIVE.with(|l| {
+        *l.borrow_mut() = Some(Live {
+            server,
+            routes,
+            start,
+        })
+    });
 }
 
-fn live() -> Option<(std::net::SocketAddr, std::time::Instant)> {
-    LIVE.with(|l| l.get())
+fn live_addr(route: &str) -> Option<std::net::SocketAddr> {
+    LIVE.with(|l| {
+        l.borrow()
+            .as_ref()
+            .map(|l| l.routes.get(route).copied().unwrap_or(l.server))
+    })
+}
+
+fn live_start() -> Option<std::time::Instant> {
+    LIVE.with(|l| l.borrow().as_ref().map(|l| l.start))
 }
 
 /// Milliseconds since the run began, the same on every host: simulated time under
 /// turmoil (tokio's `Instant` differs per host there), real time in live mode. Every
 /// timestamp compared across hosts comes from here.
 pub fn now_ms() -> u64 {
-    match live() {
-        Some((_, start)) => start.elapsed().as_millis() as u64,
+    match live_start() {
+        Some(start) => start.elapsed().as_millis() as u64,
         None => turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64),
     }
 }
@@ -96,10 +124,11 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
-/// Connects to the server: `host` on turmoil's network, or the live address.
-async fn connect(host: &str) -> Result<(Conn, String), ConnectFail> {
-    match live() {
-        Some((addr, _)) => {
+/// Connects to the server for `route` (a group's name, or "probe"): on turmoil's
+/// network always the host `server`; live, through the group's fault proxy if it has one.
+async fn connect(route: &str) -> Result<(Conn, String), ConnectFail> {
+    match live_addr(route) {
+        Some(addr) => {
             let s = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|_| ConnectFail::Network)?;
@@ -107,10 +136,10 @@ async fn connect(host: &str) -> Result<(Conn, String), ConnectFail> {
             Ok((Conn::Live(s), addr.to_string()))
         }
         None => {
-            let s = TcpStream::connect((host, SERVER_PORT))
+            let s = TcpStream::connect(("server", SERVER_PORT))
                 .await
                 .map_err(|_| ConnectFail::Network)?;
-            Ok((Conn::Sim(s), format!("{host}:{SERVER_PORT}")))
+            Ok((Conn::Sim(s), format!("server:{SERVER_PORT}")))
         }
     }
 }
@@ -166,8 +195,8 @@ pub enum ConnectFail {
 
 pub type Ws = WebSocketStream<Conn>;
 
-pub async fn ws_connect(host: &str, query: &str) -> Result<Ws, ConnectFail> {
-    let (stream, authority) = connect(host).await?;
+pub async fn ws_connect(route: &str, query: &str) -> Result<Ws, ConnectFail> {
+    let (stream, authority) = connect(route).await?;
     let url = format!("ws://{authority}/ws?{query}");
     let cfg = WebSocketConfig::default()
         .read_buffer_size(WS_BUFFER_BYTES)
@@ -195,9 +224,9 @@ fn refusal(status: u16, headers: &hyper::HeaderMap) -> ConnectFail {
 }
 
 /// `GET path` with a bearer token; the JSON body of a 200, else `None`.
-pub async fn get_json(token: &str, path: &str) -> Option<serde_json::Value> {
+pub async fn get_json(route: &str, token: &str, path: &str) -> Option<serde_json::Value> {
     match http(
-        "server",
+        route,
         "GET",
         path,
         &[("authorization", format!("Bearer {token}"))],
@@ -212,13 +241,13 @@ pub async fn get_json(token: &str, path: &str) -> Option<serde_json::Value> {
 
 /// One HTTP/1 request on a fresh connection: (status, body).
 pub async fn http(
-    host: &str,
+    route: &str,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: Option<String>,
 ) -> Result<(u16, Vec<u8>), ConnectFail> {
-    let resp = request(host, method, path, headers, body).await?;
+    let resp = request(route, method, path, headers, body).await?;
     let status = resp.status().as_u16();
     let bytes = resp
         .into_body()
@@ -230,13 +259,13 @@ pub async fn http(
 }
 
 async fn request(
-    host: &str,
+    route: &str,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: Option<String>,
 ) -> Result<hyper::Response<Incoming>, ConnectFail> {
-    let (stream, authority) = connect(host).await?;
+    let (stream, authority) = connect(route).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| ConnectFail::Network)?;
@@ -277,7 +306,7 @@ pub enum SseRead {
 }
 
 pub async fn sse_connect(
-    host: &str,
+    route: &str,
     path: &str,
     last_event_id: Option<String>,
 ) -> Result<Sse, ConnectFail> {
@@ -285,7 +314,7 @@ pub async fn sse_connect(
     if let Some(id) = last_event_id {
         headers.push(("last-event-id", id));
     }
-    let resp = request(host, "GET", path, &headers, None).await?;
+    let resp = request(route, "GET", path, &headers, None).await?;
     if resp.status() != 200 {
         return Err(refusal(resp.status().as_u16(), resp.headers()));
     }

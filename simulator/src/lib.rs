@@ -31,6 +31,7 @@ pub mod hgrm;
 pub mod html;
 pub mod live;
 pub mod metrics;
+pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod scenario;

@@ -2,14 +2,15 @@
 //! `--target` or one spawned on 127.0.0.1. Same workload, checkers, thresholds and
 //! reports as the simulator; the figures are measured, not deterministic.
 //!
-//! Limits of this first version (docs/performance.md): the tabs run on one thread (a
-//! `LocalSet`; the spawned server has its own multi-threaded runtime); only client
-//! faults apply (offline/online, reload, corrupt storage, schema upgrade, tab close/open,
-//! stall) — network and server faults need the fault proxy, not built yet, and are
-//! skipped with a warning; latency is measured from the actual send, and tabs that fall
-//! behind their Poisson schedule are counted (`late_ops`) rather than corrected for.
+//! Each group's tabs connect through their own fault proxy on loopback (`proxy.rs`),
+//! which adds the group's link latency and applies the network faults of the timeline
+//! for real (partition, hold, latency). Limits of this version: the tabs run on one
+//! thread (a `LocalSet`; a spawned server has its own multi-threaded runtime); server
+//! faults (crash, restart, bounce) are skipped with a warning; latency is measured from
+//! the actual send, not from the intended one (no coordinated-omission correction yet).
 
 use crate::glue;
+use crate::proxy::FaultProxy;
 use crate::record::{Phases, Recorder, ServerFinal};
 use crate::scenario::{FaultKind, Scenario};
 use crate::tab::{Command, fetch_snapshots};
@@ -141,7 +142,24 @@ pub fn run(
         w
     };
     local.block_on(&rt, async {
-        glue::go_live(target);
+        let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();
+        for g in &sc.groups {
+            let base = g.latency_ms.unwrap_or(sc.server.latency_ms);
+            match FaultProxy::start(target, base).await {
+                Ok(p) => {
+                    proxies.insert(g.name.clone(), (p, base));
+                }
+                Err(e) => eprintln!("live mode: no fault proxy for {}: {e}; its tabs connect directly", g.name),
+            }
+        }
+        glue::go_live(target, proxies.iter().map(|(g, (p, _))| (g.clone(), p.addr)).collect());
+        let for_group = |group: &Option<String>, f: &dyn Fn(&FaultProxy, u64)| {
+            for (g, (p, base)) in &proxies {
+                if group.as_ref().is_none_or(|x| x == g) {
+                    f(p, *base);
+                }
+            }
+        };
         let handles = spawn_tabs(tabs, &rec, &zipf);
         let start = tokio::time::Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
@@ -162,13 +180,21 @@ pub fn run(
                 FaultKind::Unstall => Some(Command::Stall(false)),
                 _ => None,
             };
-            match cmd {
-                Some(c) => send(&f.group, f.fraction, c),
-                None if !warned => {
-                    warned = true;
-                    eprintln!("live mode: network and server faults need the fault proxy (not built yet); skipping {:?} and the like", f.kind);
+            match (cmd, f.kind) {
+                (Some(c), _) => send(&f.group, f.fraction, c),
+                (None, FaultKind::Partition) => for_group(&f.group, &|p, _| p.partition(true)),
+                (None, FaultKind::Repair) => for_group(&f.group, &|p, _| p.partition(false)),
+                (None, FaultKind::Hold) => for_group(&f.group, &|p, _| p.hold(true)),
+                (None, FaultKind::Release) => for_group(&f.group, &|p, _| p.hold(false)),
+                (None, FaultKind::Latency) => {
+                    let ms = f.latency_ms.unwrap_or(0);
+                    for_group(&f.group, &|p, _| p.set_latency(ms));
                 }
-                None => {}
+                (None, _) if !warned => {
+                    warned = true;
+                    eprintln!("live mode: server faults ({:?} and the like) are not applied to a live server; skipped", f.kind);
+                }
+                (None, _) => {}
             }
         }
         let mut next_progress = 0;
@@ -181,6 +207,12 @@ pub fn run(
             }
         }
         send(&None, 1.0, Command::StopWorkload);
+        // The liveness phase: every fault healed.
+        for_group(&None, &|p, base| {
+            p.partition(false);
+            p.hold(false);
+            p.set_latency(base);
+        });
         send(&None, 1.0, Command::Online);
         send(&None, 1.0, Command::Stall(false));
         tokio::time::sleep_until(at(total_ms)).await;
@@ -189,7 +221,7 @@ pub fn run(
             let _ = h.await;
         }
         for ws in workspaces {
-            let (epoch, parts) = fetch_snapshots(&token("probe", &ws)).await.unwrap_or_default();
+            let (epoch, parts) = fetch_snapshots("probe", &token("probe", &ws)).await.unwrap_or_default();
             let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
             rec.borrow_mut().server.insert(ws, ServerFinal { epoch, entities, presence: Default::default() });
         }

@@ -513,7 +513,7 @@ impl Tab {
                 );
                 self.set_link(None);
                 self.attempt = attempt;
-                let server = "server";
+                let route = self.spec.group.clone();
                 let (token, tab, sse) = (
                     self.spec.token.clone(),
                     self.spec.id.clone(),
@@ -532,14 +532,14 @@ impl Tab {
                     async move {
                         if sse {
                             glue::sse_connect(
-                                server,
+                                &route,
                                 &format!("/api/events/subscribe?{query}"),
                                 last_event_id,
                             )
                             .await
                             .map(|s| Link::Sse(Box::new(s)))
                         } else {
-                            glue::ws_connect(server, &query)
+                            glue::ws_connect(&route, &query)
                                 .await
                                 .map(|w| Link::Ws(Box::new(w)))
                         }
@@ -558,6 +558,7 @@ impl Tab {
             }
             Action::Post(m) => {
                 self.mark_sent(&m);
+                let route = self.spec.group.clone();
                 let (tx, token, tab) = (
                     self.io_tx.clone(),
                     self.spec.token.clone(),
@@ -569,7 +570,7 @@ impl Tab {
                         ("authorization", format!("Bearer {token}")),
                         ("content-type", "application/json".to_owned()),
                     ];
-                    let answer = glue::http("server", "POST", &path, &headers, Some(m.encode()))
+                    let answer = glue::http(&route, "POST", &path, &headers, Some(m.encode()))
                         .await
                         .ok()
                         .and_then(|(_, body)| {
@@ -590,9 +591,13 @@ impl Tab {
                 self.s.handle_closed(attempt, Some(code), now);
             }
             Action::FetchSnapshot => {
-                let (tx, token) = (self.io_tx.clone(), self.spec.token.clone());
+                let (tx, token, route) = (
+                    self.io_tx.clone(),
+                    self.spec.token.clone(),
+                    self.spec.group.clone(),
+                );
                 tokio::task::spawn_local(async move {
-                    let _ = tx.send(Io::Snapshot(fetch_snapshots(&token).await));
+                    let _ = tx.send(Io::Snapshot(fetch_snapshots(&route, &token).await));
                 });
             }
             Action::PersistQueue => {
@@ -614,13 +619,13 @@ impl Tab {
     }
 }
 
-/// Reads the three snapshots; `None` on any failure (the tab retries).
-pub async fn fetch_snapshots(token: &str) -> Option<Snapshots> {
+/// Reads the three snapshots over `route`; `None` on any failure (the tab retries).
+pub async fn fetch_snapshots(route: &str, token: &str) -> Option<Snapshots> {
     let mut parts = Vec::new();
     let mut epoch = None;
     for kind in EntityKind::ALL {
         let path = format!("/api/entities/{}", kind.plural());
-        let v = glue::get_json(token, &path).await?;
+        let v = glue::get_json(route, token, &path).await?;
         let e = v.get("epoch")?.as_u64()?;
         if epoch.is_some_and(|x| x != e) {
             return None; // the server restarted between two reads

@@ -282,7 +282,7 @@ pub fn run(
         sim.client("probe", async move {
             let _ = finish.wait_for(|f| *f).await;
             for ws in workspaces {
-                let snap = fetch_snapshots(&token("probe", &ws)).await;
+                let snap = fetch_snapshots("probe", &token("probe", &ws)).await;
                 let (epoch, parts) = snap.unwrap_or_default();
                 let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
                 rec.borrow_mut().server.insert(

@@ -24,10 +24,11 @@ impl Tab {
         if !fetch {
             return;
         }
+        let route = self.spec.group.clone();
         let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
         tokio::task::spawn_local(async move {
             let path = format!("/api/entities/tasks?projectId={project}");
-            let data = glue::get_json(&token, &path)
+            let data = glue::get_json(&route, &token, &path)
                 .await
                 .and_then(|v| v.get("entities").cloned());
             let _ = tx.send(Io::Query(key, data));

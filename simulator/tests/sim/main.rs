@@ -325,7 +325,7 @@ fn live_mode_drives_the_same_tabs_over_real_tcp() {
         r#"
 name = "live"
 duration_s = 3
-quiescence_s = 2
+quiescence_s = 5
 [[groups]]
 name = "office"
 users = 4
@@ -339,9 +339,15 @@ at_s = 1
 kind = "offline"
 fraction = 0.5
 [[faults]]
+at_s = 1.5
+kind = "partition"
+[[faults]]
 at_s = 2
 kind = "online"
 fraction = 0.5
+[[faults]]
+at_s = 2.5
+kind = "repair"
 "#,
     );
     let server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
@@ -350,6 +356,10 @@ fraction = 0.5
     assert!(out.live);
     assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
     assert!(rec.counter("ops_acked", None) > 0 && rec.counter("deliveries", None) > 0);
+    assert!(
+        rec.counter("connection_losses", None) > 0,
+        "the proxy's partition cut connections"
+    );
     assert!(rec.merged("ws_delivery_ms", None, None).is_some());
     assert!(rec.merged("sse_delivery_ms", None, None).is_some());
     assert_eq!(rec.tabs.len(), 8);
