@@ -79,11 +79,14 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// Runs the scenario's tabs against `target` in real time.
+/// Runs the scenario's tabs against `target` in real time, each group through its fault
+/// proxy unless `direct` (capacity runs: no proxy doubling the sockets; network faults
+/// are then skipped).
 pub fn run(
     sc: &Scenario,
     seed: u64,
     target: SocketAddr,
+    direct: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RunOutput, RunError> {
     let started = std::time::Instant::now();
@@ -111,7 +114,14 @@ pub fn run(
         ..Recorder::default()
     }));
     let mut root = Rng::new(seed);
-    let specs = tab_specs(sc, &mut root);
+    // A run tag from the wall clock: live runs against one server must not share ids.
+    let run_tag = format!(
+        "r{}-",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 100_000_000)
+    );
+    let specs = tab_specs(sc, &mut root, &run_tag);
     let tabs_total = specs.len();
     let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
     let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
@@ -135,7 +145,7 @@ pub fn run(
         let mut w: Vec<String> = sc
             .groups
             .iter()
-            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("w{i}")))
+            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("{run_tag}w{i}")))
             .collect();
         w.sort();
         w.dedup();
@@ -143,7 +153,7 @@ pub fn run(
     };
     local.block_on(&rt, async {
         let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();
-        for g in &sc.groups {
+        for g in sc.groups.iter().filter(|_| !direct) {
             let base = g.latency_ms.unwrap_or(sc.server.latency_ms);
             match FaultProxy::start(target, base).await {
                 Ok(p) => {

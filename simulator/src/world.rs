@@ -89,8 +89,11 @@ pub fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Every tab of the scenario, in a fixed order.
-pub fn tab_specs(sc: &Scenario, root: &mut Rng) -> Vec<TabSpec> {
+/// Every tab of the scenario, in a fixed order. `run_tag` prefixes user, workspace and
+/// client ids: empty in simulation (a fresh server each run), unique per run in live mode,
+/// where a long-lived server remembers earlier runs — a reused clientId would get the
+/// old run's answers to its "new" ops (correctly: that is what idempotency means).
+pub fn tab_specs(sc: &Scenario, root: &mut Rng, run_tag: &str) -> Vec<TabSpec> {
     let mut out = Vec::new();
     for g in &sc.groups {
         let connection = ConnectionConfig {
@@ -117,8 +120,8 @@ pub fn tab_specs(sc: &Scenario, root: &mut Rng) -> Vec<TabSpec> {
         let sse_tabs = (g.sse_fraction * tabs as f64).round() as usize;
         let mut i = 0;
         for u in 0..g.users {
-            let user = format!("{}-u{u}", g.name);
-            let workspace = format!("w{}", u % g.workspaces);
+            let user = format!("{run_tag}{}-u{u}", g.name);
+            let workspace = format!("{run_tag}w{}", u % g.workspaces);
             for d in 0..g.devices_per_user {
                 for t in 0..g.tabs_per_device {
                     let sse = i < sse_tabs;
@@ -219,7 +222,7 @@ pub fn run(
         interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
         ..Recorder::default()
     }));
-    let specs = tab_specs(sc, &mut root);
+    let specs = tab_specs(sc, &mut root, "");
     let tabs_total = specs.len();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total_ms + 60_000))

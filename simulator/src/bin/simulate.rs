@@ -55,6 +55,10 @@ enum Cmd {
         /// Start the reference server on 127.0.0.1 with the scenario's settings.
         #[arg(long)]
         spawn_server: bool,
+        /// Connect straight to the server, without the per-group fault proxies (capacity
+        /// runs: half the sockets; network faults are then skipped).
+        #[arg(long)]
+        direct: bool,
         #[arg(long)]
         seed: Option<u64>,
         #[arg(long, default_value = "reports/live")]
@@ -122,7 +126,7 @@ struct Ran {
 #[derive(Clone, Copy)]
 enum Mode {
     Simulated,
-    Live(std::net::SocketAddr),
+    Live(std::net::SocketAddr, bool),
 }
 
 fn run_one(
@@ -153,7 +157,9 @@ fn run_in(
     };
     let out = match mode {
         Mode::Simulated => world::run(sc, seed, &mut progress)?,
-        Mode::Live(addr) => rtsync_simulator::live::run(sc, seed, addr, &mut progress)?,
+        Mode::Live(addr, direct) => {
+            rtsync_simulator::live::run(sc, seed, addr, direct, &mut progress)?
+        }
     };
     if !quiet {
         eprint!("\r{:60}\r", "");
@@ -163,7 +169,7 @@ fn run_in(
         Mode::Simulated => format!("cargo run --release --bin simulate -- {source} --seed {seed}"),
         // A live run depends on the machine and the network; the line reruns it, it
         // cannot replay it exactly.
-        Mode::Live(_) => format!(
+        Mode::Live(..) => format!(
             "cargo run --release --bin simulate -- live {source} --seed {seed} (live: reruns, not an exact replay)"
         ),
     };
@@ -244,6 +250,7 @@ fn real_main() -> anyhow::Result<i32> {
             scenario,
             target,
             spawn_server,
+            direct,
             seed,
             out,
             quiet,
@@ -275,7 +282,7 @@ fn real_main() -> anyhow::Result<i32> {
             };
             println!("  live: {} tabs against {addr}", sc.tabs());
             let r = run_in(
-                Mode::Live(addr),
+                Mode::Live(addr, direct),
                 &sc,
                 &scenario.display().to_string(),
                 seed.unwrap_or(sc.seed),
