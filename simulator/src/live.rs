@@ -6,8 +6,9 @@
 //! which adds the group's link latency and applies the network faults of the timeline
 //! for real (partition, hold, latency). Limits of this version: the tabs run on one
 //! thread (a `LocalSet`; a spawned server has its own multi-threaded runtime); server
-//! faults (crash, restart, bounce) are skipped with a warning; latency is measured from
-//! the actual send, not from the intended one (no coordinated-omission correction yet).
+//! faults (crash, restart, bounce) are skipped with a warning. Latencies count from the
+//! intended send time (the workload is an open model; see `tab.rs`), late starts are
+//! counted in `late_ops`, and `ramp_up_per_s` ramps connections up.
 
 use crate::glue;
 use crate::proxy::FaultProxy;

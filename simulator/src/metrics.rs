@@ -26,7 +26,8 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 15] = [
+pub const COUNTERS: [&str; 16] = [
+    "late_ops",
     "queries",
     "query_fetches",
     "reloads",

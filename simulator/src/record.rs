@@ -65,6 +65,9 @@ pub struct OpRecord {
     pub entity_id: String,
     pub enqueued_ms: u64,
     pub first_sent_ms: Option<u64>,
+    /// How late the op started against its intended time; latencies count from the
+    /// intended time (coordinated-omission correction).
+    pub late_ms: u64,
     pub outcome: Outcome,
     /// When the ack came, for the client's own order check.
     pub answered_ms: Option<u64>,

@@ -23,6 +23,9 @@ pub struct Scenario {
     /// Samples before this are tagged `warmup` and left out of steady-state figures.
     #[serde(default)]
     pub warmup_s: u64,
+    /// Tabs start at this many per second (0: all at once), so connections ramp up.
+    #[serde(default)]
+    pub ramp_up_per_s: f64,
     /// turmoil's tick; coarser is faster and quantises latency to the tick.
     #[serde(default = "d_tick")]
     pub tick_ms: u64,
@@ -356,6 +359,9 @@ impl Scenario {
                 "duration_s",
                 "expected a whole number of seconds > 0".into(),
             );
+        }
+        if !(self.ramp_up_per_s >= 0.0 && self.ramp_up_per_s.is_finite()) {
+            return bad("ramp_up_per_s", "expected a rate >= 0".into());
         }
         if self.tick_ms == 0 || self.tick_ms > 100 {
             return bad("tick_ms", format!("expected 1..=100, got {}", self.tick_ms));

@@ -143,6 +143,11 @@ pub fn tab_specs(sc: &Scenario, root: &mut Rng, run_tag: &str) -> Vec<TabSpec> {
                             ..SessionConfig::default()
                         },
                         workload: sc.workload.clone(),
+                        start_delay_ms: if sc.ramp_up_per_s > 0.0 {
+                            (out.len() as f64 * 1000.0 / sc.ramp_up_per_s) as u64
+                        } else {
+                            0
+                        },
                     });
                     i += 1;
                 }

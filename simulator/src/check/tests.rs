@@ -29,6 +29,7 @@ fn op(client: &str, n: u64, id: &str, outcome: Outcome) -> OpRecord {
         entity_id: id.into(),
         enqueued_ms: 0,
         first_sent_ms: Some(0),
+        late_ms: 0,
         outcome,
         answered_ms: Some(1),
     }

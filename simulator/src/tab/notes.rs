@@ -56,7 +56,11 @@ impl Tab {
                 }
                 if let Some(op) = event.payload.get("opId").and_then(Value::as_str) {
                     rec.applied(self.epoch, op, seq);
-                    if let Some(sent) = rec.ops.get(op).and_then(|o| o.first_sent_ms) {
+                    if let Some(sent) = rec
+                        .ops
+                        .get(op)
+                        .and_then(|o| o.first_sent_ms.map(|t| t.saturating_sub(o.late_ms)))
+                    {
                         let metric = if self.spec.sse {
                             "sse_delivery_ms"
                         } else {
@@ -90,7 +94,7 @@ impl Tab {
                 rec.timeline_add("queued_ops", at_ms, -1);
                 if let Some(r) = rec.ops.get_mut(&op.op_id) {
                     if let Some(sent) = r.first_sent_ms {
-                        let v = at_ms.saturating_sub(sent);
+                        let v = at_ms.saturating_sub(sent.saturating_sub(r.late_ms));
                         r.answered_ms = Some(at_ms);
                         r.outcome = Outcome::Applied {
                             epoch: self.epoch,

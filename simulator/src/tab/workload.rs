@@ -22,7 +22,7 @@ impl Tab {
         format!("{}-t{k}", self.spec.workspace)
     }
 
-    pub(super) fn workload_op(&mut self, now: u64) {
+    pub(super) fn workload_op(&mut self, now: u64, late_ms: u64) {
         let w = &self.spec.workload;
         let total = w.create + w.update + w.status + w.delete;
         let (create, update, status) = (w.create, w.update, w.status);
@@ -58,6 +58,7 @@ impl Tab {
             &id,
             changes.as_object().cloned().unwrap_or_default(),
             now,
+            late_ms,
         );
     }
 
@@ -67,6 +68,7 @@ impl Tab {
         id: &str,
         changes: Map<String, Value>,
         now: u64,
+        late_ms: u64,
     ) -> Option<String> {
         let entity = kind.entity_kind()?;
         let dropped_before = self.s.outbox().stats.dropped_silently;
@@ -99,6 +101,7 @@ impl Tab {
                         entity_id: id.to_owned(),
                         enqueued_ms: now,
                         first_sent_ms: None,
+                        late_ms,
                         outcome: Outcome::Pending,
                         answered_ms: None,
                     },
@@ -129,7 +132,7 @@ impl Tab {
                     EntityKind::Project => EventType::ProjectUpdated,
                     EntityKind::Note => EventType::NoteUpdated,
                 };
-                if let Some(op) = self.enqueue(kind, &r.entity_id, r.changes, now) {
+                if let Some(op) = self.enqueue(kind, &r.entity_id, r.changes, now, 0) {
                     self.resolving.insert(op, received);
                 }
             }
