@@ -36,12 +36,12 @@ thread_local! {
 
 /// Sends this thread's tabs over real TCP from now on: to the group's proxy where
 /// `routes` has one, else to `server`.
+/// `start` is the run's common time origin: every live thread measures from it.
 pub fn go_live(
     server: std::net::SocketAddr,
     routes: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    start: std::time::Instant,
 ) {
-    // Live mode measures real time; this never runs inside a simulation.
-    let start = std::time::Instant::now();
     LIVE.with(|l| {
         *l.borrow_mut() = Some(Live {
             server,

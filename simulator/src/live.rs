@@ -4,9 +4,10 @@
 //!
 //! Each group's tabs connect through their own fault proxy on loopback (`proxy.rs`),
 //! which adds the group's link latency and applies the network faults of the timeline
-//! for real (partition, hold, latency). Limits of this version: the tabs run on one
-//! thread (a `LocalSet`; a spawned server has its own multi-threaded runtime); server
-//! faults (crash, restart, bounce) are skipped with a warning. Latencies count from the
+//! for real (partition, hold, latency). The tabs run on worker threads (a `LocalSet`
+//! each, split by workspace); the proxies and the timeline on the calling thread; a
+//! spawned server has its own multi-threaded runtime. Server faults (crash, restart,
+//! bounce) are skipped with a warning. Latencies count from the
 //! intended send time (the workload is an open model; see `tab.rs`), late starts are
 //! counted in `late_ops`, and `ramp_up_per_s` ramps connections up.
 
@@ -14,7 +15,7 @@ use crate::glue;
 use crate::proxy::FaultProxy;
 use crate::record::{Phases, Recorder, ServerFinal};
 use crate::scenario::{FaultKind, Scenario};
-use crate::tab::{Command, fetch_snapshots};
+use crate::tab::{Command, TabSpec, fetch_snapshots};
 use crate::world::{RunError, RunOutput, spawn_tabs, tab_specs, token, zipf_cdf};
 use rtsync_client::rng::Rng;
 use std::cell::RefCell;
@@ -88,6 +89,7 @@ pub fn run(
     seed: u64,
     target: SocketAddr,
     direct: bool,
+    threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RunOutput, RunError> {
     let started = std::time::Instant::now();
@@ -100,7 +102,7 @@ pub fn run(
     let total_ms = workload_end_ms + sc.quiescence_s * 1000;
     let mut faults = sc.faults.clone();
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let rec = Rc::new(RefCell::new(Recorder {
+    let fresh = || Recorder {
         phases: Some(Phases {
             warmup_end_ms: sc.warmup_s * 1000,
             faults_ms: faults.first().map(|a| {
@@ -113,7 +115,8 @@ pub fn run(
         }),
         interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
         ..Recorder::default()
-    }));
+    };
+    let rec = Rc::new(RefCell::new(fresh()));
     let mut root = Rng::new(seed);
     // A run tag from the wall clock: live runs against one server must not share ids.
     let run_tag = format!(
@@ -124,13 +127,20 @@ pub fn run(
     );
     let specs = tab_specs(sc, &mut root, &run_tag);
     let tabs_total = specs.len();
-    let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
+    let zipf = zipf_cdf(sc.workload.keys, sc.workload.zipf_s);
     let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
-    let mut tabs = Vec::new();
+    // Tabs are split over worker threads by workspace: a workspace's senders and
+    // receivers share a thread and its recorder, so delivery latency needs no lock.
+    let threads = threads.max(1);
+    let mut buckets: Vec<Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    let mut ws_index: BTreeMap<String, usize> = BTreeMap::new();
     for spec in specs {
         let (tx, rx) = mpsc::unbounded_channel();
         controls.entry(spec.group.clone()).or_default().push(tx);
-        tabs.push((spec, rx));
+        let next = ws_index.len();
+        let b = *ws_index.entry(spec.workspace.clone()).or_insert(next) % threads;
+        buckets[b].push((spec, rx));
     }
     let send = |group: &Option<String>, fraction: f64, cmd: Command| {
         for (g, txs) in &controls {
@@ -163,7 +173,9 @@ pub fn run(
                 Err(e) => eprintln!("live mode: no fault proxy for {}: {e}; its tabs connect directly", g.name),
             }
         }
-        glue::go_live(target, proxies.iter().map(|(g, (p, _))| (g.clone(), p.addr)).collect());
+        let routes: BTreeMap<String, SocketAddr> = proxies.iter().map(|(g, (p, _))| (g.clone(), p.addr)).collect();
+        let origin = std::time::Instant::now(); // live: real time is the point
+        glue::go_live(target, routes.clone(), origin);
         let for_group = |group: &Option<String>, f: &dyn Fn(&FaultProxy, u64)| {
             for (g, (p, base)) in &proxies {
                 if group.as_ref().is_none_or(|x| x == g) {
@@ -171,7 +183,26 @@ pub fn run(
                 }
             }
         };
-        let handles = spawn_tabs(tabs, &rec, &zipf);
+        let workers: Vec<std::thread::JoinHandle<Option<Recorder>>> = buckets
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .map(|bucket| {
+                let (routes, zipf, template) = (routes.clone(), zipf.clone(), fresh());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    let local = tokio::task::LocalSet::new();
+                    let rec = Rc::new(RefCell::new(template));
+                    local.block_on(&rt, async {
+                        glue::go_live(target, routes, origin);
+                        for h in spawn_tabs(bucket, &rec, &Rc::new(zipf)) {
+                            let _ = h.await;
+                        }
+                    });
+                    drop(local);
+                    Rc::try_unwrap(rec).ok().map(RefCell::into_inner)
+                })
+            })
+            .collect();
         let start = tokio::time::Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let mut warned = false;
@@ -228,8 +259,15 @@ pub fn run(
         send(&None, 1.0, Command::Stall(false));
         tokio::time::sleep_until(at(total_ms)).await;
         send(&None, 1.0, Command::Finish);
-        for h in handles {
-            let _ = h.await;
+        // Wait for the workers without blocking this runtime (it runs the proxies).
+        while workers.iter().any(|w| !w.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for w in workers {
+            match w.join() {
+                Ok(Some(r)) => rec.borrow_mut().absorb(r),
+                _ => eprintln!("live mode: a worker thread failed; its tabs are missing from the report"),
+            }
         }
         for ws in workspaces {
             let (epoch, parts) = fetch_snapshots("probe", &token("probe", &ws)).await.unwrap_or_default();

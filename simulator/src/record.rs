@@ -253,6 +253,83 @@ impl Recorder {
         })
     }
 
+    /// Folds another recorder (a live worker thread's) into this one.
+    pub fn absorb(&mut self, o: Recorder) {
+        for (m, by_phase) in o.histograms {
+            let mine = self.histograms.entry(m).or_default();
+            for (p, by_group) in by_phase {
+                let mine = mine.entry(p).or_default();
+                for (g, h) in by_group {
+                    match mine.get_mut(&g) {
+                        Some(acc) => {
+                            let _ = acc.add(&h);
+                        }
+                        None => {
+                            mine.insert(g, h);
+                        }
+                    }
+                }
+            }
+        }
+        for (n, by_group) in o.counters {
+            let mine = self.counters.entry(n).or_default();
+            for (g, v) in by_group {
+                *mine.entry(g).or_insert(0) += v;
+            }
+        }
+        for (m, slots) in o.intervals {
+            let mine = self.intervals.entry(m).or_default();
+            for (slot, h) in slots {
+                match mine.get_mut(&slot) {
+                    Some(acc) => {
+                        let _ = acc.add(&h);
+                    }
+                    None => {
+                        mine.insert(slot, h);
+                    }
+                }
+            }
+        }
+        for (name, line) in o.timelines {
+            let mine = self.timelines.entry(name).or_default();
+            for (sec, d) in line {
+                *mine.entry(sec).or_insert(0) += d;
+            }
+        }
+        for (epoch, ops) in o.applied_at {
+            let mine = self.applied_at.entry(epoch).or_default();
+            for (op, seqs) in ops {
+                let e = mine.entry(op).or_default();
+                for s in seqs {
+                    if !e.contains(&s) {
+                        e.push(s);
+                    }
+                }
+            }
+        }
+        self.ops.extend(o.ops);
+        self.deletes_seen.extend(o.deletes_seen);
+        self.anomalies.extend(o.anomalies);
+        self.tabs.extend(o.tabs);
+        self.server.extend(o.server);
+        self.fault_marks.extend(o.fault_marks);
+        let c = &mut self.cache;
+        c.queries += o.cache.queries;
+        c.hits += o.cache.hits;
+        c.fetches += o.cache.fetches;
+        c.invalidated += o.cache.invalidated;
+        c.invalidated_refetched += o.cache.invalidated_refetched;
+        c.false_positives += o.cache.false_positives;
+        self.cache_bytes += o.cache_bytes;
+        self.retained_bytes += o.retained_bytes;
+        self.cleanups.runs += o.cleanups.runs;
+        self.cleanups.succeeded += o.cleanups.succeeded;
+        self.growth_bytes_per_hour.extend(o.growth_bytes_per_hour);
+        self.list_rows_max = self.list_rows_max.max(o.list_rows_max);
+        self.measured_persist_us.extend(o.measured_persist_us);
+        self.measured_apply_us.extend(o.measured_apply_us);
+    }
+
     pub fn invariant(&self, name: &str) -> u64 {
         self.anomalies
             .iter()

@@ -59,6 +59,9 @@ enum Cmd {
         /// runs: half the sockets; network faults are then skipped).
         #[arg(long)]
         direct: bool,
+        /// Load-generator threads (tabs split by workspace); default: the machine's cores.
+        #[arg(long)]
+        threads: Option<usize>,
         #[arg(long)]
         seed: Option<u64>,
         #[arg(long, default_value = "reports/live")]
@@ -126,7 +129,8 @@ struct Ran {
 #[derive(Clone, Copy)]
 enum Mode {
     Simulated,
-    Live(std::net::SocketAddr, bool),
+    /// Address, direct (no proxies), generator threads.
+    Live(std::net::SocketAddr, bool, usize),
 }
 
 fn run_one(
@@ -157,8 +161,8 @@ fn run_in(
     };
     let out = match mode {
         Mode::Simulated => world::run(sc, seed, &mut progress)?,
-        Mode::Live(addr, direct) => {
-            rtsync_simulator::live::run(sc, seed, addr, direct, &mut progress)?
+        Mode::Live(addr, direct, threads) => {
+            rtsync_simulator::live::run(sc, seed, addr, direct, threads, &mut progress)?
         }
     };
     if !quiet {
@@ -251,6 +255,7 @@ fn real_main() -> anyhow::Result<i32> {
             target,
             spawn_server,
             direct,
+            threads,
             seed,
             out,
             quiet,
@@ -282,7 +287,13 @@ fn real_main() -> anyhow::Result<i32> {
             };
             println!("  live: {} tabs against {addr}", sc.tabs());
             let r = run_in(
-                Mode::Live(addr, direct),
+                Mode::Live(
+                    addr,
+                    direct,
+                    threads.unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(1, |n| n.get())
+                    }),
+                ),
                 &sc,
                 &scenario.display().to_string(),
                 seed.unwrap_or(sc.seed),

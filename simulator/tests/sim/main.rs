@@ -351,8 +351,8 @@ kind = "repair"
 "#,
     );
     let server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
-    let out =
-        rtsync_simulator::live::run(&sc, 1, server.addr, false, &mut |_, _| {}).expect("live run");
+    let out = rtsync_simulator::live::run(&sc, 1, server.addr, false, 2, &mut |_, _| {})
+        .expect("live run");
     let rec = &out.recorder;
     assert!(out.live);
     assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
