@@ -285,6 +285,16 @@ fn real_main() -> anyhow::Result<i32> {
                     anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
                 }
             };
+            // Every tab holds a socket (two with the proxies): raise the open-file limit
+            // to what the system allows, and say so if that is still too low.
+            let want = (sc.tabs() as u64) * if direct { 1 } else { 2 } + 256;
+            match rlimit::increase_nofile_limit(want) {
+                Ok(got) if got < want => eprintln!(
+                    "warning: open-file limit is {got}, below the {want} this run needs; raise the hard limit (ulimit -Hn)"
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
+            }
             println!("  live: {} tabs against {addr}", sc.tabs());
             let r = run_in(
                 Mode::Live(
