@@ -182,6 +182,8 @@ struct Tab {
     next_cursor_ms: Option<u64>,
     /// The seq a resume asked to continue from, to check the replay.
     resumed_from: Option<u64>,
+    /// The resume point sent with the current connect attempt.
+    sent_resume: Option<rtsync_protocol::Resume>,
     /// The connect attempt `connecting` or `link` belongs to.
     attempt: u64,
     /// When the tab started, until its first sync (start-up time).
@@ -230,6 +232,7 @@ pub async fn run_tab(
         next_op_ms: None,
         next_cursor_ms: None,
         resumed_from: None,
+        sent_resume: None,
         attempt: 0,
         starting_since: None,
         cache: QueryCache::new(CacheConfig {
@@ -452,10 +455,10 @@ impl Tab {
         match &m {
             ServerMsg::Connected(c) => {
                 self.epoch = c.epoch;
+                // The point this connection actually asked to resume from (the session's
+                // own position may have moved since, e.g. a snapshot landed meanwhile).
                 self.resumed_from = self
-                    .s
-                    .seq()
-                    .resume_point()
+                    .sent_resume
                     .filter(|r| r.epoch == c.epoch)
                     .map(|r| r.last_seq);
             }
@@ -529,6 +532,7 @@ impl Tab {
                 );
                 self.set_link(None);
                 self.attempt = attempt;
+                self.sent_resume = resume;
                 let route = self.spec.group.clone();
                 let (token, tab, sse) = (
                     self.spec.token.clone(),
