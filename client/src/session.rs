@@ -162,6 +162,8 @@ pub struct Session {
     buffer_max: usize,
     actions: VecDeque<Action>,
     notes: VecDeque<Note>,
+    /// Versions the server was seen to hold (from conflicts), bounded.
+    known_versions: std::collections::BTreeMap<(EntityKind, String), u64>,
     pub resyncs: u64,
 }
 
@@ -178,6 +180,7 @@ impl Session {
             buffer_max: cfg.stream_buffer_max.max(1),
             actions: VecDeque::new(),
             notes: VecDeque::new(),
+            known_versions: std::collections::BTreeMap::new(),
             resyncs: 0,
         }
     }
@@ -207,6 +210,38 @@ impl Session {
     pub fn view(&self, kind: EntityKind, id: &str) -> Option<Entity> {
         self.replica.view(kind, id, self.outbox.ops())
     }
+    /// Records that the server holds `kind`/`id` at `version` at least (a conflict's
+    /// `current`), so a change made in answer to it — resolving the conflict — is based
+    /// on that version even while the replica has not caught up. Without this a user
+    /// resolving a conflict on a stale replica conflicts again, forever.
+    pub fn note_server_version(&mut self, kind: EntityKind, id: &str, version: u64) {
+        let e = self
+            .known_versions
+            .entry((kind, id.to_owned()))
+            .or_insert(0);
+        *e = (*e).max(version);
+        if self.known_versions.len() > self.buffer_max {
+            self.known_versions.pop_first();
+        }
+    }
+
+    /// A server version learned from a conflict, plus our pending ops on the entity.
+    fn known_at_least(&self, kind: EntityKind, id: &str) -> u64 {
+        let Some(v) = self.known_versions.get(&(kind, id.to_owned())).copied() else {
+            return 0;
+        };
+        let confirmed = self.replica.get(kind, id).map_or(0, |e| e.version);
+        if confirmed >= v {
+            return 0; // the replica caught up: predicted_version says it all
+        }
+        let pending = self
+            .outbox
+            .ops()
+            .filter(|o| o.entity_id == id && o.kind.entity_kind() == Some(kind))
+            .count() as u64;
+        v + pending
+    }
+
     /// The version a change made now is based on: confirmed plus our pending ops on it.
     pub fn predicted_version(&self, kind: EntityKind, id: &str) -> u64 {
         let confirmed = self.replica.get(kind, id).map_or(0, |e| e.version);
@@ -270,7 +305,9 @@ impl Session {
         let entity = kind
             .entity_kind()
             .ok_or(OutboxError::NotAMutation(kind.as_str()))?;
-        let base = self.predicted_version(entity, entity_id);
+        let base = self
+            .predicted_version(entity, entity_id)
+            .max(self.known_at_least(entity, entity_id));
         let op = self
             .outbox
             .enqueue(
@@ -555,6 +592,7 @@ impl Session {
         if let Some(seq) = c.seq {
             self.advance(seq, Change::Entity(c.current.clone()), now_ms);
         }
+        self.note_server_version(c.current.entity, &c.current.id.clone(), c.current.version);
         self.roll_back(&c.op_id, RollbackReason::Conflict);
         self.notes.push_back(Note::Conflict(c));
     }

@@ -552,3 +552,101 @@ fn check_exactly_once_and_convergence(
     assert_converged(&net);
     Ok(())
 }
+
+#[test]
+fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_version() {
+    let mut net = Net::new(2, SessionConfig::default(), core(ConflictStrategy::Manual));
+    net.start_all();
+    net.settle();
+    let now = net.now;
+    net.clients[0]
+        .s
+        .mutate(
+            EventType::TaskCreated,
+            "t1",
+            changes(json!({"title": "a"})),
+            None,
+            vec![],
+            now,
+        )
+        .unwrap();
+    net.settle();
+    // Client 1 moves t1 to v3; client 0 never sees those events (its replica stays at v1).
+    for n in 0..2 {
+        net.clients[1]
+            .s
+            .mutate(
+                EventType::TaskUpdated,
+                "t1",
+                changes(json!({"n": n})),
+                None,
+                vec![],
+                now,
+            )
+            .unwrap();
+        net.pump();
+        net.deliver_up(1, false);
+        net.deliver_down(1, false);
+    }
+    net.clients[0]
+        .to_client
+        .retain(|m| !matches!(m, ServerMsg::RealtimeEvent { .. }));
+    net.clients[0]
+        .s
+        .mutate(
+            EventType::TaskUpdated,
+            "t1",
+            changes(json!({"title": "mine"})),
+            None,
+            vec![],
+            now,
+        )
+        .unwrap();
+    net.pump();
+    net.deliver_up(0, false);
+    while let Some(m) = net.clients[0].to_client.pop_front() {
+        if !matches!(m, ServerMsg::RealtimeEvent { .. }) {
+            net.clients[0].s.handle_frame(m, now);
+        }
+    }
+    net.pump();
+    assert!(
+        net.clients[0]
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Conflict(c) if c.current.version == 3))
+    );
+    assert_eq!(
+        net.clients[0]
+            .s
+            .replica()
+            .get(EntityKind::Task, "t1")
+            .unwrap()
+            .version,
+        1,
+        "still stale"
+    );
+    // The user keeps their value: the resolving write must be based on v3, not v1.
+    net.clients[0]
+        .s
+        .mutate(
+            EventType::TaskUpdated,
+            "t1",
+            changes(json!({"title": "mine"})),
+            None,
+            vec![],
+            now,
+        )
+        .unwrap();
+    assert_eq!(net.clients[0].s.outbox().ops().last().unwrap().base, 3);
+    net.pump();
+    net.deliver_up(0, false);
+    // Accepted on the current version: no second conflict.
+    assert!(
+        matches!(net.clients[0].to_client.back(), Some(ServerMsg::Ack(a)) if a.version == 4 && a.resolution.is_none())
+    );
+    assert_eq!(
+        net.ws.entity(EntityKind::Task, "t1").unwrap().fields["title"],
+        "mine"
+    );
+}
