@@ -119,7 +119,9 @@ impl Tab {
     }
 
     pub(super) fn resolve_conflict(&mut self, c: &ConflictDetected, received: u64, now: u64) {
-        let keep = self.rng.chance(self.spec.workload.keep_local_p);
+        // After the workload stops, users stop writing: they accept the server's value, so
+        // two users keeping their own values cannot edit-war through the liveness phase.
+        let keep = self.rng.chance(self.spec.workload.keep_local_p) && self.next_op_ms.is_some();
         let choice = if keep {
             ConflictChoice::KeepLocal
         } else {
