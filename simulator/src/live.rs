@@ -13,10 +13,12 @@
 
 use crate::glue;
 use crate::proxy::FaultProxy;
-use crate::record::{Phases, Recorder, ServerFinal};
+use crate::record::{Recorder, ServerFinal};
 use crate::scenario::{FaultKind, Scenario};
 use crate::tab::{Command, TabSpec, fetch_snapshots};
-use crate::world::{RunError, RunOutput, spawn_tabs, tab_specs, token, zipf_cdf};
+use crate::world::{
+    RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token, workspaces, zipf_cdf,
+};
 use rtsync_client::rng::Rng;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -92,7 +94,7 @@ pub fn run(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RunOutput, RunError> {
-    let started = std::time::Instant::now();
+    let started = std::time::Instant::now(); // live mode: real time is what it measures
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -102,20 +104,7 @@ pub fn run(
     let total_ms = workload_end_ms + sc.quiescence_s * 1000;
     let mut faults = sc.faults.clone();
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let fresh = || Recorder {
-        phases: Some(Phases {
-            warmup_end_ms: sc.warmup_s * 1000,
-            faults_ms: faults.first().map(|a| {
-                (
-                    (a.at_s * 1000.0) as u64,
-                    (faults[faults.len() - 1].at_s * 1000.0) as u64,
-                )
-            }),
-            workload_end_ms,
-        }),
-        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
-        ..Recorder::default()
-    };
+    let fresh = || new_recorder(sc);
     let rec = Rc::new(RefCell::new(fresh()));
     let mut root = Rng::new(seed);
     // A run tag from the wall clock: live runs against one server must not share ids.
@@ -152,16 +141,7 @@ pub fn run(
             }
         }
     };
-    let workspaces: Vec<String> = {
-        let mut w: Vec<String> = sc
-            .groups
-            .iter()
-            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("{run_tag}w{i}")))
-            .collect();
-        w.sort();
-        w.dedup();
-        w
-    };
+    let workspaces = workspaces(sc, &run_tag);
     local.block_on(&rt, async {
         let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();
         for g in sc.groups.iter().filter(|_| !direct) {
@@ -277,16 +257,5 @@ pub fn run(
     });
     let wall_s = started.elapsed().as_secs_f64();
     drop(local);
-    let mut recorder = Rc::try_unwrap(rec)
-        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
-        .into_inner();
-    crate::check::run_all(&mut recorder);
-    crate::report::finalize_gauges(&mut recorder);
-    Ok(RunOutput {
-        live: true,
-        recorder,
-        simulated_s: wall_s,
-        wall_s,
-        tabs: tabs_total,
-    })
+    conclude(rec, true, wall_s, wall_s, tabs_total)
 }

@@ -201,6 +201,58 @@ pub fn spawn_tabs(
     handles
 }
 
+/// An empty recorder with the scenario's phase boundaries and interval size.
+pub fn new_recorder(sc: &Scenario) -> Recorder {
+    let mut faults: Vec<u64> = sc.faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
+    faults.sort_unstable();
+    let workload_end_ms = sc.duration_s * 1000;
+    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
+    Recorder {
+        phases: Some(Phases {
+            warmup_end_ms: sc.warmup_s * 1000,
+            faults_ms: faults.first().map(|a| (*a, *faults.last().unwrap_or(a))),
+            workload_end_ms,
+        }),
+        // About 120 intervals per run, at least one second each.
+        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
+        ..Recorder::default()
+    }
+}
+
+/// Every workspace the scenario's users are in, sorted (the probe reads each).
+pub fn workspaces(sc: &Scenario, run_tag: &str) -> Vec<String> {
+    let mut w: Vec<String> = sc
+        .groups
+        .iter()
+        .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("{run_tag}w{i}")))
+        .collect();
+    w.sort();
+    w.dedup();
+    w
+}
+
+/// Ends a run: the recorder back from its sharers, the checkers, the gauges.
+pub fn conclude(
+    rec: Rc<RefCell<Recorder>>,
+    live: bool,
+    simulated_s: f64,
+    wall_s: f64,
+    tabs: usize,
+) -> Result<RunOutput, RunError> {
+    let mut recorder = Rc::try_unwrap(rec)
+        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
+        .into_inner();
+    crate::check::run_all(&mut recorder);
+    crate::report::finalize_gauges(&mut recorder);
+    Ok(RunOutput {
+        live,
+        recorder,
+        simulated_s,
+        wall_s,
+        tabs,
+    })
+}
+
 /// Runs the scenario with `seed`; `progress(simulated_s, total_s)` is called about once
 /// per simulated second.
 pub fn run(
@@ -215,18 +267,7 @@ pub fn run(
     let mut faults = sc.faults.clone();
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let fault_ms: Vec<u64> = faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
-    let rec = Rc::new(RefCell::new(Recorder {
-        phases: Some(Phases {
-            warmup_end_ms: sc.warmup_s * 1000,
-            faults_ms: fault_ms
-                .first()
-                .map(|a| (*a, *fault_ms.last().unwrap_or(a))),
-            workload_end_ms,
-        }),
-        // About 120 intervals per run, at least one second each.
-        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
-        ..Recorder::default()
-    }));
+    let rec = Rc::new(RefCell::new(new_recorder(sc)));
     let specs = tab_specs(sc, &mut root, "");
     let tabs_total = specs.len();
     let mut sim = turmoil::Builder::new()
@@ -275,16 +316,7 @@ pub fn run(
             Ok(())
         });
     }
-    let workspaces: Vec<String> = {
-        let mut w: Vec<String> = sc
-            .groups
-            .iter()
-            .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("w{i}")))
-            .collect();
-        w.sort();
-        w.dedup();
-        w
-    };
+    let workspaces = workspaces(sc, "");
     {
         let (rec, mut finish) = (rec.clone(), finish_rx.clone());
         sim.client("probe", async move {
@@ -438,16 +470,11 @@ pub fn run(
     }
     let simulated_s = sim.elapsed().as_secs_f64();
     drop(sim);
-    let mut recorder = Rc::try_unwrap(rec)
-        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
-        .into_inner();
-    crate::check::run_all(&mut recorder);
-    crate::report::finalize_gauges(&mut recorder);
-    Ok(RunOutput {
-        live: false,
-        recorder,
+    conclude(
+        rec,
+        false,
         simulated_s,
-        wall_s: started.elapsed().as_secs_f64(),
-        tabs: tabs_total,
-    })
+        started.elapsed().as_secs_f64(),
+        tabs_total,
+    )
 }

@@ -74,7 +74,7 @@ impl Tab {
         let dropped_before = self.s.outbox().stats.dropped_silently;
         // optimistic_apply_us is CPU time: measured with the wall clock, reported in the
         // measured section only (never in the deterministic one).
-        let wall = std::time::Instant::now();
+        let wall = std::time::Instant::now(); // measured section only (CPU cost)
         let result = self.s.mutate(kind, id, changes, None, vec![], now);
         let _ = self.s.view(entity, id);
         let apply_us = wall.elapsed().as_micros() as u64;
