@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 
 pub type Key = (EntityKind, String);
 
+/// One map per kind, in `EntityKind` order (so iterating them is iterating by `Key`):
+/// a lookup by `&str` needs no owned key, and every delivery does one.
 #[derive(Debug, Default, Clone)]
 pub struct Replica {
-    entities: BTreeMap<Key, Entity>,
+    by_kind: [BTreeMap<String, Entity>; EntityKind::ALL.len()],
 }
 
 fn key_of(kind: EntityKind, id: &str) -> Key {
@@ -22,25 +24,36 @@ fn key_of(kind: EntityKind, id: &str) -> Key {
 }
 
 impl Replica {
+    fn of(&self, kind: EntityKind) -> &BTreeMap<String, Entity> {
+        &self.by_kind[kind as usize]
+    }
+    fn of_mut(&mut self, kind: EntityKind) -> &mut BTreeMap<String, Entity> {
+        &mut self.by_kind[kind as usize]
+    }
+
     pub fn len(&self) -> usize {
-        self.entities.len()
+        self.by_kind.iter().map(BTreeMap::len).sum()
     }
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty()
+        self.by_kind.iter().all(BTreeMap::is_empty)
     }
 
     pub fn get(&self, kind: EntityKind, id: &str) -> Option<&Entity> {
-        self.entities.get(&key_of(kind, id))
+        self.of(kind).get(id)
     }
 
     /// A server event's entity. Versions only move forward: an older or equal version
     /// (a replay overlapping what a snapshot already had) changes nothing.
     pub fn apply_event(&mut self, e: Entity) -> bool {
-        let k = key_of(e.entity, &e.id);
-        match self.entities.get(&k) {
+        let map = self.of_mut(e.entity);
+        match map.get_mut(&e.id) {
             Some(cur) if cur.version >= e.version => false,
-            _ => {
-                self.entities.insert(k, e);
+            Some(cur) => {
+                *cur = e;
+                true
+            }
+            None => {
+                map.insert(e.id.clone(), e);
                 true
             }
         }
@@ -54,18 +67,20 @@ impl Replica {
         let Some(kind) = op.kind.entity_kind() else {
             return;
         };
-        let k = key_of(kind, &op.entity_id);
-        let cur = self.entities.entry(k).or_insert_with(|| Entity {
-            id: op.entity_id.clone(),
-            entity: kind,
-            version: 0,
-            updated_at: at,
-            updated_by: by.to_owned(),
-            op_id: None,
-            deleted: false,
-            task_id: None,
-            fields: Map::new(),
-        });
+        let cur = self
+            .of_mut(kind)
+            .entry(op.entity_id.clone())
+            .or_insert_with(|| Entity {
+                id: op.entity_id.clone(),
+                entity: kind,
+                version: 0,
+                updated_at: at,
+                updated_by: by.to_owned(),
+                op_id: None,
+                deleted: false,
+                task_id: None,
+                fields: Map::new(),
+            });
         if cur.version >= version {
             return;
         }
@@ -77,23 +92,28 @@ impl Replica {
 
     /// Replaces every entity of `kind` with a snapshot's (after continuity was lost).
     pub fn replace_kind(&mut self, kind: EntityKind, entities: Vec<Entity>) {
-        self.entities.retain(|(k, _), _| *k != kind);
-        for e in entities {
-            self.entities.insert(key_of(kind, &e.id), e);
-        }
+        *self.of_mut(kind) = entities.into_iter().map(|e| (e.id.clone(), e)).collect();
     }
 
     pub fn clear(&mut self) {
-        self.entities.clear();
+        self.by_kind.iter_mut().for_each(BTreeMap::clear);
     }
 
     /// Confirmed, live (not deleted) entities: what must equal the server at quiescence.
     pub fn live(&self) -> impl Iterator<Item = &Entity> {
-        self.entities.values().filter(|e| !e.deleted)
+        self.entities().filter(|e| !e.deleted)
+    }
+
+    /// `live()`, owned.
+    pub fn into_live(self) -> impl Iterator<Item = Entity> {
+        self.by_kind
+            .into_iter()
+            .flat_map(BTreeMap::into_values)
+            .filter(|e| !e.deleted)
     }
 
     pub fn entities(&self) -> impl Iterator<Item = &Entity> {
-        self.entities.values()
+        self.by_kind.iter().flat_map(BTreeMap::values)
     }
 
     /// The optimistic view of one entity: confirmed plus every pending op on it.
@@ -126,7 +146,10 @@ impl Replica {
         &self,
         pending: impl Iterator<Item = &'a PendingOp> + Clone,
     ) -> BTreeMap<Key, Entity> {
-        let mut keys: Vec<Key> = self.entities.keys().cloned().collect();
+        let mut keys: Vec<Key> = EntityKind::ALL
+            .into_iter()
+            .flat_map(|k| self.of(k).keys().map(move |id| key_of(k, id)))
+            .collect();
         keys.extend(
             pending
                 .clone()
@@ -141,7 +164,7 @@ impl Replica {
 
     /// Approximate retained bytes (ids, field names and JSON values).
     pub fn bytes(&self) -> usize {
-        self.entities.values().map(entity_bytes).sum()
+        self.entities().map(entity_bytes).sum()
     }
 }
 

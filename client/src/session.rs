@@ -86,10 +86,18 @@ pub enum Note {
         code: Option<u16>,
         at_ms: u64,
     },
-    /// A remote change was applied to the replica.
+    /// A remote change was applied to the replica: entity `(kind, id)` is now at
+    /// `version` (`replica().get` reads it). Not the event itself: the replica took
+    /// its payload, and copying it for every delivery would double the cost of one.
     Applied {
         seq: u64,
-        event: Box<RealtimeEvent>,
+        event: EventType,
+        kind: EntityKind,
+        id: String,
+        version: u64,
+        /// The op that made this version, whoever sent it.
+        op_id: Option<String>,
+        deleted: bool,
     },
     /// A logged event seen before (a replay overlapping the stream); skipped.
     Duplicate {
@@ -195,6 +203,11 @@ impl Session {
     }
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+    /// Hands the confirmed state over when the session ends (a simulation's final
+    /// check), leaving the replica empty: moved, not copied.
+    pub fn take_replica(&mut self) -> Replica {
+        std::mem::take(&mut self.replica)
     }
     pub fn seq(&self) -> &SeqTracker {
         &self.seq
@@ -551,15 +564,32 @@ impl Session {
     }
 
     fn logged(&mut self, seq: u64, event: RealtimeEvent, now_ms: u64) {
-        let applied = match Entity::deserialize(&event.payload) {
-            Ok(e) => self.advance(seq, Change::Entity(e), now_ms),
-            // Not an entity we understand: still a seq we saw.
-            Err(_) => self.advance_seq_only(seq, now_ms),
+        // Taken apart, not copied: this runs for every delivery.
+        let entity = match event.payload {
+            Value::Object(fields) => Entity::from_fields(fields).ok(),
+            _ => None,
         };
-        if applied {
+        let Some(e) = entity else {
+            // Not an entity we understand: still a seq we saw.
+            self.advance_seq_only(seq, now_ms);
+            return;
+        };
+        let (kind, id, version, op_id, deleted) = (
+            e.entity,
+            e.id.clone(),
+            e.version,
+            e.op_id.clone(),
+            e.deleted,
+        );
+        if self.advance(seq, Change::Entity(e), now_ms) {
             self.notes.push_back(Note::Applied {
                 seq,
-                event: Box::new(event),
+                event: event.kind,
+                kind,
+                id,
+                version,
+                op_id,
+                deleted,
             });
         }
     }

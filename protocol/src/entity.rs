@@ -2,12 +2,13 @@
 //! `ConflictResolution`.
 
 use crate::{EntityKind, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// An entity as the server sends it: flat, the app's own fields beside the
 /// bookkeeping ones, so the seed's stores can read `payload.id`, `payload.status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entity {
     pub id: String,
@@ -28,6 +29,51 @@ pub struct Entity {
     pub task_id: Option<String>,
     #[serde(flatten)]
     pub fields: Map<String, Value>,
+}
+
+/// By hand, not derived: `#[serde(flatten)]` buffers the whole object into serde's
+/// `Content` and copies every string again, and entities are what every event, snapshot
+/// and conflict carries. Reading the object as a map and taking the bookkeeping keys out
+/// of it moves each string once (and not at all from an owned `Value`).
+impl<'de> Deserialize<'de> for Entity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Entity::from_fields(Map::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+impl Entity {
+    /// An entity from its flat JSON object, taken apart without copying: what a client
+    /// does with every event's payload.
+    pub fn from_fields(mut fields: Map<String, Value>) -> Result<Entity, String> {
+        fn take<T: DeserializeOwned>(
+            fields: &mut Map<String, Value>,
+            key: &'static str,
+        ) -> Result<Option<T>, String> {
+            match fields.remove(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => serde_json::from_value(v)
+                    .map(Some)
+                    .map_err(|e| format!("field `{key}`: {e}")),
+            }
+        }
+        fn need<T: DeserializeOwned>(
+            fields: &mut Map<String, Value>,
+            key: &'static str,
+        ) -> Result<T, String> {
+            take(fields, key)?.ok_or_else(|| format!("missing field `{key}`"))
+        }
+        Ok(Entity {
+            id: need(&mut fields, "id")?,
+            entity: need(&mut fields, "entity")?,
+            version: need(&mut fields, "version")?,
+            updated_at: need(&mut fields, "updatedAt")?,
+            updated_by: need(&mut fields, "updatedBy")?,
+            op_id: take(&mut fields, "opId")?,
+            deleted: take(&mut fields, "deleted")?.unwrap_or(false),
+            task_id: take(&mut fields, "taskId")?,
+            fields,
+        })
+    }
 }
 
 /// How a mutation made on a stale base version is resolved (PROTOCOL.md, Mutations).

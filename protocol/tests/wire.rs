@@ -137,6 +137,35 @@ fn entity_events_are_flat_like_the_seeds_task_store_reads_them() {
 }
 
 #[test]
+fn entities_read_from_text_and_from_values_alike_and_name_a_bad_field() {
+    let e = entity();
+    let text = serde_json::to_string(&e).unwrap();
+    assert_eq!(serde_json::from_str::<Entity>(&text).unwrap(), e);
+    let value = serde_json::to_value(&e).unwrap();
+    assert_eq!(serde_json::from_value::<Entity>(value).unwrap(), e);
+    // Bookkeeping keys never leak into the app's fields; null optionals are absent.
+    let v = json!({"id": "t9", "entity": "NOTE", "version": 1, "updatedAt": 5,
+        "updatedBy": "u1", "opId": null, "body": "x"});
+    let n: Entity = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        (n.entity, n.op_id, n.deleted),
+        (EntityKind::Note, None, false)
+    );
+    assert_eq!(n.fields, json!({"body": "x"}).as_object().unwrap().clone());
+    let bad = json!({"id": "t9", "entity": "TASK", "version": "two", "updatedAt": 5,
+        "updatedBy": "u1"});
+    let err = serde_json::from_value::<Entity>(bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("version"), "{err}");
+    let missing = json!({"entity": "TASK", "version": 1, "updatedAt": 5, "updatedBy": "u1"});
+    let err = serde_json::from_value::<Entity>(missing)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing field `id`"), "{err}");
+}
+
+#[test]
 fn every_server_frame_round_trips() {
     let t = ts("2026-11-24T22:43:09.123Z");
     let presence = UserPresence {

@@ -197,16 +197,24 @@ fn session_order(rec: &Recorder, out: &mut Vec<Anomaly>) {
     }
 }
 
-fn strip(
-    v: &[Entity],
-) -> BTreeMap<(EntityKind, String), (u64, serde_json::Map<String, serde_json::Value>)> {
+type Stripped<'a> =
+    BTreeMap<(EntityKind, &'a str), (u64, &'a serde_json::Map<String, serde_json::Value>)>;
+
+/// What must agree at quiescence: per entity, its version and fields (borrowed).
+fn strip(v: &[Entity]) -> Stripped<'_> {
     v.iter()
-        .map(|e| ((e.entity, e.id.clone()), (e.version, e.fields.clone())))
+        .map(|e| ((e.entity, e.id.as_str()), (e.version, &e.fields)))
         .collect()
 }
 
 /// At quiescence every tab has drained its queue and holds exactly the server's state.
 fn convergence(rec: &Recorder, out: &mut Vec<Anomaly>) {
+    // Each workspace's server state is compared with each of its tabs: strip it once.
+    let servers: BTreeMap<&str, Stripped<'_>> = rec
+        .server
+        .iter()
+        .map(|(ws, s)| (ws.as_str(), strip(&s.entities)))
+        .collect();
     for t in rec.tabs.iter().filter(|t| !t.closed) {
         if !t.open || !t.settled || t.outbox_len > 0 {
             out.push(Anomaly::new("unconverged_clients", format!(
@@ -215,17 +223,17 @@ fn convergence(rec: &Recorder, out: &mut Vec<Anomaly>) {
             )));
             continue;
         }
-        let Some(server) = rec.server.get(&t.workspace) else {
+        let Some(theirs) = servers.get(t.workspace.as_str()) else {
             continue;
         };
-        let (mine, theirs) = (strip(&t.live), strip(&server.entities));
-        if mine != theirs {
+        let mine = strip(&t.live);
+        if &mine != theirs {
             let missing = theirs.keys().filter(|k| !mine.contains_key(*k)).count();
             let extra = mine.keys().filter(|k| !theirs.contains_key(*k)).count();
             let differ = mine
                 .iter()
                 .filter(|(k, v)| theirs.get(*k).is_some_and(|w| w != *v))
-                .map(|(k, _)| k.1.clone())
+                .map(|(k, _)| k.1)
                 .take(3)
                 .collect::<Vec<_>>();
             out.push(Anomaly::new("divergent_replicas", format!(

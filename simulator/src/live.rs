@@ -15,9 +15,10 @@ use crate::glue;
 use crate::proxy::FaultProxy;
 use crate::record::{Recorder, ServerFinal};
 use crate::scenario::{FaultKind, Scenario};
-use crate::tab::{Command, TabSpec, fetch_snapshots};
+use crate::tab::{Command, Inbox, TabSpec, fetch_snapshots};
 use crate::world::{
-    RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token, workspaces, zipf_cdf,
+    Controls, RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token,
+    workspaces, zipf_cdf,
 };
 use rtsync_client::rng::Rng;
 use std::cell::RefCell;
@@ -25,7 +26,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// A reference server on 127.0.0.1 with the scenario's settings, on its own
 /// multi-threaded runtime; stopped (1001 to every client) when dropped.
@@ -117,30 +117,20 @@ pub fn run(
     let specs = tab_specs(sc, &mut root, &run_tag);
     let tabs_total = specs.len();
     let zipf = zipf_cdf(sc.workload.keys, sc.workload.zipf_s);
-    let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
+    let mut controls = Controls::default();
     // Tabs are split over worker threads by workspace: a workspace's senders and
     // receivers share a thread and its recorder, so delivery latency needs no lock.
     let threads = threads.max(1);
-    let mut buckets: Vec<Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>> =
-        (0..threads).map(|_| Vec::new()).collect();
+    let mut buckets: Vec<Vec<(TabSpec, Inbox)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut ws_index: BTreeMap<String, usize> = BTreeMap::new();
     for spec in specs {
-        let (tx, rx) = mpsc::unbounded_channel();
-        controls.entry(spec.group.clone()).or_default().push(tx);
+        let inbox = controls.add(&spec);
         let next = ws_index.len();
         let b = *ws_index.entry(spec.workspace.clone()).or_insert(next) % threads;
-        buckets[b].push((spec, rx));
+        buckets[b].push((spec, inbox));
     }
-    let send = |group: &Option<String>, fraction: f64, cmd: Command| {
-        for (g, txs) in &controls {
-            if group.as_ref().is_none_or(|x| x == g) {
-                let n = (fraction * txs.len() as f64).ceil() as usize;
-                for tx in txs.iter().take(n) {
-                    let _ = tx.send(cmd);
-                }
-            }
-        }
-    };
+    let send =
+        |group: &Option<String>, fraction: f64, cmd: Command| controls.send(group, fraction, cmd);
     let workspaces = workspaces(sc, &run_tag);
     local.block_on(&rt, async {
         let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();

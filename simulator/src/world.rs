@@ -6,7 +6,9 @@
 use crate::glue::{SERVER_PORT, SimClock, SimListener};
 use crate::record::{Phases, Recorder, ServerFinal};
 use crate::scenario::{FaultKind, OutboxKind, ReconnectKind, Scenario};
-use crate::tab::{Command, DeviceBus, TabSpec, fetch_snapshots, run_device_bus, run_tab};
+use crate::tab::{
+    Command, DeviceBus, Inbox, Input, TabSpec, fetch_snapshots, run_device_bus, run_tab,
+};
 use rtsync_client::connection::{ConnectionConfig, ReconnectPolicy, Transport};
 use rtsync_client::crosstab::Bus;
 use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
@@ -160,18 +162,17 @@ pub fn tab_specs(sc: &Scenario, root: &mut Rng, run_tag: &str) -> Vec<TabSpec> {
 /// Spawns tabs (on the current `LocalSet`), grouping the tabs of a device on one
 /// BroadcastChannel bus with its delivery task.
 pub fn spawn_tabs(
-    tabs: Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>,
+    tabs: Vec<(TabSpec, Inbox)>,
     rec: &Rc<RefCell<Recorder>>,
     zipf: &Rc<Vec<f64>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
     let mut handles = Vec::new();
-    for (spec, cmds) in tabs {
+    for (spec, inbox) in tabs {
         let device_id = spec
             .id
             .rsplit_once("-t")
             .map_or(spec.id.clone(), |(d, _)| d.to_owned());
-        let (bus_tx, bus_rx) = mpsc::unbounded_channel();
         let dev = devices
             .entry(device_id)
             .or_insert_with(|| {
@@ -187,18 +188,45 @@ pub fn spawn_tabs(
         {
             let mut d = dev.borrow_mut();
             d.bus.join(&spec.id);
-            d.inboxes.insert(spec.id.clone(), bus_tx);
+            d.inboxes.insert(spec.id.clone(), inbox.tx.clone());
         }
         handles.push(tokio::task::spawn_local(run_tab(
             spec,
             rec.clone(),
             Some(dev),
             zipf.clone(),
-            cmds,
-            bus_rx,
+            inbox,
         )));
     }
     handles
+}
+
+/// The world's line to every tab, by group: faults and the run's end go out on it.
+#[derive(Debug, Default)]
+pub struct Controls(BTreeMap<String, Vec<mpsc::UnboundedSender<Input>>>);
+
+impl Controls {
+    /// A new tab's inbox; the world keeps a sender to it.
+    pub fn add(&mut self, spec: &TabSpec) -> Inbox {
+        let inbox = Inbox::new();
+        self.0
+            .entry(spec.group.clone())
+            .or_default()
+            .push(inbox.tx.clone());
+        inbox
+    }
+
+    /// Sends `cmd` to the first `fraction` of the tabs of `group` (of every group: None).
+    pub fn send(&self, group: &Option<String>, fraction: f64, cmd: Command) {
+        for (g, txs) in &self.0 {
+            if group.as_ref().is_none_or(|x| x == g) {
+                let n = (fraction * txs.len() as f64).ceil() as usize;
+                for tx in txs.iter().take(n) {
+                    let _ = tx.send(Input::Command(cmd));
+                }
+            }
+        }
+    }
 }
 
 /// An empty recorder with the scenario's phase boundaries and interval size.
@@ -294,16 +322,14 @@ pub fn run(
 
     let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
     let (finish_tx, finish_rx) = watch::channel(false);
-    let mut controls: BTreeMap<String, Vec<mpsc::UnboundedSender<Command>>> = BTreeMap::new();
-    let mut by_group: BTreeMap<String, Vec<(TabSpec, mpsc::UnboundedReceiver<Command>)>> =
-        BTreeMap::new();
+    let mut controls = Controls::default();
+    let mut by_group: BTreeMap<String, Vec<(TabSpec, Inbox)>> = BTreeMap::new();
     for spec in specs {
-        let (tx, rx) = mpsc::unbounded_channel();
-        controls.entry(spec.group.clone()).or_default().push(tx);
+        let inbox = controls.add(&spec);
         by_group
             .entry(spec.group.clone())
             .or_default()
-            .push((spec, rx));
+            .push((spec, inbox));
     }
     for (group, tabs) in by_group {
         let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
@@ -343,16 +369,8 @@ pub fn run(
         }
     }
 
-    let send = |group: &Option<String>, fraction: f64, cmd: Command| {
-        for (g, txs) in &controls {
-            if group.as_ref().is_none_or(|x| x == g) {
-                let n = (fraction * txs.len() as f64).ceil() as usize;
-                for tx in txs.iter().take(n) {
-                    let _ = tx.send(cmd);
-                }
-            }
-        }
-    };
+    let send =
+        |group: &Option<String>, fraction: f64, cmd: Command| controls.send(group, fraction, cmd);
     let groups: Vec<String> = sc.groups.iter().map(|g| g.name.clone()).collect();
     let targets =
         |g: &Option<String>| -> Vec<String> { g.clone().map_or(groups.clone(), |x| vec![x]) };

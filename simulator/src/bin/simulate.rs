@@ -10,6 +10,12 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// A simulation allocates and frees small objects (frames, JSON values, entity copies)
+/// for a thousand tabs at once; glibc's allocator spent a fifth of a large run walking
+/// cold free lists. mimalloc keeps them local and roughly halves that share.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "simulate",

@@ -31,7 +31,7 @@ impl Tab {
             let data = glue::get_json(&route, &token, &path)
                 .await
                 .and_then(|v| v.get("entities").cloned());
-            let _ = tx.send(Io::Query(key, data));
+            let _ = tx.send(Input::Io(Io::Query(key, data)));
         });
     }
 
@@ -168,10 +168,11 @@ impl Tab {
             workspace: self.spec.workspace.clone(),
             open: self.s.connection().is_open() && !self.closed,
             closed: self.closed,
-
             settled: self.s.is_settled(),
             outbox_len: self.s.outbox().len(),
-            live: self.s.replica().live().cloned().collect(),
+            // The tab is done: its replica moves into the record (1 000 tabs' copies
+            // were a visible share of a large run's end).
+            live: self.s.take_replica().into_live().collect(),
             presence: self.presence.clone(),
             dropped_silently: self.s.outbox().stats.dropped_silently,
         };

@@ -36,16 +36,17 @@ impl Tab {
                     rec.sample("resync_ms", &g, at_ms, at_ms - open);
                 }
             }
-            Note::Applied { seq, event } => {
+            Note::Applied {
+                seq,
+                event: _,
+                kind,
+                id,
+                version,
+                op_id,
+                deleted,
+            } => {
                 rec.count("deliveries", &g, 1);
-                let id = event
-                    .payload
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if !(id.starts_with(self.spec.workspace.as_str())
-                    && id[self.spec.workspace.len()..].starts_with('-'))
-                {
+                if crate::check::leaked(&self.spec.workspace, &id) {
                     rec.anomaly(Anomaly::new(
                         "cross_workspace_leaks",
                         format!(
@@ -54,7 +55,7 @@ impl Tab {
                         ),
                     ));
                 }
-                if let Some(op) = event.payload.get("opId").and_then(Value::as_str) {
+                if let Some(op) = &op_id {
                     rec.applied(self.epoch, op, seq);
                     if let Some(sent) = rec
                         .ops
@@ -69,25 +70,28 @@ impl Tab {
                         rec.sample(metric, &g, now, now.saturating_sub(sent));
                     }
                 }
-                if event.payload.get("deleted") == Some(&Value::Bool(true)) {
-                    let kind = event.kind.entity_kind().unwrap_or(EntityKind::Task);
-                    rec.deletes_seen.insert(
-                        (self.epoch, self.spec.workspace.clone(), kind, id.to_owned()),
-                        event.version,
-                    );
+                if !self.cache.is_empty() {
+                    let project = self
+                        .s
+                        .replica()
+                        .get(kind, &id)
+                        .and_then(|e| e.fields.get("projectId"))
+                        .and_then(Value::as_str);
+                    if let Some(p) = project {
+                        let key = vec![
+                            "tasks".to_owned(),
+                            self.spec.workspace.clone(),
+                            p.to_owned(),
+                        ];
+                        self.cache.invalidate(Filter::Exact(&key));
+                    }
+                }
+                if deleted {
+                    rec.deletes_seen
+                        .insert((self.epoch, self.spec.workspace.clone(), kind, id), version);
                 }
                 drop(rec);
-                if !self.cache.is_empty()
-                    && let Some(p) = event.payload.get("projectId").and_then(Value::as_str)
-                {
-                    let key = vec![
-                        "tasks".to_owned(),
-                        self.spec.workspace.clone(),
-                        p.to_owned(),
-                    ];
-                    self.cache.invalidate(Filter::Exact(&key));
-                }
-                self.cross_tab(now, event.payload.get("opId").cloned());
+                self.cross_tab(now, op_id.map(Value::String));
             }
             Note::Acked { op, ack, at_ms } => {
                 rec.count("ops_acked", &g, 1);
