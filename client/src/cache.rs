@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 pub type QueryKey = Vec<String>;
@@ -265,11 +266,18 @@ impl QueryCache {
             }
         };
         match filter {
+            // Looked up by the borrowed key: this runs for every delivery a tab applies.
+            Filter::Exact(p) => {
+                if let Some(e) = self.entries.get_mut(p) {
+                    mark(&p.to_vec(), e);
+                }
+            }
             // Keys are sorted, so a prefix is one contiguous range: no full scan.
-            Filter::Prefix(p) | Filter::Exact(p) => {
+            Filter::Prefix(p) => {
+                let from: (Bound<&[String]>, _) = (Bound::Included(p), Bound::Unbounded);
                 for (k, e) in self
                     .entries
-                    .range_mut(p.to_vec()..)
+                    .range_mut::<[String], _>(from)
                     .take_while(|(k, _)| k.starts_with(p))
                 {
                     mark(k, e);

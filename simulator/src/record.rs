@@ -212,8 +212,12 @@ impl Recorder {
     }
 
     pub fn timeline_add(&mut self, name: &str, t_ms: u64, delta: i64) {
-        let line = self.timelines.entry(name.to_owned()).or_default();
-        *line.entry(t_ms / 1000).or_insert(0) += delta;
+        if !self.timelines.contains_key(name) {
+            self.timelines.insert(name.to_owned(), BTreeMap::new());
+        }
+        if let Some(line) = self.timelines.get_mut(name) {
+            *line.entry(t_ms / 1000).or_insert(0) += delta;
+        }
     }
 
     /// All histograms of a metric merged, filtered by tags.

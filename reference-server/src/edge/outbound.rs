@@ -115,6 +115,23 @@ impl OutboundRx {
             .clone()
     }
 
+    /// A frame already queued, without waiting; `None` when nothing is queued or a
+    /// close is pending. Lets the writer put a burst into one socket write.
+    pub fn try_next(&mut self) -> Option<(Frame, std::time::Duration)> {
+        if self.take_close().is_some() || *self.shutdown.borrow() {
+            return None;
+        }
+        self.take_queued()
+    }
+
+    fn take_queued(&mut self) -> Option<(Frame, std::time::Duration)> {
+        let (frame, at) = self.rx.try_recv().ok()?;
+        self.ctl
+            .queued_bytes
+            .fetch_sub(frame.len(), Ordering::Relaxed);
+        Some((frame, at.elapsed()))
+    }
+
     /// Resolves once a close has been asked for (or the server shuts down).
     pub async fn close_requested(&self) {
         let mut shutdown = self.shutdown.clone();
@@ -147,6 +164,11 @@ impl OutboundRx {
             }
             if *self.shutdown.borrow() {
                 return Next::Close(going_away("server shutting down"));
+            }
+            // A frame already waiting needs no wake-up machinery (the common case
+            // under load: a select per frame was a visible share of a large run).
+            if let Some((frame, waited)) = self.take_queued() {
+                return Next::Frame(frame, waited);
             }
             tokio::select! {
                 biased;
@@ -230,6 +252,29 @@ mod tests {
         assert!(matches!(
             rx2.next().await,
             Next::Close(CloseReason { code: 1001, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn try_next_drains_what_is_queued_but_never_past_a_close() {
+        let (_stx, srx) = watch::channel(false);
+        let (out, mut rx) = channel(8, 1000, srx);
+        assert!(rx.try_next().is_none(), "nothing queued: no wait, no frame");
+        out.push(frame(1)).unwrap();
+        out.push(frame(2)).unwrap();
+        out.push(frame(3)).unwrap();
+        assert!(matches!(rx.next().await, Next::Frame(f, _) if f.len() == 1));
+        assert!(matches!(rx.try_next(), Some((f, _)) if f.len() == 2));
+        assert_eq!(out.queued_bytes(), 3, "a drained frame frees its bytes");
+        out.close(CloseReason {
+            code: 1013,
+            reason: "slow consumer",
+            flush: false,
+        });
+        assert!(rx.try_next().is_none(), "a pending close stops the burst");
+        assert!(matches!(
+            rx.next().await,
+            Next::Close(CloseReason { code: 1013, .. })
         ));
     }
 }

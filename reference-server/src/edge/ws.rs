@@ -135,16 +135,12 @@ async fn write_loop(
 ) {
     let mut heartbeat = tokio::time::interval(server.cfg.heartbeat());
     heartbeat.tick().await; // the first tick is immediate; CONNECTED says when to expect pings
+    let mut batch = Vec::new();
     loop {
         let msg = tokio::select! {
             biased;
             next = rx.next() => match next {
-                Next::Frame(frame, waited) => {
-                    server.metrics.observe_queue_wait(waited);
-                    Metrics::inc(&server.metrics.messages_out_total);
-                    server.metrics.bytes_out_total.fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Message::Text(frame.text)
-                }
+                Next::Frame(frame, waited) => sent_frame(server, frame, waited),
                 Next::Close(r) => {
                     count_close(server, &r);
                     let frame = CloseFrame { code: r.code, reason: r.reason.into() };
@@ -157,9 +153,21 @@ async fn write_loop(
                 Message::Text(hb.encode().into())
             }
         };
+        // Frames queued behind this one go out in the same socket write (a burst of
+        // events costs one write and one wake-up of the peer, not one per frame).
+        // `batch` holds at most the outbound queue's bound.
+        batch.push(msg);
+        while let Some((frame, waited)) = rx.try_next() {
+            batch.push(sent_frame(server, frame, waited));
+        }
+        let send = async {
+            for m in batch.drain(..) {
+                sink.feed(m).await?;
+            }
+            sink.flush().await
+        };
         // A blocked send (the peer stopped reading) must not outlive a close request
         // for long: the connection gets GRACE to drain, then it is dropped.
-        let send = sink.send(msg);
         tokio::pin!(send);
         let sent = tokio::select! {
             biased;
@@ -172,6 +180,16 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Counts a frame on its way out and makes it a message.
+fn sent_frame(server: &Server, frame: Frame, waited: Duration) -> Message {
+    let m = &server.metrics;
+    m.observe_queue_wait(waited);
+    Metrics::inc(&m.messages_out_total);
+    m.bytes_out_total
+        .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Message::Text(frame.text)
 }
 
 /// How long a connection being closed may take to flush a frame or its close frame.
