@@ -4,6 +4,7 @@
 //! Module map:
 //! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md).
 //! - [`world`] — builds the simulation (hosts, tabs, faults) and runs it.
+//! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
 //!   app around it — cache, memory, reloads — and the notes it records are submodules).
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
@@ -35,6 +36,7 @@ pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod shards;
 pub mod storage;
 pub mod tab;
 pub mod threshold;

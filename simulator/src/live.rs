@@ -17,7 +17,7 @@ use crate::record::{Recorder, ServerFinal};
 use crate::scenario::{FaultKind, Scenario};
 use crate::tab::{Command, Inbox, TabSpec, fetch_snapshots};
 use crate::world::{
-    Controls, RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token,
+    Controls, RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token, unshare,
     workspaces, zipf_cdf,
 };
 use rtsync_client::rng::Rng;
@@ -247,5 +247,12 @@ pub fn run(
     });
     let wall_s = started.elapsed().as_secs_f64();
     drop(local);
-    conclude(rec, true, wall_s, wall_s, tabs_total)
+    Ok(conclude(
+        unshare(rec)?,
+        true,
+        wall_s,
+        wall_s,
+        tabs_total,
+        None,
+    ))
 }

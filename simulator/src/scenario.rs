@@ -29,6 +29,12 @@ pub struct Scenario {
     /// turmoil's tick; coarser is faster and quantises latency to the tick.
     #[serde(default = "d_tick")]
     pub tick_ms: u64,
+    /// Independent simulated worlds the workspaces are dealt into, run on parallel
+    /// threads, each with its own copy of the reference server (docs/scenarios.md,
+    /// "Shards"). Part of the scenario, not of the machine: the same file gives the same
+    /// result however many cores run it.
+    #[serde(default = "d_shards")]
+    pub shards: usize,
     #[serde(default)]
     pub server: ServerSpec,
     pub groups: Vec<Group>,
@@ -50,6 +56,9 @@ fn d_quiescence() -> u64 {
     20
 }
 fn d_tick() -> u64 {
+    1
+}
+fn d_shards() -> usize {
     1
 }
 
@@ -368,6 +377,22 @@ impl Scenario {
         }
         if self.groups.is_empty() {
             return bad("groups", "expected at least one [[groups]] entry".into());
+        }
+        let workspaces = self
+            .groups
+            .iter()
+            .map(|g| g.workspaces.min(g.users))
+            .max()
+            .unwrap_or(0);
+        if self.shards == 0 || self.shards > workspaces.max(1) {
+            return bad(
+                "shards",
+                format!(
+                    "expected 1..={} (a shard holds at least one workspace), got {}",
+                    workspaces.max(1),
+                    self.shards
+                ),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {

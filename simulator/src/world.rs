@@ -36,6 +36,35 @@ pub struct RunOutput {
     pub simulated_s: f64,
     pub wall_s: f64,
     pub tabs: usize,
+    /// The workload after warm-up, on its own: the speed under load, which the
+    /// whole-run figure flatters with its idle quiescence (simulated runs only).
+    pub load: Option<LoadWindow>,
+}
+
+/// Simulated and wall time of the workload window (warm-up end → workload end), and the
+/// deliveries made in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadWindow {
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub deliveries: u64,
+}
+
+/// Which of the scenario's workspaces one simulated world holds: those at positions
+/// `index`, `index + count`, … of the sorted workspace list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// What one world hands back: its history (not yet checked) and its own figures.
+#[derive(Debug)]
+pub struct WorldOutput {
+    pub recorder: Recorder,
+    pub simulated_s: f64,
+    pub tabs: usize,
+    pub load: LoadWindow,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,26 +288,32 @@ pub fn workspaces(sc: &Scenario, run_tag: &str) -> Vec<String> {
     w
 }
 
-/// Ends a run: the recorder back from its sharers, the checkers, the gauges.
+/// The recorder back from the tasks that shared it, once they are all done.
+pub fn unshare(rec: Rc<RefCell<Recorder>>) -> Result<Recorder, RunError> {
+    Rc::try_unwrap(rec)
+        .map(RefCell::into_inner)
+        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))
+}
+
+/// Ends a run: the checkers, the gauges.
 pub fn conclude(
-    rec: Rc<RefCell<Recorder>>,
+    mut recorder: Recorder,
     live: bool,
     simulated_s: f64,
     wall_s: f64,
     tabs: usize,
-) -> Result<RunOutput, RunError> {
-    let mut recorder = Rc::try_unwrap(rec)
-        .map_err(|_| RunError::Sim("recorder still shared after the run".into()))?
-        .into_inner();
+    load: Option<LoadWindow>,
+) -> RunOutput {
     crate::check::run_all(&mut recorder);
     crate::report::finalize_gauges(&mut recorder);
-    Ok(RunOutput {
+    RunOutput {
         live,
         recorder,
         simulated_s,
         wall_s,
         tabs,
-    })
+        load,
+    }
 }
 
 /// Runs the scenario with `seed`; `progress(simulated_s, total_s)` is called about once
@@ -289,6 +324,25 @@ pub fn run(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RunOutput, RunError> {
     let started = std::time::Instant::now(); // measured section only: wall-clock speed
+    let w = crate::shards::run_worlds(sc, seed, progress)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    Ok(conclude(
+        w.recorder,
+        false,
+        w.simulated_s,
+        wall_s,
+        w.tabs,
+        Some(w.load),
+    ))
+}
+
+/// Runs one world: the tabs of `shard`'s workspaces against their own server.
+pub fn run_world(
+    sc: &Scenario,
+    seed: u64,
+    shard: Shard,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<WorldOutput, RunError> {
     let mut root = Rng::new(seed);
     let workload_end_ms = sc.duration_s * 1000;
     let total_ms = workload_end_ms + sc.quiescence_s * 1000;
@@ -296,7 +350,17 @@ pub fn run(
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let fault_ms: Vec<u64> = faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
     let rec = Rc::new(RefCell::new(new_recorder(sc)));
-    let specs = tab_specs(sc, &mut root, "");
+    // Every shard draws the whole scenario's tabs (the same RNG stream), then keeps its own.
+    let workspaces: Vec<String> = workspaces(sc, "")
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % shard.count == shard.index)
+        .map(|(_, w)| w)
+        .collect();
+    let specs: Vec<TabSpec> = tab_specs(sc, &mut root, "")
+        .into_iter()
+        .filter(|t| workspaces.binary_search(&t.workspace).is_ok())
+        .collect();
     let tabs_total = specs.len();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total_ms + 60_000))
@@ -304,7 +368,8 @@ pub fn run(
         .tcp_capacity((tabs_total * 4).max(64))
         .min_message_latency(Duration::from_millis(sc.server.latency_ms))
         .max_message_latency(Duration::from_millis(sc.server.latency_ms))
-        .rng_seed(root.next_u64())
+        // Shard 0 keeps the unsharded seed, so `shards = 1` runs are unchanged.
+        .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
 
     let cfg = server_config(sc);
@@ -331,6 +396,13 @@ pub fn run(
             .or_default()
             .push((spec, inbox));
     }
+    // The client hosts of this world: groups with tabs here, in the scenario's order.
+    let groups: Vec<String> = sc
+        .groups
+        .iter()
+        .map(|g| g.name.clone())
+        .filter(|g| by_group.contains_key(g))
+        .collect();
     for (group, tabs) in by_group {
         let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
         sim.client(group.as_str(), async move {
@@ -342,7 +414,6 @@ pub fn run(
             Ok(())
         });
     }
-    let workspaces = workspaces(sc, "");
     {
         let (rec, mut finish) = (rec.clone(), finish_rx.clone());
         sim.client("probe", async move {
@@ -363,7 +434,7 @@ pub fn run(
             Ok(())
         });
     }
-    for g in &sc.groups {
+    for g in sc.groups.iter().filter(|g| groups.contains(&g.name)) {
         if let Some(l) = g.latency_ms {
             sim.set_link_latency(g.name.as_str(), "server", Duration::from_millis(l));
         }
@@ -371,9 +442,24 @@ pub fn run(
 
     let send =
         |group: &Option<String>, fraction: f64, cmd: Command| controls.send(group, fraction, cmd);
-    let groups: Vec<String> = sc.groups.iter().map(|g| g.name.clone()).collect();
-    let targets =
-        |g: &Option<String>| -> Vec<String> { g.clone().map_or(groups.clone(), |x| vec![x]) };
+    // A fault on a group with no tabs in this world has nothing to act on.
+    let targets = |g: &Option<String>| -> Vec<String> {
+        g.clone()
+            .map_or(groups.clone(), |x| vec![x])
+            .into_iter()
+            .filter(|x| groups.contains(x))
+            .collect()
+    };
+    let deliveries = |rec: &Rc<RefCell<Recorder>>| -> u64 {
+        rec.borrow()
+            .counters
+            .get("deliveries")
+            .map_or(0, |g| g.values().sum())
+    };
+    let warmup_end_ms = sc.warmup_s * 1000;
+    // Wall-clock reads for the measured section only (the load window's speed).
+    let mut load_from: Option<(std::time::Instant, u64)> = None;
+    let mut load = LoadWindow::default();
     let (mut next_fault, mut stopped, mut finished, mut server_down) = (0, false, false, false);
     let mut last_progress_s = u64::MAX;
     loop {
@@ -449,9 +535,19 @@ pub fn run(
             }
             next_fault += 1;
         }
+        if load_from.is_none() && t >= warmup_end_ms {
+            load_from = Some((std::time::Instant::now(), deliveries(&rec)));
+        }
         if !stopped && t >= workload_end_ms {
             // The liveness phase: no more workload, every fault healed.
             stopped = true;
+            if let Some((at, n)) = load_from {
+                load = LoadWindow {
+                    simulated_s: (t - warmup_end_ms.min(t)) as f64 / 1000.0,
+                    wall_s: at.elapsed().as_secs_f64(),
+                    deliveries: deliveries(&rec) - n,
+                };
+            }
             send(&None, 1.0, Command::StopWorkload);
             for g in &groups {
                 sim.repair(g.as_str(), "server");
@@ -488,11 +584,10 @@ pub fn run(
     }
     let simulated_s = sim.elapsed().as_secs_f64();
     drop(sim);
-    conclude(
-        rec,
-        false,
+    Ok(WorldOutput {
+        recorder: unshare(rec)?,
         simulated_s,
-        started.elapsed().as_secs_f64(),
-        tabs_total,
-    )
+        tabs: tabs_total,
+        load,
+    })
 }

@@ -108,6 +108,72 @@ fn the_same_seed_gives_a_byte_identical_deterministic_summary() {
     assert_ne!(det(&a), det(&c), "another seed is another run");
 }
 
+const SHARDED: &str = r#"
+name = "sharded"
+duration_s = 12
+quiescence_s = 10
+[[groups]]
+name = "office"
+users = 8
+workspaces = 4
+tabs_per_device = 2
+[[groups]]
+name = "mobile"
+users = 4
+workspaces = 4
+latency_ms = 30
+[workload]
+ops_per_s = 2.0
+keys = 20
+[[faults]]
+at_s = 3
+kind = "partition"
+group = "mobile"
+[[faults]]
+at_s = 6
+kind = "repair"
+group = "mobile"
+[[faults]]
+at_s = 8
+kind = "server_bounce"
+"#;
+
+#[test]
+fn shards_split_the_workspaces_and_merge_into_the_same_history() {
+    let whole = scenario(SHARDED);
+    let split = scenario(&SHARDED.replace("quiescence_s = 10", "quiescence_s = 10\nshards = 2"));
+    assert_eq!((whole.shards, split.shards), (1, 2));
+    let (one, _, _) = run(&whole, 5);
+    let (two, verdict, a) = run(&split, 5);
+    let (_, _, b) = run(&split, 5);
+    let det = |v: &serde_json::Value| serde_json::to_string(&v["deterministic"]).unwrap();
+    assert_eq!(det(&a), det(&b), "a sharded run is deterministic too");
+    assert_eq!(verdict.code, EXIT_PASS, "{:?}", verdict.failures);
+    let rec = &two.recorder;
+    assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
+    assert_eq!(rec.tabs.len(), one.recorder.tabs.len());
+    assert_eq!(
+        rec.server.len(),
+        4,
+        "every workspace's final state was read"
+    );
+    assert_eq!(
+        rec.fault_marks.len(),
+        3,
+        "one fault timeline, not one per shard"
+    );
+    // Nothing crosses workspaces, so splitting them changes no simulated behaviour.
+    for c in [
+        "ops_enqueued",
+        "ops_acked",
+        "deliveries",
+        "connection_losses",
+    ] {
+        assert!(rec.counter(c, None) > 0, "{c} was never exercised");
+        assert_eq!(rec.counter(c, None), one.recorder.counter(c, None), "{c}");
+    }
+}
+
 const CANARY: &str = r#"
 name = "canary"
 duration_s = 20
@@ -189,6 +255,10 @@ fn invalid_scenarios_name_the_field() {
         (
             "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"server\"\nusers = 1\n",
             "groups[0].name",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\nshards = 3\n[[groups]]\nname = \"g\"\nusers = 4\nworkspaces = 2\n",
+            "shards",
         ),
     ];
     for (text, field) in cases {
