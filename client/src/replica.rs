@@ -60,9 +60,9 @@ impl Replica {
     }
 
     /// Our own op was acknowledged at `version`: the server applied exactly our change
-    /// on top of what we had (every earlier event reached us first on the same stream).
-    /// If a later version is already here (SSE: the stream overtook the POST answer), it
-    /// already includes our change.
+    /// on top of `version - 1`, which the session checked we hold (an ack further ahead
+    /// waits for a replay). If a later version is already here (SSE: the stream overtook
+    /// the POST answer), it already includes our change.
     pub fn apply_ack(&mut self, op: &PendingOp, version: u64, by: &str, at: Timestamp) {
         let Some(kind) = op.kind.entity_kind() else {
             return;

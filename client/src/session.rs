@@ -405,10 +405,23 @@ impl Session {
         }
         self.seq.reset(epoch, watermark);
         self.conn.set_resume(self.seq.resume_point());
+        // In seq order, which is the server's order: an SSE answer may have arrived
+        // before the stream's earlier events.
+        let mut buffer = buffer;
+        buffer.sort_by_key(|(seq, _)| *seq);
+        let mut waiting = false;
         for (seq, change) in buffer {
-            if seq > watermark && self.seq.observe(seq, now_ms) == SeqVerdict::Apply {
+            if seq <= watermark {
+                continue;
+            }
+            if self.ack_ahead(&change) {
+                waiting = true;
+            } else if self.seq.observe(seq, now_ms) == SeqVerdict::Apply {
                 self.apply(change, now_ms);
             }
+        }
+        if waiting {
+            self.resume_stream(now_ms);
         }
         self.catching_up = false;
         self.notes.push_back(Note::Synced {
@@ -530,6 +543,10 @@ impl Session {
             buffer.push((seq, change));
             return false;
         }
+        if self.ack_ahead(&change) {
+            self.resume_stream(now_ms);
+            return false;
+        }
         match self.seq.observe(seq, now_ms) {
             SeqVerdict::Apply => {
                 self.apply(change, now_ms);
@@ -540,6 +557,24 @@ impl Session {
                 self.notes.push_back(Note::Duplicate { seq });
                 false
             }
+        }
+    }
+
+    /// An ack more than one version ahead of our copy: versions in between never
+    /// reached us (an event lost, or an SSE POST answer overtaking the stream). Our
+    /// change on the stale copy would hide them for good — versions only move forward —
+    /// so the ack waits: its seq stays unseen and the stream is replayed, which brings
+    /// those versions and our own event, in order.
+    fn ack_ahead(&self, change: &Change) -> bool {
+        match change {
+            Change::Ack(op, version) => op.kind.entity_kind().is_some_and(|kind| {
+                let have = self
+                    .replica
+                    .get(kind, &op.entity_id)
+                    .map_or(0, |e| e.version);
+                *version > have + 1
+            }),
+            Change::Entity(_) => false,
         }
     }
 

@@ -650,3 +650,64 @@ fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_versi
         "mine"
     );
 }
+
+#[test]
+fn an_ack_ahead_of_a_stale_replica_waits_for_the_versions_it_skipped() {
+    let mut net = Net::new(
+        2,
+        SessionConfig::default(),
+        core(ConflictStrategy::LastWriteWins),
+    );
+    net.start_all();
+    net.settle();
+    let now = net.now;
+    let mutate = |net: &mut Net, i: usize, v: Value| {
+        net.clients[i]
+            .s
+            .mutate(EventType::TaskUpdated, "t1", changes(v), None, vec![], now)
+            .unwrap();
+        net.pump();
+        net.deliver_up(i, false);
+    };
+    net.clients[0]
+        .s
+        .mutate(
+            EventType::TaskCreated,
+            "t1",
+            changes(json!({"title": "a", "status": "todo"})),
+            None,
+            vec![],
+            now,
+        )
+        .unwrap();
+    net.settle();
+    // Client 0 makes v2; its event never reaches client 1 (lost, or overtaken by
+    // client 1's own answer, as an SSE POST answer can overtake the stream).
+    mutate(&mut net, 0, json!({"status": "done"}));
+    net.clients[1]
+        .to_client
+        .retain(|m| !matches!(m, ServerMsg::RealtimeEvent { .. }));
+    // Client 1, still at v1, writes another field: LWW makes v3 = v2 + its title.
+    mutate(&mut net, 1, json!({"title": "b"}));
+    while !net.clients[1].to_client.is_empty() {
+        net.deliver_down(1, false);
+    }
+    let t1 = |net: &Net| {
+        net.clients[1]
+            .s
+            .replica()
+            .get(EntityKind::Task, "t1")
+            .map(|e| (e.version, e.fields.clone()))
+    };
+    assert_ne!(
+        t1(&net).map(|(v, _)| v),
+        Some(3),
+        "the ack was not applied on v1: v3 on top of v1 would never learn v2's status"
+    );
+    net.settle();
+    assert_eq!(
+        t1(&net),
+        Some((3, changes(json!({"title": "b", "status": "done"}))))
+    );
+    assert_converged(&net);
+}
