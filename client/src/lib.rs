@@ -4,7 +4,8 @@
 //! simulator can run thousands of them and a test can drive one step by step.
 //!
 //! Module map:
-//! - [`session`] — one tab's sync engine: connection + stream position + outbox + replica.
+//! - [`session`] — one tab's sync engine: connection + stream position + outbox + replica
+//!   (what arriving frames do is its `stream` submodule).
 //! - [`connection`] — connecting / open / closing / closed / needs-auth; backoff with
 //!   jitter (and the seed's policy as `Legacy`); heartbeats; SSE fallback.
 //! - [`seq`] — which seqs were applied: resume point, duplicates, gaps.

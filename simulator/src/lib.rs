@@ -8,6 +8,7 @@
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
 //!   app around it — cache, memory, reloads — and the notes it records are submodules).
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
+//! - [`proxy`] — live mode's per-group fault proxy (latency, hold, partition for real).
 //! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
 //! - [`glue`] — turmoil listener for axum, the simulated clock, WebSocket/SSE/HTTP clients.
 //! - [`record`] — histograms, counters and the history the checkers read.

@@ -1,0 +1,235 @@
+//! What the server's frames do to a session: the stream of logged events (applied
+//! once, in order; buffered during a resync), acks, conflicts and errors, and asking
+//! for a replay when the stream has a hole.
+
+use super::*;
+
+impl Session {
+    pub(super) fn dispatch(&mut self, msg: ServerMsg, now_ms: u64) {
+        match msg {
+            // No position to resume from (first connect, or after a reset): fetch
+            // snapshots. With a position, the resume's RECENT_EVENTS says what to do.
+            ServerMsg::Connected(_) if self.seq.epoch().is_none() => self.start_resync(),
+            ServerMsg::Connected(_) => {}
+            ServerMsg::RecentEvents(r) => {
+                if r.complete {
+                    for f in r.events {
+                        self.logged(f.seq, f.payload, now_ms);
+                    }
+                    if !self.is_resyncing() && self.catching_up {
+                        self.catching_up = false;
+                        self.notes.push_back(Note::Synced {
+                            by_snapshot: false,
+                            at_ms: now_ms,
+                        });
+                    }
+                } else {
+                    self.seq.clear();
+                    self.start_resync();
+                }
+            }
+            ServerMsg::RealtimeEvent {
+                seq: Some(seq),
+                event,
+            } => self.logged(seq, event, now_ms),
+            ServerMsg::RealtimeEvent { seq: None, event } => {
+                self.notes.push_back(Note::Ephemeral(Box::new(event)))
+            }
+            ServerMsg::Ack(ack) => self.ack(ack, now_ms),
+            ServerMsg::ConflictDetected(c) => self.conflict(c, now_ms),
+            ServerMsg::Error(e) => self.error(e, now_ms),
+            ServerMsg::PresenceUpdate(p) => self.notes.push_back(Note::Presence(p)),
+            ServerMsg::PresenceDiff(d) => self.notes.push_back(Note::PresenceDiff(d)),
+            ServerMsg::Heartbeat(_) | ServerMsg::HeartbeatAck(_) => {}
+        }
+    }
+
+    fn start_resync(&mut self) {
+        if !self.is_resyncing() {
+            self.resyncs += 1;
+            self.stream = Stream::Resyncing { buffer: Vec::new() };
+            self.actions.push_back(Action::FetchSnapshot);
+        }
+    }
+
+    /// A seq the stream carries (another session's event, or our own write's seq in
+    /// its answer) and what it changes. Applied once, in the live stream; buffered
+    /// during a resync. Returns true if it was applied now.
+    fn advance(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
+        if let Stream::Resyncing { buffer } = &mut self.stream {
+            if buffer.len() >= self.buffer_max {
+                // Too much arrived while the snapshot was on its way: fetch again.
+                buffer.clear();
+                self.actions.push_back(Action::FetchSnapshot);
+            }
+            buffer.push((seq, change));
+            return false;
+        }
+        if self.ack_ahead(&change) {
+            self.resume_stream(now_ms);
+            return false;
+        }
+        match self.seq.observe(seq, now_ms) {
+            SeqVerdict::Apply => {
+                self.apply(change, now_ms);
+                self.conn.set_resume(self.seq.resume_point());
+                true
+            }
+            SeqVerdict::Duplicate => {
+                self.notes.push_back(Note::Duplicate { seq });
+                false
+            }
+        }
+    }
+
+    /// An ack more than one version ahead of our copy: versions in between never
+    /// reached us (an event lost, or an SSE POST answer overtaking the stream). Our
+    /// change on the stale copy would hide them for good — versions only move forward —
+    /// so the ack waits: its seq stays unseen and the stream is replayed, which brings
+    /// those versions and our own event, in order.
+    pub(super) fn ack_ahead(&self, change: &Change) -> bool {
+        match change {
+            Change::Ack(op, version) => op.kind.entity_kind().is_some_and(|kind| {
+                let have = self
+                    .replica
+                    .get(kind, &op.entity_id)
+                    .map_or(0, |e| e.version);
+                *version > have + 1
+            }),
+            Change::Entity(_) => false,
+        }
+    }
+
+    /// A seq with nothing to apply (skipped in the buffer by the watermark check).
+    fn advance_seq_only(&mut self, seq: u64, now_ms: u64) -> bool {
+        match &mut self.stream {
+            Stream::Resyncing { .. } => false,
+            Stream::Live => self.seq.observe(seq, now_ms) == SeqVerdict::Apply,
+        }
+    }
+
+    pub(super) fn apply(&mut self, change: Change, now_ms: u64) {
+        match change {
+            Change::Entity(e) => {
+                self.replica.apply_event(e);
+            }
+            Change::Ack(op, version) => {
+                self.replica
+                    .apply_ack(&op, version, &self.user_id, Timestamp(now_ms))
+            }
+        }
+    }
+
+    fn logged(&mut self, seq: u64, event: RealtimeEvent, now_ms: u64) {
+        // Taken apart, not copied: this runs for every delivery.
+        let entity = match event.payload {
+            Value::Object(fields) => Entity::from_fields(fields).ok(),
+            _ => None,
+        };
+        let Some(e) = entity else {
+            // Not an entity we understand: still a seq we saw.
+            self.advance_seq_only(seq, now_ms);
+            return;
+        };
+        let (kind, id, version, op_id, deleted) = (
+            e.entity,
+            e.id.clone(),
+            e.version,
+            e.op_id.clone(),
+            e.deleted,
+        );
+        if self.advance(seq, Change::Entity(e), now_ms) {
+            self.notes.push_back(Note::Applied {
+                seq,
+                event: event.kind,
+                kind,
+                id,
+                version,
+                op_id,
+                deleted,
+            });
+        }
+    }
+
+    fn ack(&mut self, ack: Ack, now_ms: u64) {
+        if let Some((op, _)) = self.outbox.answer(&ack.op_id, false) {
+            self.actions.push_back(Action::PersistQueue);
+            // Without a seq nothing changed (a delete of a tombstone).
+            if let Some(seq) = ack.seq {
+                self.advance(seq, Change::Ack(Box::new(op.clone()), ack.version), now_ms);
+            }
+            self.notes.push_back(Note::Acked {
+                op: Box::new(op),
+                ack,
+                at_ms: now_ms,
+            });
+        } else if let Some(seq) = ack.seq {
+            // An answer to an op we no longer hold (a legacy op rolled back on timeout
+            // that did apply): the change is on the server; its event never comes to us.
+            self.advance_seq_only(seq, now_ms);
+            self.start_resync();
+        }
+    }
+
+    fn conflict(&mut self, c: Box<ConflictDetected>, now_ms: u64) {
+        // With a seq, part of our write was applied (MERGE) and no event will bring it:
+        // `current` is that version. Without one, `current` is only information: the
+        // events that made it reach us on the stream, in order, and applying it here
+        // could resurrect an entity a later snapshot no longer has.
+        if let Some(seq) = c.seq {
+            self.advance(seq, Change::Entity(c.current.clone()), now_ms);
+        }
+        self.note_server_version(c.current.entity, &c.current.id.clone(), c.current.version);
+        self.roll_back(&c.op_id, RollbackReason::Conflict);
+        self.notes.push_back(Note::Conflict(c));
+    }
+
+    fn error(&mut self, e: ErrorPayload, now_ms: u64) {
+        let Some(op_id) = e.op_id.clone() else {
+            self.notes.push_back(Note::Error(e));
+            return;
+        };
+        match e.code {
+            ErrorCode::OutOfOrder => {
+                if let Some(n) = e.expected_n {
+                    self.outbox.rewind_to(n);
+                }
+            }
+            ErrorCode::StaleOp => {
+                // Applied long ago, answer lost: drop it and refetch to learn the result.
+                self.outbox.answer(&op_id, false);
+                self.start_resync();
+                self.pump(now_ms);
+            }
+            code => self.roll_back(&op_id, RollbackReason::Error(code)),
+        }
+        self.notes.push_back(Note::Error(e));
+    }
+
+    fn roll_back(&mut self, op_id: &str, reason: RollbackReason) {
+        if let Some((op, cascaded)) = self.outbox.answer(op_id, true) {
+            self.actions.push_back(Action::PersistQueue);
+            let root = op.op_id.clone();
+            self.notes.push_back(Note::RolledBack {
+                op: Box::new(op),
+                reason,
+            });
+            for o in cascaded {
+                self.notes.push_back(Note::RolledBack {
+                    op: Box::new(o),
+                    reason: RollbackReason::Dependency(root.clone()),
+                });
+            }
+        }
+    }
+
+    /// The stream has a hole: WebSocket asks for a replay; SSE reconnects with Last-Event-ID.
+    pub(super) fn resume_stream(&mut self, now_ms: u64) {
+        match (self.conn.transport(), self.seq.resume_point()) {
+            (Transport::WebSocket, Some(r)) => {
+                self.actions.push_back(Action::Send(ClientMsg::Resume(r)))
+            }
+            _ => self.conn.suspect(now_ms),
+        }
+    }
+}

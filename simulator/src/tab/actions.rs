@@ -1,0 +1,166 @@
+//! Carrying out the session's actions over the simulated (or live) sockets: connect,
+//! send, POST, close, fetch snapshots, persist the queue — and the notes it leaves.
+
+use super::*;
+
+impl Tab {
+    /// Carries out the session's actions and records its notes.
+    pub(super) async fn drive(&mut self) {
+        loop {
+            let mut acted = false;
+            while let Some(a) = self.s.poll_action() {
+                acted = true;
+                self.act(a).await;
+            }
+            while let Some(n) = self.s.poll_note() {
+                acted = true;
+                self.note(n);
+            }
+            if !acted {
+                break;
+            }
+        }
+        if let Some(from) = self.drain_from
+            && self.s.outbox().is_empty()
+            && self.s.connection().is_open()
+        {
+            let now = now_ms();
+            self.rec
+                .borrow_mut()
+                .sample("offline_drain_ms", &self.spec.group, now, now - from);
+            self.drain_from = None;
+        }
+    }
+
+    fn mark_sent(&self, m: &ClientMsg) {
+        if let ClientMsg::RealtimeEvent(ev) = m
+            && let Some(op) = ev.payload.get("opId").and_then(Value::as_str)
+            && let Some(r) = self.rec.borrow_mut().ops.get_mut(op)
+        {
+            r.first_sent_ms.get_or_insert(now_ms());
+        }
+    }
+
+    async fn act(&mut self, a: Action) {
+        let now = now_ms();
+        match a {
+            Action::Connect {
+                transport,
+                resume,
+                attempt,
+            } => {
+                self.rec.borrow_mut().timeline_add(
+                    &format!("connect_attempts_per_s.{}", self.spec.group),
+                    now,
+                    1,
+                );
+                self.set_link(None);
+                self.attempt = attempt;
+                self.sent_resume = resume;
+                let route = self.spec.group.clone();
+                let (token, tab, sse) = (
+                    self.spec.token.clone(),
+                    self.spec.id.clone(),
+                    transport == Transport::Sse,
+                );
+                let query = match resume {
+                    Some(r) if !sse => format!(
+                        "token={token}&sessionId={tab}&epoch={}&lastSeq={}",
+                        r.epoch, r.last_seq
+                    ),
+                    _ => format!("token={token}&sessionId={tab}"),
+                };
+                let last_event_id =
+                    resume.map(|r| rtsync_protocol::sse::event_id(r.epoch, r.last_seq));
+                self.connecting = Some(
+                    async move {
+                        if sse {
+                            glue::sse_connect(
+                                &route,
+                                &format!("/api/events/subscribe?{query}"),
+                                last_event_id,
+                            )
+                            .await
+                            .map(|s| Link::Sse(Box::new(s)))
+                        } else {
+                            glue::ws_connect(&route, &query)
+                                .await
+                                .map(|w| Link::Ws(Box::new(w)))
+                        }
+                    }
+                    .boxed_local(),
+                );
+            }
+            Action::Send(m) => {
+                self.mark_sent(&m);
+                if let Some(Link::Ws(ws)) = &mut self.link
+                    && ws.send(Message::text(m.encode())).await.is_err()
+                {
+                    self.set_link(None);
+                    self.s.handle_closed(self.attempt, None, now);
+                }
+            }
+            Action::Post(m) => {
+                self.mark_sent(&m);
+                let route = self.spec.group.clone();
+                let (tx, token, tab) = (
+                    self.io_tx.clone(),
+                    self.spec.token.clone(),
+                    self.spec.id.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    let path = format!("/api/events?sessionId={tab}");
+                    let headers = [
+                        ("authorization", format!("Bearer {token}")),
+                        ("content-type", "application/json".to_owned()),
+                    ];
+                    let answer = glue::http(&route, "POST", &path, &headers, Some(m.encode()))
+                        .await
+                        .ok()
+                        .and_then(|(_, body)| {
+                            ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok()
+                        });
+                    let _ = tx.send(Input::Io(Io::Post(answer)));
+                });
+            }
+            Action::Close { code, attempt } => {
+                // Only the current socket is still there to close.
+                if attempt == self.attempt {
+                    if let Some(Link::Ws(ws)) = &mut self.link {
+                        let _ = ws.close(None).await;
+                    }
+                    self.set_link(None);
+                    self.connecting = None;
+                }
+                self.s.handle_closed(attempt, Some(code), now);
+            }
+            Action::FetchSnapshot => {
+                let (tx, token, route) = (
+                    self.io_tx.clone(),
+                    self.spec.token.clone(),
+                    self.spec.group.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    let _ = tx.send(Input::Io(Io::Snapshot(
+                        fetch_snapshots(&route, &token).await,
+                    )));
+                });
+            }
+            Action::PersistQueue => {
+                self.stored_queue = serde_json::to_string(&self.s.sync_state()).ok()
+            }
+        }
+    }
+
+    /// Replaces the socket, keeping the open-connections timeline exact (opens and
+    /// closes counted where the socket itself comes and goes).
+    pub(super) fn set_link(&mut self, link: Option<Link>) {
+        let delta = i64::from(link.is_some()) - i64::from(self.link.is_some());
+        if delta != 0 {
+            self.rec
+                .borrow_mut()
+                .timeline_add("connections_open", now_ms(), delta);
+        }
+        self.link = link;
+    }
+}
