@@ -4,8 +4,9 @@
 
 use rtsync_client::rng::Rng;
 use rtsync_client::session::{Action, Note, Session, SessionConfig};
-use rtsync_protocol::{ClientMsg, Device, EntityKind, ServerMsg, UserAction};
+use rtsync_protocol::{ClientMsg, Device, EntityKind, EventType, ServerMsg, Strategy, UserAction};
 use rtsync_server::core::{ConnId, CoreConfig, Delivery, SessionInfo, Workspace};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -61,6 +62,31 @@ impl Net {
             });
         }
         net
+    }
+
+    /// `clients` sessions with default settings, started and settled, against a core
+    /// whose tasks resolve conflicts with `strategy`.
+    pub fn settled(clients: usize, strategy: Strategy) -> Self {
+        let core = CoreConfig {
+            strategy_task: strategy,
+            ..CoreConfig::default()
+        };
+        let mut net = Net::new(clients, SessionConfig::default(), core);
+        net.start_all();
+        net.settle();
+        net
+    }
+
+    /// Client `i` queues a plain change now (no strategy, no dependencies) and its
+    /// actions are carried out (frames queued, not delivered); returns the opId.
+    pub fn mutate(&mut self, i: usize, kind: EventType, id: &str, changes: Value) -> String {
+        let changes = changes.as_object().cloned().unwrap_or_default();
+        let op = self.clients[i]
+            .s
+            .mutate(kind, id, changes, None, vec![], self.now)
+            .expect("the queue takes it");
+        self.pump();
+        op
     }
 
     /// Replaces the server with a fresh one (a crash: the in-memory log and entities are

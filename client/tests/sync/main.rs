@@ -96,13 +96,7 @@ fn acked(net: &Net, i: usize) -> Vec<String> {
 
 #[test]
 fn offline_edits_replay_exactly_once_after_reconnect() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
     let now = net.now;
     net.clients[0].s.go_offline(now);
     net.pump();
@@ -149,13 +143,7 @@ fn offline_edits_replay_exactly_once_after_reconnect() {
 
 #[test]
 fn a_lost_connection_mid_flight_replays_without_duplicates() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
     let now = net.now;
     for n in 0..5 {
         net.clients[0]
@@ -184,67 +172,19 @@ fn a_lost_connection_mid_flight_replays_without_duplicates() {
 
 #[test]
 fn a_conflict_rolls_back_that_op_alone() {
-    let mut net = Net::new(2, SessionConfig::default(), core(ConflictStrategy::Manual));
-    net.start_all();
-    net.settle();
-    let now = net.now;
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t1",
-            changes(json!({"title": "x"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t2",
-            changes(json!({"title": "y"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    let mut net = Net::settled(2, ConflictStrategy::Manual);
+    net.mutate(0, EventType::TaskCreated, "t1", json!({"title": "x"}));
+    net.mutate(0, EventType::TaskCreated, "t2", json!({"title": "y"}));
     net.settle();
     // Both edit t1 on v1; client 1 wins the race. Client 0 also edits t2.
-    net.clients[1]
-        .s
-        .mutate(
-            EventType::TaskUpdated,
-            "t1",
-            changes(json!({"title": "theirs"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskUpdated,
-            "t1",
-            changes(json!({"title": "mine"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskUpdated,
-            "t2",
-            changes(json!({"title": "mine too"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(1, EventType::TaskUpdated, "t1", json!({"title": "theirs"}));
+    net.mutate(0, EventType::TaskUpdated, "t1", json!({"title": "mine"}));
+    net.mutate(
+        0,
+        EventType::TaskUpdated,
+        "t2",
+        json!({"title": "mine too"}),
+    );
     net.pump();
     net.deliver_up(1, false);
     net.settle();
@@ -277,39 +217,11 @@ fn a_conflict_rolls_back_that_op_alone() {
 
 #[test]
 fn a_server_bounce_is_survived_by_snapshot_resync_and_queue_replay() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
-    let now = net.now;
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t1",
-            changes(json!({"title": "before"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
+    net.mutate(0, EventType::TaskCreated, "t1", json!({"title": "before"}));
     net.settle();
     net.bounce_server(|_, _| {}); // the in-memory server lost everything
-    let now = net.now;
-    net.clients[1]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t9",
-            changes(json!({"title": "after"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(1, EventType::TaskCreated, "t9", json!({"title": "after"}));
     net.settle();
     assert!(net.clients.iter().all(|c| c.notes.iter().any(|n| matches!(
         n,
@@ -324,25 +236,8 @@ fn a_server_bounce_is_survived_by_snapshot_resync_and_queue_replay() {
 
 #[test]
 fn duplicated_server_frames_are_applied_once() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
-    let now = net.now;
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t1",
-            changes(json!({"n": 1})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
+    net.mutate(0, EventType::TaskCreated, "t1", json!({"n": 1}));
     net.pump();
     net.deliver_up(0, false);
     while !net.clients[1].to_client.is_empty() {
@@ -365,13 +260,7 @@ fn duplicated_server_frames_are_applied_once() {
 
 #[test]
 fn a_reload_restores_the_persisted_queue_and_loses_no_write() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
     let now = net.now;
     net.clients[0].s.go_offline(now);
     net.pump();
@@ -555,35 +444,13 @@ fn check_exactly_once_and_convergence(
 
 #[test]
 fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_version() {
-    let mut net = Net::new(2, SessionConfig::default(), core(ConflictStrategy::Manual));
-    net.start_all();
-    net.settle();
+    let mut net = Net::settled(2, ConflictStrategy::Manual);
     let now = net.now;
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t1",
-            changes(json!({"title": "a"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(0, EventType::TaskCreated, "t1", json!({"title": "a"}));
     net.settle();
     // Client 1 moves t1 to v3; client 0 never sees those events (its replica stays at v1).
     for n in 0..2 {
-        net.clients[1]
-            .s
-            .mutate(
-                EventType::TaskUpdated,
-                "t1",
-                changes(json!({"n": n})),
-                None,
-                vec![],
-                now,
-            )
-            .unwrap();
+        net.mutate(1, EventType::TaskUpdated, "t1", json!({"n": n}));
         net.pump();
         net.deliver_up(1, false);
         net.deliver_down(1, false);
@@ -591,17 +458,7 @@ fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_versi
     net.clients[0]
         .to_client
         .retain(|m| !matches!(m, ServerMsg::RealtimeEvent { .. }));
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskUpdated,
-            "t1",
-            changes(json!({"title": "mine"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(0, EventType::TaskUpdated, "t1", json!({"title": "mine"}));
     net.pump();
     net.deliver_up(0, false);
     while let Some(m) = net.clients[0].to_client.pop_front() {
@@ -627,17 +484,7 @@ fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_versi
         "still stale"
     );
     // The user keeps their value: the resolving write must be based on v3, not v1.
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskUpdated,
-            "t1",
-            changes(json!({"title": "mine"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(0, EventType::TaskUpdated, "t1", json!({"title": "mine"}));
     assert_eq!(net.clients[0].s.outbox().ops().last().unwrap().base, 3);
     net.pump();
     net.deliver_up(0, false);
@@ -653,33 +500,18 @@ fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_versi
 
 #[test]
 fn an_ack_ahead_of_a_stale_replica_waits_for_the_versions_it_skipped() {
-    let mut net = Net::new(
-        2,
-        SessionConfig::default(),
-        core(ConflictStrategy::LastWriteWins),
-    );
-    net.start_all();
-    net.settle();
-    let now = net.now;
+    let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
     let mutate = |net: &mut Net, i: usize, v: Value| {
-        net.clients[i]
-            .s
-            .mutate(EventType::TaskUpdated, "t1", changes(v), None, vec![], now)
-            .unwrap();
+        net.mutate(i, EventType::TaskUpdated, "t1", v);
         net.pump();
         net.deliver_up(i, false);
     };
-    net.clients[0]
-        .s
-        .mutate(
-            EventType::TaskCreated,
-            "t1",
-            changes(json!({"title": "a", "status": "todo"})),
-            None,
-            vec![],
-            now,
-        )
-        .unwrap();
+    net.mutate(
+        0,
+        EventType::TaskCreated,
+        "t1",
+        json!({"title": "a", "status": "todo"}),
+    );
     net.settle();
     // Client 0 makes v2; its event never reaches client 1 (lost, or overtaken by
     // client 1's own answer, as an SSE POST answer can overtake the stream).
