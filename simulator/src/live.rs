@@ -6,8 +6,10 @@
 //! which adds the group's link latency and applies the network faults of the timeline
 //! for real (partition, hold, latency). The tabs run on worker threads (a `LocalSet`
 //! each, split by workspace); the proxies and the timeline on the calling thread; a
-//! spawned server has its own multi-threaded runtime. Server faults (crash, restart,
-//! bounce) are skipped with a warning. Latencies count from the
+//! spawned server has its own multi-threaded runtime; the server faults (crash,
+//! restart, bounce) are applied to a spawned server — killed, started again on its
+//! port with a new epoch — and skipped with a warning against `--target`. Latencies
+//! count from the
 //! intended send time (the workload is an open model; see `tab.rs`), late starts are
 //! counted in `late_ops`, and `ramp_up_per_s` ramps connections up.
 
@@ -27,20 +29,56 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// A server fault of the timeline, on the spawned server.
+fn server_fault(s: &mut SpawnedServer, kind: FaultKind) -> Result<(), RunError> {
+    match kind {
+        FaultKind::ServerCrash => s.crash(),
+        FaultKind::ServerRestart => s.restart()?,
+        FaultKind::ServerBounce => {
+            s.crash();
+            s.restart()?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// A reference server on 127.0.0.1 with the scenario's settings, on its own
-/// multi-threaded runtime; stopped (1001 to every client) when dropped.
+/// multi-threaded runtime; stopped (1001 to every client) when dropped. It can crash
+/// (its runtime dropped mid-flight: sockets cut, no close frames, in-memory state gone)
+/// and restart on the same port with a new epoch — the timeline's server faults.
 #[derive(Debug)]
 pub struct SpawnedServer {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    cfg: rtsync_server::ServerConfig,
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: tokio::sync::oneshot::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl SpawnedServer {
     pub fn start(sc: &Scenario) -> Result<Self, RunError> {
         let cfg = crate::world::server_config(sc);
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let (addr, running) = Self::launch(cfg.clone(), any)?;
+        Ok(SpawnedServer {
+            addr,
+            cfg,
+            running: Some(running),
+        })
+    }
+
+    fn launch(
+        cfg: rtsync_server::ServerConfig,
+        at: SocketAddr,
+    ) -> Result<(SocketAddr, Running), RunError> {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // `true`: shut down gracefully (1001 to every client); `false`: crash.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -49,47 +87,79 @@ impl SpawnedServer {
             else {
                 return;
             };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
-                    return;
+            let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
+            let crashed = rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::bind(at).await else {
+                    let _ = addr_tx.send(None);
+                    return false;
                 };
                 let _ = addr_tx.send(listener.local_addr().ok());
                 let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
-                let _ = rtsync_server::serve(listener, cfg, clock, async {
-                    let _ = stopped.await;
-                })
-                .await;
+                let serving = tokio::spawn(rtsync_server::serve(listener, cfg, clock, async {
+                    let _ = graceful_rx.await;
+                }));
+                match stopped.await {
+                    Ok(false) => true,
+                    _ => {
+                        let _ = graceful_tx.send(());
+                        let _ = serving.await;
+                        false
+                    }
+                }
             });
+            if crashed {
+                // Every task dropped where it stands: connections cut without a close
+                // frame, queues and the in-memory log gone — as a killed process.
+                rt.shutdown_background();
+            }
         });
         let addr = addr_rx.recv().ok().flatten().ok_or_else(|| {
-            RunError::Sim("could not start the reference server on 127.0.0.1".into())
+            RunError::Sim(format!("could not start the reference server on {at}"))
         })?;
-        Ok(SpawnedServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok((addr, Running { stop, thread }))
+    }
+
+    fn stop(&mut self, graceful: bool) {
+        if let Some(r) = self.running.take() {
+            let _ = r.stop.send(graceful);
+            let _ = r.thread.join();
+        }
+    }
+
+    /// Kills the server; clients' connections drop and new ones are refused.
+    pub fn crash(&mut self) {
+        self.stop(false);
+    }
+
+    /// Starts it again on the same port, with empty memory and a new epoch.
+    pub fn restart(&mut self) -> Result<(), RunError> {
+        if self.running.is_none() {
+            let (_, running) = Self::launch(self.cfg.clone(), self.addr)?;
+            self.running = Some(running);
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
     }
 }
 
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop(true);
     }
 }
 
 /// Runs the scenario's tabs against `target` in real time, each group through its fault
 /// proxy unless `direct` (capacity runs: no proxy doubling the sockets; network faults
-/// are then skipped).
+/// are then skipped). With the `server` this process spawned at `target`, the server
+/// faults are applied to it; against anyone else's server they are skipped.
 pub fn run(
     sc: &Scenario,
     seed: u64,
     target: SocketAddr,
+    mut server: Option<&mut SpawnedServer>,
     direct: bool,
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
@@ -202,9 +272,19 @@ pub fn run(
                     let ms = f.latency_ms.unwrap_or(0);
                     for_group(&f.group, &|p, _| p.set_latency(ms));
                 }
-                (None, _) if !warned => {
-                    warned = true;
-                    eprintln!("live mode: server faults ({:?} and the like) are not applied to a live server; skipped", f.kind);
+                (None, FaultKind::ServerCrash | FaultKind::ServerRestart | FaultKind::ServerBounce) => {
+                    match server.as_deref_mut() {
+                        Some(s) => {
+                            if let Err(e) = server_fault(s, f.kind) {
+                                eprintln!("live mode: {e}; the run goes on without it");
+                            }
+                        }
+                        None if !warned => {
+                            warned = true;
+                            eprintln!("live mode: server faults ({:?} and the like) are applied only to a server spawned by --spawn-server; skipped", f.kind);
+                        }
+                        None => {}
+                    }
                 }
                 (None, _) => {}
             }
@@ -220,6 +300,9 @@ pub fn run(
         }
         send(&None, 1.0, Command::StopWorkload);
         // The liveness phase: every fault healed.
+        if let Some(Err(e)) = server.as_deref_mut().map(SpawnedServer::restart) {
+            eprintln!("live mode: {e}; the liveness phase runs without a server");
+        }
         for_group(&None, &|p, base| {
             p.partition(false);
             p.hold(false);

@@ -134,12 +134,17 @@ struct Ran {
     deterministic_sha256: String,
 }
 
-/// Where a run happens: in the simulator, or live over real TCP against an address.
-#[derive(Clone, Copy)]
-enum Mode {
+/// Where a run happens: in the simulator, or live over real TCP against an address
+/// (through fault proxies unless `direct`, from `threads` worker threads; `server` when
+/// this process spawned it, so the timeline's server faults can reach it).
+enum Mode<'a> {
     Simulated,
-    /// Address, direct (no proxies), generator threads.
-    Live(std::net::SocketAddr, bool, usize),
+    Live {
+        addr: std::net::SocketAddr,
+        server: Option<&'a mut rtsync_simulator::live::SpawnedServer>,
+        direct: bool,
+        threads: usize,
+    },
 }
 
 fn run_one(
@@ -168,23 +173,28 @@ fn run_in(
             let _ = std::io::stderr().flush();
         }
     };
+    let live = matches!(mode, Mode::Live { .. });
     let out = match mode {
         Mode::Simulated => world::run(sc, seed, &mut progress)?,
-        Mode::Live(addr, direct, threads) => {
-            rtsync_simulator::live::run(sc, seed, addr, direct, threads, &mut progress)?
-        }
+        Mode::Live {
+            addr,
+            server,
+            direct,
+            threads,
+        } => rtsync_simulator::live::run(sc, seed, addr, server, direct, threads, &mut progress)?,
     };
     if !quiet {
         eprint!("\r{:60}\r", "");
     }
     let verdict = report::evaluate(sc, &out.recorder);
-    let replay = match mode {
-        Mode::Simulated => format!("cargo run --release --bin simulate -- {source} --seed {seed}"),
+    let replay = if live {
         // A live run depends on the machine and the network; the line reruns it, it
         // cannot replay it exactly.
-        Mode::Live(..) => format!(
+        format!(
             "cargo run --release --bin simulate -- live {source} --seed {seed} (live: reruns, not an exact replay)"
-        ),
+        )
+    } else {
+        format!("cargo run --release --bin simulate -- {source} --seed {seed}")
     };
     println!("{}", report::console(sc, seed, &out, &verdict, &replay));
     let summary = report::summary(sc, seed, &out, &verdict);
@@ -276,7 +286,7 @@ fn real_main() -> anyhow::Result<i32> {
                     return Ok(EXIT_INVALID);
                 }
             };
-            let spawned = if spawn_server {
+            let mut spawned = if spawn_server {
                 Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
             } else {
                 None
@@ -306,13 +316,14 @@ fn real_main() -> anyhow::Result<i32> {
             }
             println!("  live: {} tabs against {addr}", sc.tabs());
             let r = run_in(
-                Mode::Live(
+                Mode::Live {
                     addr,
+                    server: spawned.as_mut(),
                     direct,
-                    threads.unwrap_or_else(|| {
+                    threads: threads.unwrap_or_else(|| {
                         std::thread::available_parallelism().map_or(1, |n| n.get())
                     }),
-                ),
+                },
                 &sc,
                 &scenario.display().to_string(),
                 seed.unwrap_or(sc.seed),

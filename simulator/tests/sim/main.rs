@@ -421,7 +421,7 @@ kind = "repair"
 "#,
     );
     let server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
-    let out = rtsync_simulator::live::run(&sc, 1, server.addr, false, 2, &mut |_, _| {})
+    let out = rtsync_simulator::live::run(&sc, 1, server.addr, None, false, 2, &mut |_, _| {})
         .expect("live run");
     let rec = &out.recorder;
     assert!(out.live);
@@ -437,4 +437,56 @@ kind = "repair"
     assert!(rec.tabs.iter().all(|t| t.open && t.settled));
     let summary = report::summary(&sc, 1, &out, &report::evaluate(&sc, rec));
     assert_eq!(summary["deterministic"]["mode"], "live");
+}
+
+#[test]
+fn live_mode_crashes_and_restarts_a_spawned_server() {
+    let sc = scenario(
+        r#"
+name = "live-bounce"
+duration_s = 4
+quiescence_s = 6
+[[groups]]
+name = "office"
+users = 3
+tabs_per_device = 2
+sse_fraction = 0.3
+[workload]
+ops_per_s = 2.0
+keys = 20
+[[faults]]
+at_s = 1.5
+kind = "server_crash"
+[[faults]]
+at_s = 2.5
+kind = "server_restart"
+"#,
+    );
+    let mut server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
+    let addr = server.addr;
+    let out =
+        rtsync_simulator::live::run(&sc, 2, addr, Some(&mut server), false, 2, &mut |_, _| {})
+            .expect("live run");
+    assert!(server.is_running(), "restarted, and still up at the end");
+    let rec = &out.recorder;
+    assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
+    assert!(
+        rec.counter("connection_losses", None) >= 6,
+        "every tab lost its connection"
+    );
+    assert!(
+        rec.counter("resyncs_by_snapshot", None) >= 12,
+        "every tab resynced twice: at start and in the new epoch"
+    );
+    // Ops acknowledged before the crash belong to an epoch the final state is not in.
+    let final_epoch = rec.server.values().next().expect("probed").epoch;
+    assert!(rec.ops.values().any(|o| matches!(
+        o.outcome,
+        rtsync_simulator::record::Outcome::Applied { epoch, .. } if epoch != final_epoch
+    )));
+    assert!(
+        rec.tabs
+            .iter()
+            .all(|t| t.open && t.settled && t.outbox_len == 0)
+    );
 }
