@@ -7,9 +7,11 @@ use crate::core::Sender;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rtsync_protocol::auth::Claims;
 use rtsync_protocol::event::ID_BYTES_MAX;
 use rtsync_protocol::{
     ClientEvent, ClientMsg, DecodeError, EntityKind, ErrorCode, PerformanceMetrics, ServerMsg,
@@ -30,11 +32,23 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|e| ApiError::new(e.status(), "TOO_LARGE", e.body_text()))
 }
 
-fn query(
-    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<AuthQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+/// Who calls an HTTP endpoint: the query read (400 if malformed) and the token — from
+/// `?token=` or `Authorization: Bearer` — verified (401) before the handler runs.
+pub struct Caller {
+    claims: Claims,
+    q: AuthQuery,
+}
+
+impl FromRequestParts<Arc<Server>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Result<Self, ApiError> {
+        let Query(q) = Query::<AuthQuery>::from_request_parts(parts, server)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let claims = authenticate(server, q.token.as_deref(), &parts.headers, None)?;
+        Ok(Caller { claims, q })
+    }
 }
 
 /// `POST /api/events`: a mutation from a client without a WebSocket. The body is the
@@ -42,12 +56,9 @@ fn query(
 /// the frame a WebSocket client would get: `ACK` 200, `CONFLICT_DETECTED` 409, `ERROR` 4xx.
 pub async fn post_event(
     State(server): State<Arc<Server>>,
-    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    Caller { claims, q }: Caller,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let claims = authenticate(&server, q.token.as_deref(), &headers, None)?;
     let raw = body(raw)?;
     let text = std::str::from_utf8(&raw).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
     let ev = match ClientMsg::decode(text) {
@@ -145,11 +156,8 @@ fn kind_of(plural: &str) -> Result<EntityKind, ApiError> {
 pub async fn list_entities(
     State(server): State<Arc<Server>>,
     Path(kind): Path<String>,
-    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    Caller { claims, q }: Caller,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let claims = authenticate(&server, q.token.as_deref(), &headers, None)?;
     let kind = kind_of(&kind)?;
     let snap = server
         .shard(&claims.ws)
@@ -163,11 +171,8 @@ pub async fn list_entities(
 pub async fn get_entity(
     State(server): State<Arc<Server>>,
     Path((kind, id)): Path<(String, String)>,
-    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    Caller { claims, .. }: Caller,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let claims = authenticate(&server, q.token.as_deref(), &headers, None)?;
     let kind = kind_of(&kind)?;
     let shard = server.shard(&claims.ws);
     let s = shard.lock();
@@ -183,12 +188,9 @@ pub async fn get_entity(
 /// `POST /api/analytics/performance`: the seed's `PerformanceMetrics`, validated; 202.
 pub async fn analytics(
     State(server): State<Arc<Server>>,
-    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    Caller { claims, .. }: Caller,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let claims = authenticate(&server, q.token.as_deref(), &headers, None)?;
     let raw = body(raw)?;
     let m: PerformanceMetrics = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::bad_request(format!("not PerformanceMetrics: {e}")))?;
