@@ -3,9 +3,10 @@
 //! and an index page when several scenarios ran.
 
 use crate::metrics::{HISTOGRAMS, INVARIANTS};
-use crate::record::{PHASES, Recorder};
+use crate::record::PHASES;
 use crate::report::Verdict;
 use crate::scenario::Scenario;
+use crate::world::RunOutput;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -183,14 +184,8 @@ pub fn timeline_chart(
 const STYLE: &str = "body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#080}.fail{color:#b00;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:1em}code{background:#f3f3f3;padding:.1em .3em}";
 
 /// One scenario's report page.
-pub fn page(
-    sc: &Scenario,
-    seed: u64,
-    rec: &Recorder,
-    verdict: &Verdict,
-    replay: &str,
-    simulated_s: f64,
-) -> String {
+pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay: &str) -> String {
+    let rec = &out.recorder;
     let mut h = String::new();
     let ok = verdict.code == 0;
     let _ = write!(
@@ -200,13 +195,15 @@ pub fn page(
     );
     let _ = write!(
         h,
-        "<h1>{}</h1><p>{}</p><p>seed {seed} · {:.0} simulated s · verdict: <span class=\"{}\">{}</span></p><p>replay: <code>{}</code></p>",
+        "<h1>{}</h1><p>{}</p><p>seed {seed} · {} tabs · {:.0} simulated s · verdict: <span class=\"{}\">{}</span></p><p>replay: <code>{}</code></p><p class=\"measured\">{}</p>",
         esc(&sc.name),
         esc(&sc.description),
-        simulated_s,
+        out.tabs,
+        out.simulated_s,
         if ok { "pass" } else { "fail" },
         if ok { "PASS" } else { "FAIL" },
-        esc(replay)
+        esc(replay),
+        esc(&run_line(sc, out))
     );
     h.push_str("<h2>Thresholds</h2><table><tr><th>metric</th><th>condition</th><th>observed</th><th></th></tr>");
     for t in &verdict.thresholds {
@@ -269,7 +266,7 @@ pub fn page(
         }
     }
     h.push_str("</table><h2>Charts</h2><p>Latencies are simulated time (network model, round trips, backoff, queueing), not CPU time.</p><div class=\"charts\">");
-    let end_s = simulated_s;
+    let end_s = out.simulated_s;
     for (name, title) in [
         ("connections_open", "connections open"),
         ("queued_ops", "queued ops (all tabs)"),
@@ -311,6 +308,26 @@ pub fn page(
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// How the run went on this machine (measured: differs from run to run).
+fn run_line(sc: &Scenario, out: &RunOutput) -> String {
+    if out.live {
+        return format!("live over real TCP for {:.0} s", out.wall_s);
+    }
+    let under_load = out
+        .load
+        .filter(|l| l.wall_s > 0.0)
+        .map_or(String::new(), |l| {
+            format!("; {:.1}× under load", l.simulated_s / l.wall_s)
+        });
+    format!(
+        "simulated in {:.1} s of wall time: {:.1}× real time{under_load}; {} world{}",
+        out.wall_s,
+        out.simulated_s / out.wall_s.max(1e-9),
+        sc.shards,
+        if sc.shards == 1 { "" } else { "s (shards)" }
+    )
 }
 
 /// The index of a multi-scenario run: each scenario with its verdict and a link.

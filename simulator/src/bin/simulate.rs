@@ -222,7 +222,7 @@ fn run_in(
     }
     std::fs::write(
         dir.join("report.html"),
-        html::page(sc, seed, rec, &verdict, &replay, out.simulated_s),
+        html::page(sc, seed, &out, &verdict, &replay),
     )?;
     let sha: String = Sha256::digest(det.as_bytes())
         .iter()

@@ -345,10 +345,9 @@ ack_ms = ["p(99)<1"]
     let page = html::page(
         &sc,
         2,
-        rec,
+        &out,
         &verdict,
         "cargo run --release --bin simulate -- small.toml --seed 2",
-        out.simulated_s,
     );
     // Self-contained: inline SVG, no script, nothing fetched.
     assert!(page.contains("<svg"));
