@@ -150,6 +150,15 @@ enum Change {
     Ack(Box<PendingOp>, u64),
 }
 
+/// An ack that arrived ahead of versions we have not seen yet: applied once they land.
+#[derive(Debug, PartialEq)]
+struct Parked {
+    seq: u64,
+    op: Box<PendingOp>,
+    version: u64,
+    since_ms: u64,
+}
+
 #[derive(Debug, PartialEq)]
 enum Stream {
     /// Applying events as they come.
@@ -174,6 +183,10 @@ pub struct Session {
     notes: VecDeque<Note>,
     /// Versions the server was seen to hold (from conflicts), bounded.
     known_versions: std::collections::BTreeMap<(EntityKind, String), u64>,
+    /// Acks waiting for the versions before theirs (bounded by `buffer_max`); after
+    /// `gap_timeout_ms` the stream is replayed instead.
+    parked: Vec<Parked>,
+    gap_timeout_ms: u64,
     pub resyncs: u64,
 }
 
@@ -191,6 +204,8 @@ impl Session {
             actions: VecDeque::new(),
             notes: VecDeque::new(),
             known_versions: std::collections::BTreeMap::new(),
+            parked: Vec::new(),
+            gap_timeout_ms: cfg.gap_timeout_ms,
             resyncs: 0,
         }
     }
@@ -219,7 +234,10 @@ impl Session {
     }
     /// Nothing queued, nothing being caught up: the view equals confirmed state.
     pub fn is_settled(&self) -> bool {
-        self.outbox.is_empty() && !self.is_resyncing() && !self.catching_up
+        self.outbox.is_empty()
+            && !self.is_resyncing()
+            && !self.catching_up
+            && self.parked.is_empty()
     }
     /// The optimistic view of one entity.
     pub fn view(&self, kind: EntityKind, id: &str) -> Option<Entity> {
@@ -289,6 +307,7 @@ impl Session {
     /// Restores a persisted tab: its replica, queue and stream position.
     pub fn restore(&mut self, entities: Vec<Entity>, sync: SyncState) {
         self.replica.clear();
+        self.parked.clear();
         for e in entities {
             self.replica.apply_event(e);
         }
@@ -303,6 +322,7 @@ impl Session {
     /// and refetch everything on the next open.
     pub fn reset_state(&mut self) {
         self.replica.clear();
+        self.parked.clear();
         self.seq.clear();
     }
 
@@ -411,20 +431,12 @@ impl Session {
         // before the stream's earlier events.
         let mut buffer = buffer;
         buffer.sort_by_key(|(seq, _)| *seq);
-        let mut waiting = false;
         for (seq, change) in buffer {
-            if seq <= watermark {
-                continue;
-            }
-            if self.ack_ahead(&change) {
-                waiting = true;
-            } else if self.seq.observe(seq, now_ms) == SeqVerdict::Apply {
-                self.apply(change, now_ms);
+            if seq > watermark {
+                self.advance(seq, change, now_ms);
             }
         }
-        if waiting {
-            self.resume_stream(now_ms);
-        }
+        self.unpark_all(now_ms);
         self.catching_up = false;
         self.notes.push_back(Note::Synced {
             by_snapshot: true,
@@ -453,7 +465,9 @@ impl Session {
                     reason: RollbackReason::Timeout,
                 });
             }
-            if self.seq.needs_resync(now_ms) {
+            if self.seq.needs_resync(now_ms) || self.park_expired(now_ms) {
+                // The replay brings the parked acks' own events: they need not wait on.
+                self.parked.clear();
                 self.resume_stream(now_ms);
             }
         }
@@ -473,7 +487,9 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.conn.poll_timeout();
         if self.conn.is_open() {
-            for other in [self.outbox.poll_timeout(), self.seq.poll_timeout()]
+            let parked = self.parked.iter().map(|p| p.since_ms).min();
+            let parked = parked.map(|t| t + self.gap_timeout_ms);
+            for other in [self.outbox.poll_timeout(), self.seq.poll_timeout(), parked]
                 .into_iter()
                 .flatten()
             {

@@ -55,7 +55,7 @@ impl Session {
     /// A seq the stream carries (another session's event, or our own write's seq in
     /// its answer) and what it changes. Applied once, in the live stream; buffered
     /// during a resync. Returns true if it was applied now.
-    fn advance(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
+    pub(super) fn advance(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
         if let Stream::Resyncing { buffer } = &mut self.stream {
             if buffer.len() >= self.buffer_max {
                 // Too much arrived while the snapshot was on its way: fetch again.
@@ -65,14 +65,30 @@ impl Session {
             buffer.push((seq, change));
             return false;
         }
-        if self.ack_ahead(&change) {
-            self.resume_stream(now_ms);
-            return false;
+        if let Change::Ack(op, version) = change {
+            if self.ack_ahead(&op, version) {
+                self.park(seq, op, version, now_ms);
+                return false;
+            }
+            return self.advance_now(seq, Change::Ack(op, version), now_ms);
         }
+        self.advance_now(seq, change, now_ms)
+    }
+
+    /// Applies a change whose turn it is (unless its seq was seen), then any parked ack
+    /// it was the missing version for.
+    fn advance_now(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
+        let entity = match &change {
+            Change::Entity(e) if !self.parked.is_empty() => Some((e.entity, e.id.clone())),
+            _ => None,
+        };
         match self.seq.observe(seq, now_ms) {
             SeqVerdict::Apply => {
                 self.apply(change, now_ms);
                 self.conn.set_resume(self.seq.resume_point());
+                if let Some((kind, id)) = entity {
+                    self.unpark(kind, &id, now_ms);
+                }
                 true
             }
             SeqVerdict::Duplicate => {
@@ -82,22 +98,66 @@ impl Session {
         }
     }
 
-    /// An ack more than one version ahead of our copy: versions in between never
-    /// reached us (an event lost, or an SSE POST answer overtaking the stream). Our
+    /// An ack more than one version ahead of our copy: versions in between have not
+    /// reached us (an SSE POST answer overtaking the stream, or an event lost). Our
     /// change on the stale copy would hide them for good — versions only move forward —
-    /// so the ack waits: its seq stays unseen and the stream is replayed, which brings
-    /// those versions and our own event, in order.
-    pub(super) fn ack_ahead(&self, change: &Change) -> bool {
-        match change {
-            Change::Ack(op, version) => op.kind.entity_kind().is_some_and(|kind| {
-                let have = self
-                    .replica
-                    .get(kind, &op.entity_id)
-                    .map_or(0, |e| e.version);
-                *version > have + 1
-            }),
-            Change::Entity(_) => false,
+    /// so the ack is parked until they land; if they do not within `gap_timeout_ms`, the
+    /// stream is replayed (its seq was left unseen, so the replay brings our own event).
+    fn ack_ahead(&self, op: &PendingOp, version: u64) -> bool {
+        op.kind
+            .entity_kind()
+            .is_some_and(|kind| version > self.version_of(kind, &op.entity_id) + 1)
+    }
+
+    fn version_of(&self, kind: EntityKind, id: &str) -> u64 {
+        self.replica.get(kind, id).map_or(0, |e| e.version)
+    }
+
+    fn park(&mut self, seq: u64, op: Box<PendingOp>, version: u64, now_ms: u64) {
+        if self.parked.len() >= self.buffer_max {
+            // Too many waiting: stop waiting and have everything replayed.
+            self.parked.clear();
+            self.resume_stream(now_ms);
+            return;
         }
+        self.parked.push(Parked {
+            seq,
+            op,
+            version,
+            since_ms: now_ms,
+        });
+    }
+
+    /// The entity `(kind, id)` moved: parked acks on it whose turn has come are applied
+    /// (one whose version is already here is included in it: its seq is just seen).
+    fn unpark(&mut self, kind: EntityKind, id: &str, now_ms: u64) {
+        let on_it = |p: &Parked| p.op.entity_id == id && p.op.kind.entity_kind() == Some(kind);
+        while let Some(i) = self
+            .parked
+            .iter()
+            .position(|p| on_it(p) && p.version <= self.version_of(kind, id) + 1)
+        {
+            let p = self.parked.swap_remove(i);
+            self.advance_now(p.seq, Change::Ack(p.op, p.version), now_ms);
+        }
+    }
+
+    /// After a snapshot: every parked ack is checked against the new state.
+    pub(super) fn unpark_all(&mut self, now_ms: u64) {
+        let entities: Vec<(EntityKind, String)> = self
+            .parked
+            .iter()
+            .filter_map(|p| Some((p.op.kind.entity_kind()?, p.op.entity_id.clone())))
+            .collect();
+        for (kind, id) in entities {
+            self.unpark(kind, &id, now_ms);
+        }
+    }
+
+    pub(super) fn park_expired(&self, now_ms: u64) -> bool {
+        self.parked
+            .iter()
+            .any(|p| now_ms >= p.since_ms + self.gap_timeout_ms)
     }
 
     /// A seq with nothing to apply (skipped in the buffer by the watermark check).

@@ -6,7 +6,9 @@ mod harness;
 use harness::Net;
 use proptest::prelude::*;
 use rtsync_client::session::{Note, RollbackReason, SessionConfig};
-use rtsync_protocol::{EntityKind, EventType, Resume, ServerMsg, Strategy as ConflictStrategy};
+use rtsync_protocol::{
+    ClientMsg, EntityKind, EventType, Resume, ServerMsg, Strategy as ConflictStrategy,
+};
 use rtsync_server::core::CoreConfig;
 use serde_json::{Map, Value, json};
 
@@ -498,14 +500,10 @@ fn resolving_a_conflict_on_a_stale_replica_bases_the_change_on_the_servers_versi
     );
 }
 
-#[test]
-fn an_ack_ahead_of_a_stale_replica_waits_for_the_versions_it_skipped() {
+/// Client 0 makes t1 v2; client 1, still at v1, writes another field, which LWW makes
+/// v3 = v2 + its title. Client 1's queue then holds v2's event and its own ack for v3.
+fn stale_write() -> Net {
     let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
-    let mutate = |net: &mut Net, i: usize, v: Value| {
-        net.mutate(i, EventType::TaskUpdated, "t1", v);
-        net.pump();
-        net.deliver_up(i, false);
-    };
     net.mutate(
         0,
         EventType::TaskCreated,
@@ -513,33 +511,78 @@ fn an_ack_ahead_of_a_stale_replica_waits_for_the_versions_it_skipped() {
         json!({"title": "a", "status": "todo"}),
     );
     net.settle();
-    // Client 0 makes v2; its event never reaches client 1 (lost, or overtaken by
-    // client 1's own answer, as an SSE POST answer can overtake the stream).
-    mutate(&mut net, 0, json!({"status": "done"}));
+    net.mutate(0, EventType::TaskUpdated, "t1", json!({"status": "done"}));
+    net.deliver_up(0, false);
+    net.mutate(1, EventType::TaskUpdated, "t1", json!({"title": "b"}));
+    net.deliver_up(1, false);
+    net
+}
+
+fn t1_of(net: &Net, i: usize) -> Option<(u64, Map<String, Value>)> {
+    net.clients[i]
+        .s
+        .replica()
+        .get(EntityKind::Task, "t1")
+        .map(|e| (e.version, e.fields.clone()))
+}
+
+fn resumed(net: &Net, i: usize) -> bool {
+    net.clients[i]
+        .to_server
+        .iter()
+        .any(|m| matches!(m, ClientMsg::Resume(_)))
+}
+
+#[test]
+fn an_ack_ahead_of_a_stale_replica_waits_for_the_versions_it_skipped() {
+    let mut net = stale_write();
+    // v2's event never reaches client 1 (lost).
     net.clients[1]
         .to_client
         .retain(|m| !matches!(m, ServerMsg::RealtimeEvent { .. }));
-    // Client 1, still at v1, writes another field: LWW makes v3 = v2 + its title.
-    mutate(&mut net, 1, json!({"title": "b"}));
     while !net.clients[1].to_client.is_empty() {
         net.deliver_down(1, false);
     }
-    let t1 = |net: &Net| {
-        net.clients[1]
-            .s
-            .replica()
-            .get(EntityKind::Task, "t1")
-            .map(|e| (e.version, e.fields.clone()))
-    };
-    assert_ne!(
-        t1(&net).map(|(v, _)| v),
-        Some(3),
-        "the ack was not applied on v1: v3 on top of v1 would never learn v2's status"
-    );
-    net.settle();
     assert_eq!(
-        t1(&net),
-        Some((3, changes(json!({"title": "b", "status": "done"}))))
+        t1_of(&net, 1).map(|(v, _)| v),
+        Some(1),
+        "the ack waits: v3 on top of v1 would never learn v2's status"
     );
+    assert!(
+        !net.clients[1].s.is_settled(),
+        "a parked ack is unfinished business"
+    );
+    // Nothing fills the gap: after the gap timeout the stream is replayed.
+    net.advance(SessionConfig::default().gap_timeout_ms);
+    assert!(resumed(&net, 1));
+    net.settle();
+    let done = changes(json!({"title": "b", "status": "done"}));
+    assert_eq!(t1_of(&net, 1), Some((3, done)));
+    assert_converged(&net);
+}
+
+#[test]
+fn an_ack_that_overtakes_the_stream_is_applied_when_the_stream_catches_up() {
+    let mut net = stale_write();
+    // The answer overtakes the stream (an SSE POST answer can): ack first, event after.
+    let q = &mut net.clients[1].to_client;
+    let ev = q
+        .iter()
+        .position(|m| matches!(m, ServerMsg::RealtimeEvent { .. }))
+        .expect("v2's event");
+    let event = q.remove(ev).expect("v2's event");
+    q.push_back(event);
+    while !net.clients[1].to_client.is_empty() {
+        net.deliver_down(1, false);
+    }
+    let done = changes(json!({"title": "b", "status": "done"}));
+    assert_eq!(
+        t1_of(&net, 1),
+        Some((3, done)),
+        "v2 landed, then the parked v3"
+    );
+    assert!(!resumed(&net, 1), "no replay needed");
+    assert!(net.clients[1].s.is_settled());
+    net.settle();
     assert_converged(&net);
 }
