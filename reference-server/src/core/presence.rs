@@ -21,6 +21,10 @@ struct UserState {
 pub struct Presence {
     users: BTreeMap<String, UserState>,
     announced: BTreeMap<String, UserPresence>,
+    /// Membership may differ from `announced`: someone joined, or someone's last session
+    /// went and their grace period is running. Without it a tick has nothing to do (it
+    /// runs every `tick_ms` for every workspace).
+    changed: bool,
 }
 
 impl Presence {
@@ -36,6 +40,7 @@ impl Presence {
         user.gone_since_ms = None;
         user.last = meta.clone();
         user.sessions.insert(conn, meta);
+        self.changed = true;
     }
 
     pub fn remove(&mut self, user_id: &str, conn: ConnId, now_ms: u64) {
@@ -43,6 +48,7 @@ impl Presence {
             u.sessions.remove(&conn);
             if u.sessions.is_empty() {
                 u.gone_since_ms = Some(now_ms);
+                self.changed = true;
             }
         }
     }
@@ -96,6 +102,9 @@ impl Presence {
 
     /// Expires users past the grace period and returns what changed since the last call.
     pub fn tick(&mut self, now_ms: u64, grace_ms: u64) -> Option<PresenceDiff> {
+        if !self.changed {
+            return None;
+        }
         self.users.retain(|_, u| {
             u.gone_since_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) < grace_ms)
@@ -113,6 +122,8 @@ impl Presence {
                 diff.leaves.push(left);
             }
         }
+        // Still changing while anyone's grace period runs.
+        self.changed = self.users.values().any(|u| u.gone_since_ms.is_some());
         if diff.joins.is_empty() && diff.leaves.is_empty() {
             return None;
         }
