@@ -144,7 +144,11 @@ pub struct SyncState {
 /// What a seq carries for the replica.
 #[derive(Debug, PartialEq)]
 enum Change {
-    /// Another session's event: the entity as it now is.
+    /// Another session's event: the entity as it now is. Noted (`Note::Applied`) when
+    /// applied — live, or from the buffer after a snapshot.
+    Event(Entity, EventType),
+    /// The entity as a conflict reported it (our MERGE applied in part): applied
+    /// without a note, as it is our own write, not a delivery.
     Entity(Entity),
     /// Our own op, acknowledged at this version.
     Ack(Box<PendingOp>, u64),

@@ -79,13 +79,28 @@ impl Session {
     /// it was the missing version for.
     fn advance_now(&mut self, seq: u64, change: Change, now_ms: u64) -> bool {
         let entity = match &change {
-            Change::Entity(e) if !self.parked.is_empty() => Some((e.entity, e.id.clone())),
+            Change::Event(e, _) | Change::Entity(e) if !self.parked.is_empty() => {
+                Some((e.entity, e.id.clone()))
+            }
             _ => None,
         };
         match self.seq.observe(seq, now_ms) {
             SeqVerdict::Apply => {
+                let note = match &change {
+                    Change::Event(e, event) => Some(Note::Applied {
+                        seq,
+                        event: *event,
+                        kind: e.entity,
+                        id: e.id.clone(),
+                        version: e.version,
+                        op_id: e.op_id.clone(),
+                        deleted: e.deleted,
+                    }),
+                    _ => None,
+                };
                 self.apply(change, now_ms);
                 self.conn.set_resume(self.seq.resume_point());
+                self.notes.extend(note);
                 if let Some((kind, id)) = entity {
                     self.unpark(kind, &id, now_ms);
                 }
@@ -170,7 +185,7 @@ impl Session {
 
     pub(super) fn apply(&mut self, change: Change, now_ms: u64) {
         match change {
-            Change::Entity(e) => {
+            Change::Event(e, _) | Change::Entity(e) => {
                 self.replica.apply_event(e);
             }
             Change::Ack(op, version) => {
@@ -191,24 +206,7 @@ impl Session {
             self.advance_seq_only(seq, now_ms);
             return;
         };
-        let (kind, id, version, op_id, deleted) = (
-            e.entity,
-            e.id.clone(),
-            e.version,
-            e.op_id.clone(),
-            e.deleted,
-        );
-        if self.advance(seq, Change::Entity(e), now_ms) {
-            self.notes.push_back(Note::Applied {
-                seq,
-                event: event.kind,
-                kind,
-                id,
-                version,
-                op_id,
-                deleted,
-            });
-        }
+        self.advance(seq, Change::Event(e, event.kind), now_ms);
     }
 
     fn ack(&mut self, ack: Ack, now_ms: u64) {

@@ -10,6 +10,9 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// An epoch and, per kind, the seq watermark and entities: one snapshot answer.
+type Snapshot = (u64, Vec<(EntityKind, u64, Vec<rtsync_protocol::Entity>)>);
+
 pub struct Client {
     pub s: Session,
     /// What the tab last wrote to storage (its queue and stream position), as JSON.
@@ -21,6 +24,10 @@ pub struct Client {
     pub to_server: VecDeque<ClientMsg>,
     pub to_client: VecDeque<ServerMsg>,
     pub notes: Vec<Note>,
+    /// Hold the answer to a snapshot fetch (taken when asked, as a server would) until
+    /// `answer_snapshot`: the window in which a resyncing session buffers events.
+    pub hold_snapshot: bool,
+    held_snapshot: Option<Snapshot>,
 }
 
 pub struct Net {
@@ -59,6 +66,8 @@ impl Net {
                 to_server: VecDeque::new(),
                 to_client: VecDeque::new(),
                 notes: Vec::new(),
+                hold_snapshot: false,
+                held_snapshot: None,
             });
         }
         net
@@ -176,8 +185,20 @@ impl Net {
                     })
                     .collect();
                 let epoch = self.ws.epoch();
-                self.clients[i].s.handle_snapshot(epoch, parts, now);
+                if self.clients[i].hold_snapshot {
+                    self.clients[i].held_snapshot = Some((epoch, parts));
+                } else {
+                    self.clients[i].s.handle_snapshot(epoch, parts, now);
+                }
             }
+        }
+    }
+
+    /// Delivers a held snapshot answer (see `Client::hold_snapshot`).
+    pub fn answer_snapshot(&mut self, i: usize) {
+        if let Some((epoch, parts)) = self.clients[i].held_snapshot.take() {
+            self.clients[i].s.handle_snapshot(epoch, parts, self.now);
+            self.pump();
         }
     }
 
