@@ -89,9 +89,21 @@ impl SpawnedServer {
             };
             let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
             let crashed = rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::bind(at).await else {
-                    let _ = addr_tx.send(None);
-                    return false;
+                // A restart rebinds the port a crashed runtime may still be letting go
+                // of (its threads are not waited for): try for a second.
+                let mut tries = 0;
+                let listener = loop {
+                    match tokio::net::TcpListener::bind(at).await {
+                        Ok(l) => break l,
+                        Err(_) if tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        Err(_) => {
+                            let _ = addr_tx.send(None);
+                            return false;
+                        }
+                    }
                 };
                 let _ = addr_tx.send(listener.local_addr().ok());
                 let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
