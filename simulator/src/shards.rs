@@ -30,7 +30,7 @@ pub fn run_worlds(
     }
     // Simulated seconds reached by each shard; the slowest is the run's progress.
     let reached: Vec<AtomicU64> = (0..count).map(|_| AtomicU64::new(0)).collect();
-    let total = std::sync::atomic::AtomicU64::new(0);
+    let total = AtomicU64::new(0);
     let outputs = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
             .map(|index| {

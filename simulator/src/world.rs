@@ -536,6 +536,7 @@ pub fn run_world(
             next_fault += 1;
         }
         if load_from.is_none() && t >= warmup_end_ms {
+            // Measured section only: the load window's wall time, never in the results.
             load_from = Some((std::time::Instant::now(), deliveries(&rec)));
         }
         if !stopped && t >= workload_end_ms {

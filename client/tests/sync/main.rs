@@ -146,19 +146,8 @@ fn offline_edits_replay_exactly_once_after_reconnect() {
 #[test]
 fn a_lost_connection_mid_flight_replays_without_duplicates() {
     let mut net = Net::settled(2, ConflictStrategy::LastWriteWins);
-    let now = net.now;
     for n in 0..5 {
-        net.clients[0]
-            .s
-            .mutate(
-                EventType::TaskCreated,
-                &format!("t{n}"),
-                changes(json!({"n": n})),
-                None,
-                vec![],
-                now,
-            )
-            .unwrap();
+        net.mutate(0, EventType::TaskCreated, &format!("t{n}"), json!({"n": n}));
     }
     net.pump();
     // Three ops reach the server (one twice), then the connection dies before any answer.
@@ -267,18 +256,7 @@ fn a_reload_restores_the_persisted_queue_and_loses_no_write() {
     net.clients[0].s.go_offline(now);
     net.pump();
     for n in 0..3 {
-        net.clients[0]
-            .s
-            .mutate(
-                EventType::TaskCreated,
-                &format!("t{n}"),
-                changes(json!({"n": n})),
-                None,
-                vec![],
-                now,
-            )
-            .unwrap();
-        net.pump();
+        net.mutate(0, EventType::TaskCreated, &format!("t{n}"), json!({"n": n}));
     }
     // The tab is closed and reopened: a new session from what it had persisted.
     let stored = net.clients[0]
