@@ -255,6 +255,7 @@ mod tests {
                 fields: Map::new(),
             },
             seq: None,
+            epoch: None,
         }
     }
 

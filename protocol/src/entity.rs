@@ -154,6 +154,10 @@ pub struct ConflictDetected {
     /// The seq of the event that applied the non-overlapping fields (MERGE), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The epoch `seq` belongs to. A POST answer does not travel on the stream, so it
+    /// may come from another server incarnation than the one the stream is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// `ACK`: a mutation was applied, or was a duplicate (then the same answer again).
@@ -168,6 +172,9 @@ pub struct Ack {
     /// The seq of the logged event; absent when nothing changed (delete of a tombstone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The epoch `seq` belongs to (see `ConflictDetected::epoch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Present when the base was stale and a strategy decided the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Strategy>,

@@ -205,6 +205,13 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         esc(replay),
         esc(&run_line(sc, out))
     );
+    if !sc.drawn.is_empty() {
+        h.push_str("<h2>Swarm draws for this seed</h2><table><tr><th>parameter</th><th>value</th></tr>");
+        for (path, value) in &sc.drawn {
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(path), esc(value));
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Thresholds</h2><table><tr><th>metric</th><th>condition</th><th>observed</th><th></th></tr>");
     for t in &verdict.thresholds {
         let _ = write!(

@@ -3,6 +3,9 @@
 //!
 //! Module map:
 //! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md).
+//! - [`swarm`] — swarm scenarios: ranges and sets each seed draws its own values from.
+//! - [`sweep`] — many scenarios over a seed range on parallel threads; failing seeds kept.
+//! - [`output`] — the report files of one run (summary, `.hgrm`, `.hlog`, HTML).
 //! - [`world`] — builds the simulation (hosts, tabs, faults) and runs it.
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
@@ -33,12 +36,15 @@ pub mod hgrm;
 pub mod html;
 pub mod live;
 pub mod metrics;
+pub mod output;
 pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod shards;
 pub mod storage;
+pub mod swarm;
+pub mod sweep;
 pub mod tab;
 pub mod threshold;
 pub mod world;

@@ -224,6 +224,8 @@ pub fn summary(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict) -> Value 
             // Live runs are real time over real TCP: this section is then measured too.
             "mode": if out.live { "live" } else { "simulated" },
             "seed": seed,
+            // A swarm scenario's draws for this seed (absent for a fixed scenario).
+            "swarm": (!sc.drawn.is_empty()).then(|| sc.drawn.iter().cloned().collect::<BTreeMap<String, String>>()),
             "simulated_s": round3(out.simulated_s),
             "tabs": out.tabs,
             "verdict": match v.code { EXIT_PASS => "pass", EXIT_THRESHOLD => "threshold_failed", _ => "invariant_violated" },
@@ -291,6 +293,12 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
             )
         }
     ));
+    for (path, value) in &sc.drawn {
+        s.push_str(&format!("  swarm: {path} = {value}\n"));
+    }
+    if !sc.drawn.is_empty() {
+        s.push('\n');
+    }
     let passed: BTreeMap<&str, bool> = v.thresholds.iter().fold(BTreeMap::new(), |mut m, t| {
         let metric = t.selector.split('{').next().unwrap_or_default();
         let e = m.entry(metric).or_insert(true);

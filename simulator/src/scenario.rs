@@ -2,6 +2,7 @@
 //! semantic check names the field it is about, so a typo never silently runs a
 //! different scenario.
 
+use crate::swarm::Swarm;
 use rtsync_protocol::Strategy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,6 +48,19 @@ pub struct Scenario {
     pub thresholds: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub expect: Expect,
+    /// Ranges and sets each seed draws its own values from (`crate::swarm`); `None` for
+    /// a fixed scenario.
+    #[serde(skip)]
+    pub swarm: Option<Swarm>,
+    /// What this seed drew (empty for a fixed scenario, or before `for_seed`).
+    #[serde(skip)]
+    pub drawn: crate::swarm::Drawn,
+    /// The file without its `[swarm]`, which each seed's draws are applied to.
+    #[serde(skip)]
+    base: toml::Table,
+    /// Where it was read from, for errors in a seed's draws.
+    #[serde(skip)]
+    path: String,
 }
 
 fn d_seed() -> u64 {
@@ -333,16 +347,65 @@ impl Scenario {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        let parse_error = |message: String| ScenarioError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let mut base: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let swarm = match base.remove("swarm") {
+            Some(v) => Some(
+                v.try_into::<Swarm>()
+                    .map_err(|e| parse_error(format!("[swarm]: {}", e.message())))?,
+            ),
+            None => None,
+        };
+        let mut s = Self::from_table(base, path)?;
+        s.swarm = swarm;
+        if s.swarm.is_some() {
+            // A swarm must draw a valid scenario; its own seed is the first check (every
+            // seed's draws are validated again when it runs).
+            s.for_seed(s.seed)?;
+        }
+        Ok(s)
+    }
+
+    fn from_table(base: toml::Table, path: &str) -> Result<Self, ScenarioError> {
+        let mut s: Scenario =
+            toml::Value::Table(base.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| ScenarioError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         s.validate()
             .map_err(|(field, message)| ScenarioError::Invalid {
                 path: path.to_owned(),
                 field,
                 message,
             })?;
+        s.base = base;
+        s.path = path.to_owned();
+        Ok(s)
+    }
+
+    /// The scenario as `seed` runs it: itself when fixed; a swarm's own draws otherwise
+    /// (refused like a bad file, naming the seed, when a draw makes it invalid).
+    pub fn for_seed(&self, seed: u64) -> Result<Scenario, ScenarioError> {
+        let Some(swarm) = &self.swarm else {
+            return Ok(self.clone());
+        };
+        let at = format!("{} (seed {seed})", self.path);
+        let (table, drawn) = crate::swarm::draw(swarm, &self.base, seed).map_err(|(field, message)| {
+            ScenarioError::Invalid {
+                path: at.clone(),
+                field,
+                message,
+            }
+        })?;
+        let mut s = Self::from_table(table, &at)?;
+        s.base = self.base.clone();
+        s.path = self.path.clone();
+        s.drawn = drawn;
         Ok(s)
     }
 

@@ -44,6 +44,15 @@ impl Session {
         }
     }
 
+    /// Whether an answer's epoch (absent from servers that do not send it) is the one
+    /// our stream position is in.
+    fn same_epoch(&self, epoch: Option<u64>) -> bool {
+        match (epoch, self.seq.epoch()) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            _ => true,
+        }
+    }
+
     fn start_resync(&mut self) {
         if !self.is_resyncing() {
             self.resyncs += 1;
@@ -212,8 +221,12 @@ impl Session {
     fn ack(&mut self, ack: Ack, now_ms: u64) {
         if let Some((op, _)) = self.outbox.answer(&ack.op_id, false) {
             self.actions.push_back(Action::PersistQueue);
-            // Without a seq nothing changed (a delete of a tombstone).
-            if let Some(seq) = ack.seq {
+            // Without a seq nothing changed (a delete of a tombstone). A seq of another
+            // epoch (a POST answered by a server incarnation the stream has not reached
+            // yet) is not a position in our log: the reconnect's resync brings its effect.
+            if let Some(seq) = ack.seq
+                && self.same_epoch(ack.epoch)
+            {
                 self.advance(seq, Change::Ack(Box::new(op.clone()), ack.version), now_ms);
             }
             self.notes.push_back(Note::Acked {
@@ -234,7 +247,9 @@ impl Session {
         // `current` is that version. Without one, `current` is only information: the
         // events that made it reach us on the stream, in order, and applying it here
         // could resurrect an entity a later snapshot no longer has.
-        if let Some(seq) = c.seq {
+        if let Some(seq) = c.seq
+            && self.same_epoch(c.epoch)
+        {
             self.advance(seq, Change::Entity(c.current.clone()), now_ms);
         }
         self.note_server_version(c.current.entity, &c.current.id.clone(), c.current.version);

@@ -400,7 +400,8 @@ impl Workspace {
             at: Timestamp(now_ms),
             op_id: &p.op_id,
         };
-        let conflict = |strategy, conflicts, current, seq| {
+        let epoch = self.epoch();
+        let conflict = |strategy, conflicts, current, seq: Option<u64>| {
             Frame::of(&ServerMsg::ConflictDetected(Box::new(ConflictDetected {
                 resolution: ConflictResolution {
                     id: format!("conflict:{}", p.op_id),
@@ -414,15 +415,17 @@ impl Workspace {
                 op_id: p.op_id.clone(),
                 current,
                 seq,
+                epoch: seq.map(|_| epoch),
             })))
         };
-        let ack = |version, seq, resolution, overwritten| {
+        let ack = |version, seq: Option<u64>, resolution, overwritten| {
             Frame::of(&ServerMsg::Ack(Ack {
                 op_id: p.op_id.clone(),
                 entity: kind,
                 entity_id: p.id.clone(),
                 version,
                 seq,
+                epoch: seq.map(|_| epoch),
                 resolution,
                 overwritten,
             }))

@@ -5,8 +5,7 @@ use clap::{Parser, Subcommand};
 use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
 use rtsync_simulator::scenario::Scenario;
 use rtsync_simulator::world;
-use rtsync_simulator::{compare, hgrm, html};
-use sha2::{Digest, Sha256};
+use rtsync_simulator::{compare, html, output, sweep};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,13 +45,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run one scenario over a range of seeds (A..B) and list the failing ones.
+    /// Run scenarios over a range of seeds (A..B) on parallel threads and list the
+    /// failing seeds with their replay lines. Exit non-zero when any seed fails.
     Sweep {
-        scenario: PathBuf,
+        /// Scenario files or folders of them (default: the whole embedded catalog).
+        scenarios: Vec<PathBuf>,
+        /// Seeds A..B (B excluded).
         #[arg(long, value_parser = parse_range)]
         seeds: (u64, u64),
-        #[arg(long, default_value = "reports/out")]
+        /// Runs at once (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Reports of failing seeds go to OUT/<scenario>/seed-<N>/, the table to
+        /// OUT/sweep.json; passing seeds leave nothing.
+        #[arg(long, default_value = "reports/sweep")]
         out: PathBuf,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Run a scenario's tabs live, over real TCP in real time, against a server.
     Live {
@@ -174,6 +184,8 @@ fn run_in(
         }
     };
     let live = matches!(mode, Mode::Live { .. });
+    let drawn = sc.for_seed(seed)?;
+    let sc = &drawn;
     let out = match mode {
         Mode::Simulated => world::run(sc, seed, &mut progress)?,
         Mode::Live {
@@ -187,47 +199,9 @@ fn run_in(
         eprint!("\r{:60}\r", "");
     }
     let verdict = report::evaluate(sc, &out.recorder);
-    let replay = if live {
-        // A live run depends on the machine and the network; the line reruns it, it
-        // cannot replay it exactly.
-        format!(
-            "cargo run --release --bin simulate -- live {source} --seed {seed} (live: reruns, not an exact replay)"
-        )
-    } else {
-        format!("cargo run --release --bin simulate -- {source} --seed {seed}")
-    };
+    let replay = output::replay_line(source, seed, live);
     println!("{}", report::console(sc, seed, &out, &verdict, &replay));
-    let summary = report::summary(sc, seed, &out, &verdict);
-    let det = serde_json::to_string(&summary["deterministic"])?;
-    let dir = out_dir.join(&sc.name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(
-        dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )?;
-    let rec = &out.recorder;
-    for m in rtsync_simulator::metrics::HISTOGRAMS {
-        if let Some(h) = rec.merged(m, None, None) {
-            std::fs::write(
-                dir.join(format!("{m}.hgrm")),
-                hgrm::percentile_distribution(&h),
-            )?;
-        }
-        if let Some(iv) = rec.intervals.get(m) {
-            std::fs::write(
-                dir.join(format!("{m}.hlog")),
-                hgrm::interval_log(m, iv, rec.interval_ms, world::SIM_EPOCH_MS),
-            )?;
-        }
-    }
-    std::fs::write(
-        dir.join("report.html"),
-        html::page(sc, seed, &out, &verdict, &replay),
-    )?;
-    let sha: String = Sha256::digest(det.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = output::write_reports(&out_dir.join(&sc.name), sc, seed, &out, &verdict, &replay)?;
     Ok(Ran {
         code: verdict.code,
         deterministic_sha256: sha,
@@ -365,65 +339,14 @@ fn real_main() -> anyhow::Result<i32> {
             }
         }
         Some(Cmd::Sweep {
-            scenario,
+            scenarios,
             seeds,
+            jobs,
             out,
-        }) => {
-            let sc = match Scenario::load(&scenario) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(EXIT_INVALID);
-                }
-            };
-            let mut failing = Vec::new();
-            for seed in seeds.0..seeds.1 {
-                let r = run_one(
-                    &sc,
-                    &scenario.display().to_string(),
-                    seed,
-                    &out.join(format!("seed-{seed}")),
-                    true,
-                )?;
-                if r.code != EXIT_PASS {
-                    failing.push((seed, r.code));
-                }
-            }
-            println!(
-                "sweep {}: {} seeds, {} failing",
-                sc.name,
-                seeds.1 - seeds.0,
-                failing.len()
-            );
-            for (seed, code) in &failing {
-                println!(
-                    "  seed {seed}: exit {code}   cargo run --release --bin simulate -- {} --seed {seed}",
-                    scenario.display()
-                );
-            }
-            Ok(failing.iter().map(|(_, c)| *c).max().unwrap_or(EXIT_PASS))
-        }
+            quiet,
+        }) => run_sweep(&scenarios, seeds.0..seeds.1, jobs, &out, quiet),
         None => {
-            let sources: Vec<(String, Result<Scenario, String>)> = if cli.scenarios.is_empty() {
-                rtsync_simulator::catalog::CATALOG
-                    .iter()
-                    .map(|(file, text)| {
-                        let path = format!("scenarios/{file}");
-                        let sc = Scenario::parse(text, &path).map_err(|e| e.to_string());
-                        (path, sc)
-                    })
-                    .collect()
-            } else {
-                expand(&cli.scenarios)?
-                    .into_iter()
-                    .map(|p| {
-                        (
-                            p.display().to_string(),
-                            Scenario::load(&p).map_err(|e| e.to_string()),
-                        )
-                    })
-                    .collect()
-            };
+            let sources = load_sources(&cli.scenarios)?;
             let mut worst = EXIT_PASS;
             let mut table = Vec::new();
             let mut names = Vec::new();
@@ -490,4 +413,108 @@ fn real_main() -> anyhow::Result<i32> {
             Ok(worst)
         }
     }
+}
+
+/// The scenarios to run: the files and folders given, or the embedded catalog; each
+/// parsed, or the reason it was refused.
+fn load_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Result<Scenario, String>)>> {
+    Ok(if paths.is_empty() {
+        rtsync_simulator::catalog::CATALOG
+            .iter()
+            .map(|(file, text)| {
+                let path = format!("scenarios/{file}");
+                let sc = Scenario::parse(text, &path).map_err(|e| e.to_string());
+                (path, sc)
+            })
+            .collect()
+    } else {
+        expand(paths)?
+            .into_iter()
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    Scenario::load(&p).map_err(|e| e.to_string()),
+                )
+            })
+            .collect()
+    })
+}
+
+fn run_sweep(
+    paths: &[PathBuf],
+    seeds: std::ops::Range<u64>,
+    jobs: Option<usize>,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    let mut entries = Vec::new();
+    for (source, sc) in load_sources(paths)? {
+        match sc {
+            Ok(scenario) => entries.push(sweep::Entry { source, scenario }),
+            Err(e) => {
+                eprintln!("invalid scenario: {e}");
+                return Ok(EXIT_INVALID);
+            }
+        }
+    }
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let seeds_n = seeds.end - seeds.start;
+    let runs = seeds_n * entries.len() as u64;
+    // Earlier sweeps' failing-seed reports would read as this sweep's.
+    for e in &entries {
+        let dir = out.join(&e.scenario.name);
+        if let Ok(list) = std::fs::read_dir(&dir) {
+            for d in list.flatten() {
+                if d.file_name().to_string_lossy().starts_with("seed-") {
+                    std::fs::remove_dir_all(d.path())?;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "sweep: {} scenarios × seeds {}..{} = {runs} runs on {jobs} threads",
+        entries.len(),
+        seeds.start,
+        seeds.end
+    );
+    let started = std::time::Instant::now(); // measured only: the sweep's wall time
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(runs)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} runs, {msg} ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message("0 failing");
+    let mut failing = 0usize;
+    let results = sweep::run(&entries, seeds.clone(), jobs, out, |r| {
+        if r.code != EXIT_PASS {
+            failing += 1;
+            bar.set_message(format!("{failing} failing"));
+            bar.suspend(|| {
+                eprintln!(
+                    "  ✗ {} seed {} (exit {})",
+                    entries[r.entry].scenario.name, r.seed, r.code
+                )
+            });
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let wall_s = started.elapsed().as_secs_f64();
+    print!("{}", sweep::table(&entries, seeds_n, &results, 10));
+    std::fs::create_dir_all(out)?;
+    let json = sweep::summary_json(&entries, &seeds, &results);
+    std::fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&json)?)?;
+    println!(
+        "\n  {runs} runs, {failing} failing, in {wall_s:.0} s ({:.0} seeds per hour of the whole set; reports of failing seeds and sweep.json in {})",
+        seeds_n as f64 / wall_s.max(1e-9) * 3600.0,
+        out.display()
+    );
+    Ok(results.iter().map(|r| r.code).max().unwrap_or(EXIT_PASS))
 }

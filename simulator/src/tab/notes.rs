@@ -94,6 +94,9 @@ impl Tab {
                 self.cross_tab(now, op_id.map(Value::String));
             }
             Note::Acked { op, ack, at_ms } => {
+                // The answer's own epoch: in SSE mode it is a POST answer, which may come
+                // from a server incarnation the stream has not yet reconnected to.
+                let epoch = ack.epoch.unwrap_or(self.epoch);
                 rec.count("ops_acked", &g, 1);
                 rec.timeline_add("queued_ops", at_ms, -1);
                 if let Some(r) = rec.ops.get_mut(&op.op_id) {
@@ -101,7 +104,7 @@ impl Tab {
                         let v = at_ms.saturating_sub(sent.saturating_sub(r.late_ms));
                         r.answered_ms = Some(at_ms);
                         r.outcome = Outcome::Applied {
-                            epoch: self.epoch,
+                            epoch,
                             seq: ack.seq,
                             version: ack.version,
                             fields: op.changes.clone(),
@@ -110,7 +113,7 @@ impl Tab {
                         rec.sample("ack_ms", &g, at_ms, v);
                     } else {
                         r.outcome = Outcome::Applied {
-                            epoch: self.epoch,
+                            epoch,
                             seq: ack.seq,
                             version: ack.version,
                             fields: op.changes.clone(),
@@ -119,11 +122,11 @@ impl Tab {
                     }
                 }
                 if let Some(seq) = ack.seq {
-                    rec.applied(self.epoch, &op.op_id, seq);
+                    rec.applied(epoch, &op.op_id, seq);
                     if op.kind == EventType::TaskDeleted {
                         rec.deletes_seen.insert(
                             (
-                                self.epoch,
+                                epoch,
                                 self.spec.workspace.clone(),
                                 EntityKind::Task,
                                 op.entity_id.clone(),
@@ -153,19 +156,20 @@ impl Tab {
             Note::Conflict(c) => {
                 rec.count("conflicts", &g, 1);
                 if let Some(seq) = c.seq {
+                    let epoch = c.epoch.unwrap_or(self.epoch);
                     // MERGE applied the fields nobody else had changed: the entity at
                     // that version is `current`, which the final state must show if it
                     // is still at that version.
                     if let Some(r) = rec.ops.get_mut(&c.op_id) {
                         r.outcome = Outcome::Applied {
-                            epoch: self.epoch,
+                            epoch,
                             seq: Some(seq),
                             version: c.current.version,
                             fields: c.current.fields.clone(),
                             delete: false,
                         };
                     }
-                    rec.applied(self.epoch, &c.op_id, seq);
+                    rec.applied(epoch, &c.op_id, seq);
                 }
                 drop(rec);
                 let due = now + self.spec.workload.think_time_ms;

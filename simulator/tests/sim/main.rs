@@ -108,6 +108,44 @@ fn the_same_seed_gives_a_byte_identical_deterministic_summary() {
     assert_ne!(det(&a), det(&c), "another seed is another run");
 }
 
+/// SSE tabs POST their writes on fresh connections, which reach a bounced server's
+/// new incarnation while the stream still sits on the old one: each answer must be
+/// recorded under the epoch of the log that gave its seq, not the stream's.
+const SSE_BOUNCES: &str = r#"
+name = "sse-post-across-bounce"
+duration_s = 16
+warmup_s = 1
+[[groups]]
+name = "office"
+users = 6
+sse_fraction = 1.0
+latency_ms = 150
+[workload]
+ops_per_s = 4.0
+[[faults]]
+at_s = 5
+kind = "server_bounce"
+[[faults]]
+at_s = 9
+kind = "server_bounce"
+[[faults]]
+at_s = 13
+kind = "server_bounce"
+"#;
+
+#[test]
+fn post_answers_across_a_bounce_are_recorded_in_their_own_epoch() {
+    let sc = scenario(SSE_BOUNCES);
+    for seed in [1, 2] {
+        let (out, verdict, _) = run(&sc, seed);
+        let rec = &out.recorder;
+        assert!(rec.anomalies.is_empty(), "seed {seed}: {:#?}", rec.anomalies);
+        assert_eq!(verdict.code, EXIT_PASS, "seed {seed}: {:?}", verdict.failures);
+        // The run really put acked writes in more than one incarnation.
+        assert!(rec.applied_at.len() >= 3, "seed {seed}: epochs {:?}", rec.applied_at.keys());
+    }
+}
+
 const SHARDED: &str = r#"
 name = "sharded"
 duration_s = 12
