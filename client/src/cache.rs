@@ -3,7 +3,8 @@
 //! after it); invalidation by exact key, prefix or predicate; concurrent identical
 //! fetches deduplicated; refetch of observed queries on reconnect; unchanged data keeps
 //! its identity (structural sharing); the seed's cleanup of old, rarely hit entries.
-//! Bounded by `entries_max`: past it the least recently used unobserved entry goes.
+//! Bounded by `entries_max`: past it the least recently used unobserved entry goes;
+//! and, once the memory manager sets one, by a byte budget that every fetch keeps.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -125,6 +126,8 @@ pub struct QueryCache {
     cfg: CacheConfig,
     entries: BTreeMap<QueryKey, Entry>,
     bytes: usize,
+    /// The byte budget the memory manager set (None: bounded by `entries_max` only).
+    bytes_max: Option<usize>,
     pub stats: CacheStats,
 }
 
@@ -134,6 +137,7 @@ impl QueryCache {
             cfg,
             entries: BTreeMap::new(),
             bytes: 0,
+            bytes_max: None,
             stats: CacheStats::default(),
         }
     }
@@ -147,6 +151,43 @@ impl QueryCache {
     /// Approximate bytes retained by cached data.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+    pub fn bytes_max(&self) -> Option<usize> {
+        self.bytes_max
+    }
+
+    /// Sets (or lifts) the byte budget and keeps it now and after every fetch. Returns
+    /// the bytes freed.
+    pub fn set_bytes_max(&mut self, bytes_max: Option<usize>) -> usize {
+        self.bytes_max = bytes_max;
+        self.enforce_bytes_max()
+    }
+
+    /// Least recently used idle unobserved entries go first (`trim_to`); if what is left
+    /// (observed or in-flight entries) still exceeds the budget, their data is dropped
+    /// too, keeping the entry, its observers and any fetch in flight: the seed's cleanup
+    /// under pressure clears the whole QueryClient, active queries included, and an
+    /// observer's next query refetches (a miss).
+    fn enforce_bytes_max(&mut self) -> usize {
+        let max = self.bytes_max.unwrap_or(usize::MAX);
+        let before = self.bytes;
+        self.trim_to(max);
+        while self.bytes > max {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.data.is_some())
+                .min_by_key(|(_, e)| e.last_used_ms)
+                .map(|(k, _)| k.clone());
+            let Some(k) = victim else { break };
+            if let Some(e) = self.entries.get_mut(&k) {
+                self.bytes -= std::mem::take(&mut e.bytes);
+                e.data = None;
+                e.invalidated = false;
+            }
+            self.stats.evicted += 1;
+        }
+        before - self.bytes
     }
 
     pub fn query(&mut self, key: &[String], now_ms: u64) -> Lookup {
@@ -246,6 +287,7 @@ impl QueryCache {
                 self.stats.false_positives += 1;
             }
         }
+        self.enforce_bytes_max();
         out
     }
 

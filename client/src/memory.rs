@@ -84,6 +84,16 @@ impl MemoryManager {
         self.by_store.get(name).copied().unwrap_or(0)
     }
 
+    /// The bytes `store` may hold to be at most `share_pct`% of the retained total
+    /// *after* it is trimmed to them, the other stores as last sampled. (A share of the
+    /// sampled total, which counts the store itself, shrinks with the trim: 15% of a
+    /// total where the store is as large as the rest is 23% of the total after.)
+    pub fn share_budget(&self, store: &str, share_pct: usize) -> usize {
+        debug_assert!(share_pct < 100);
+        let others = self.current().saturating_sub(self.store_bytes(store));
+        others * share_pct / (100 - share_pct)
+    }
+
     pub fn under_pressure(&self) -> bool {
         self.current() >= self.pressure_bytes
     }
@@ -164,6 +174,19 @@ mod tests {
         );
         assert!(t.under_pressure);
         assert_eq!(m.store_bytes("store"), 150_000);
+    }
+
+    #[test]
+    fn a_store_trimmed_to_its_share_budget_is_within_its_share_after_the_trim() {
+        let mut m = MemoryManager::new(20_000);
+        // Scenario 12, seed 0, the average tab before its last cleanup.
+        m.sample(0, &[("replica", 13_092), ("cache", 11_530)]);
+        let b = m.share_budget("cache", 15);
+        assert_eq!(b, 13_092 * 15 / 85);
+        assert!(b as f64 / (13_092 + b) as f64 <= 0.15);
+        // The old budget, 15% of the sampled total, leaves the cache above 20%.
+        let old = m.current() * 15 / 100;
+        assert!(old as f64 / (13_092 + old) as f64 > 0.2);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::replica::Replica;
 use crate::rng::Rng;
 use crate::seq::{SeqTracker, SeqVerdict};
 use rtsync_protocol::{
-    Ack, ClientMsg, ConflictDetected, Entity, EntityKind, ErrorCode, ErrorPayload, EventType,
-    PresenceDiff, RealtimeEvent, Resume, ServerMsg, Strategy, Timestamp, UserPresence,
+    Ack, ClientEvent, ClientMsg, ConflictDetected, Entity, EntityKind, ErrorCode, ErrorPayload, EventType,
+    PresenceChange, PresenceDiff, RealtimeEvent, Resume, ServerMsg, Strategy, Timestamp, UserPresence,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -192,6 +192,9 @@ pub struct Session {
     parked: Vec<Parked>,
     gap_timeout_ms: u64,
     pub resyncs: u64,
+    /// The presence this tab announces, sent again on every WebSocket (re)connect: the
+    /// server forgets a session's presence when its connection ends.
+    presence: Option<PresenceChange>,
 }
 
 impl Session {
@@ -211,6 +214,7 @@ impl Session {
             parked: Vec::new(),
             gap_timeout_ms: cfg.gap_timeout_ms,
             resyncs: 0,
+            presence: None,
         }
     }
 
@@ -365,6 +369,16 @@ impl Session {
         Ok(op)
     }
 
+    /// Sets the presence this tab announces (the seed's `updatePresence`): sent now if
+    /// a WebSocket is open, and after every reconnect. SSE tabs cannot send it (the
+    /// protocol takes presence changes on the WebSocket only).
+    pub fn set_presence(&mut self, change: PresenceChange) {
+        self.presence = Some(change);
+        if self.conn.is_open() {
+            self.send_presence();
+        }
+    }
+
     pub fn handle_open(&mut self, attempt: Attempt, now_ms: u64) {
         self.conn.handle_open(attempt, now_ms);
         self.catching_up = true;
@@ -504,6 +518,25 @@ impl Session {
     }
 
     // ---- internals (the inbound stream is in stream.rs) ----
+
+    fn send_presence(&mut self) {
+        if self.conn.transport() != Transport::WebSocket {
+            return;
+        }
+        let Some(p) = &self.presence else {
+            return;
+        };
+        self.actions
+            .push_back(Action::Send(ClientMsg::RealtimeEvent(ClientEvent {
+                id: None,
+                kind: EventType::UserPresenceChanged,
+                payload: serde_json::to_value(p).unwrap_or_default(),
+                user_id: None,
+                session_id: None,
+                timestamp: None,
+                version: 0,
+            })));
+    }
 
     /// Moves the connection's outputs to the shell, and sends what the queue allows.
     fn pump(&mut self, now_ms: u64) {

@@ -262,18 +262,7 @@ pub fn run(
             tokio::time::sleep_until(at((f.at_s * 1000.0) as u64)).await;
             progress((f.at_s) as u64, total_ms / 1000);
             rec.borrow_mut().fault_marks.push((glue::now_ms(), format!("{:?}{}", f.kind, f.group.as_ref().map_or(String::new(), |g| format!(" {g}")))));
-            let cmd = match f.kind {
-                FaultKind::Offline => Some(Command::Offline),
-                FaultKind::Online => Some(Command::Online),
-                FaultKind::Reload => Some(Command::Reload { corrupt: false, old_schema: false }),
-                FaultKind::CorruptStorage => Some(Command::Reload { corrupt: true, old_schema: false }),
-                FaultKind::SchemaUpgrade => Some(Command::Reload { corrupt: false, old_schema: true }),
-                FaultKind::TabClose => Some(Command::Close),
-                FaultKind::TabOpen => Some(Command::Open),
-                FaultKind::Stall => Some(Command::Stall(true)),
-                FaultKind::Unstall => Some(Command::Stall(false)),
-                _ => None,
-            };
+            let cmd = Command::of_fault(f);
             match (cmd, f.kind) {
                 (Some(c), _) => send(&f.group, f.fraction, c),
                 (None, FaultKind::Partition) => for_group(&f.group, &|p, _| p.partition(true)),

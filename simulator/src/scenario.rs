@@ -224,6 +224,12 @@ pub struct Workload {
     pub memory_pressure_bytes: usize,
     /// Rows in the tab's virtual task list, and how far it scrolls per second.
     pub list_rows: u64,
+    /// Creates and updates carry a `description` of this many bytes (0: none), up to
+    /// the protocol's frame limit: large payloads and large entities.
+    pub payload_bytes: usize,
+    /// After connecting, each WebSocket tab sets its presence with a `currentPage` of
+    /// this many bytes (0: no presence change): crowded, heavy presence lists.
+    pub presence_bytes: usize,
 }
 
 impl Default for Workload {
@@ -247,11 +253,13 @@ impl Default for Workload {
             memory_sample_s: 0,
             memory_pressure_bytes: 4 << 20,
             list_rows: 0,
+            payload_bytes: 0,
+            presence_bytes: 0,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// The group's link to the server drops everything (connections break; connects are refused).
@@ -289,6 +297,29 @@ pub enum FaultKind {
     Stall,
     /// …and read again.
     Unstall,
+    /// Tabs make `ops` mutations at once (a user bursting writes, e.g. a bulk edit).
+    Burst,
+    /// Tabs reload with a damaged stored resume point: another incarnation's epoch, or
+    /// a seq far ahead of the server's (each tab one of them). The server must answer
+    /// `complete: false` and the tab resync.
+    BadResume,
+}
+
+impl FaultKind {
+    /// The fault that undoes this one, if it has one.
+    pub fn heal(self) -> Option<FaultKind> {
+        use FaultKind::*;
+        Some(match self {
+            Partition => Repair,
+            Hold => Release,
+            Offline => Online,
+            Stall => Unstall,
+            ServerCrash => ServerRestart,
+            TabClose => TabOpen,
+            Latency => Latency,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +335,9 @@ pub struct Fault {
     pub fraction: f64,
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// A `burst`'s mutations per tab.
+    #[serde(default)]
+    pub ops: Option<u64>,
 }
 
 fn d_fraction() -> f64 {
@@ -525,6 +559,13 @@ impl Scenario {
         if !(0.0..=1.0).contains(&w.keep_local_p) {
             return bad("workload.keep_local_p", "expected 0..=1".into());
         }
+        // A frame is at most 64 KiB; leave room for the envelope and the other fields.
+        if w.payload_bytes > 60_000 {
+            return bad("workload.payload_bytes", format!("expected 0..=60000, got {}", w.payload_bytes));
+        }
+        if w.presence_bytes > 60_000 {
+            return bad("workload.presence_bytes", format!("expected 0..=60000, got {}", w.presence_bytes));
+        }
         if w.cross_tab_ms_min > w.cross_tab_ms_max {
             return bad(
                 "workload.cross_tab_ms_min",
@@ -549,6 +590,9 @@ impl Scenario {
             }
             if !(0.0..=1.0).contains(&fault.fraction) {
                 return bad(&f("fraction"), "expected 0..=1".into());
+            }
+            if fault.kind == FaultKind::Burst && !fault.ops.is_some_and(|n| (1..=10_000).contains(&n)) {
+                return bad(&f("ops"), "a burst needs ops = 1..=10000".into());
             }
             if fault.kind == FaultKind::Latency && fault.latency_ms.is_none() {
                 return bad(&f("latency_ms"), "a latency fault needs latency_ms".into());

@@ -33,8 +33,9 @@ use toml::Value;
 /// Salt of the swarm's stream: the draws must not shift the world's random choices.
 const SWARM_SALT: u64 = 0x5357_4152_4d21; // "SWARM!"
 
+// No `deny_unknown_fields`: every other key is a parameter path (serde cannot combine
+// it with `flatten`); a path that names no field is refused when the draws are read back.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Swarm {
     /// Dotted path into the scenario → what to draw for it.
     #[serde(flatten)]
@@ -62,6 +63,8 @@ pub struct SwarmFault {
     pub fraction: Option<Value>,
     #[serde(default)]
     pub latency_ms: Option<Value>,
+    #[serde(default)]
+    pub ops: Option<Value>,
 }
 
 fn one() -> f64 {
@@ -122,6 +125,10 @@ pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table
             Some(v) => Some(pick(v, &mut rng).map_err(|m| (field("latency_ms"), m))?),
             None => None,
         };
+        let ops = match &f.ops {
+            Some(v) => Some(pick(v, &mut rng).map_err(|m| (field("ops"), m))?),
+            None => None,
+        };
         let mut words = format!("{} at {at_s} s", show(&kind_v));
         if !happens {
             drawn.push((format!("faults[{i}]"), "none".into()));
@@ -142,10 +149,15 @@ pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table
             fault.insert("latency_ms".into(), x.clone());
             words.push_str(&format!(", {} ms", show(x)));
         }
+        if let Some(x) = &ops {
+            fault.insert("ops".into(), x.clone());
+            words.push_str(&format!(", {} ops", show(x)));
+        }
         faults.push(Value::Table(fault.clone()));
-        if let (Some(d), Some(heal)) = (for_s, heal_of(kind)) {
+        if let (Some(d), Some(heal)) = (for_s, kind.heal()) {
             let mut h = fault;
-            h.insert("kind".into(), Value::String(heal.into()));
+            let heal = toml::Value::try_from(heal).map_err(|e| (field("kind"), e.to_string()))?;
+            h.insert("kind".into(), heal);
             h.insert("at_s".into(), Value::Float(round3(at_s + d)));
             if kind == FaultKind::Latency {
                 // Back to the group's own latency, or the server's default.
@@ -167,21 +179,6 @@ pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table
     }
     table.insert("faults".into(), Value::Array(faults));
     Ok((table, drawn))
-}
-
-/// The fault that undoes `kind`, if it has one.
-fn heal_of(kind: FaultKind) -> Option<&'static str> {
-    use FaultKind::*;
-    Some(match kind {
-        Partition => "repair",
-        Hold => "release",
-        Offline => "online",
-        Stall => "unstall",
-        ServerCrash => "server_restart",
-        TabClose => "tab_open",
-        Latency => "latency",
-        _ => return None,
-    })
 }
 
 fn base_latency(base: &toml::Table, group: Option<&Value>) -> i64 {

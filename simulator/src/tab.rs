@@ -71,10 +71,46 @@ pub enum Command {
     Open,
     /// Stop / resume reading the socket (a slow consumer).
     Stall(bool),
+    /// Make this many mutations at once.
+    Burst(u64),
+    /// Reload with a damaged stored resume point.
+    BadResume,
     /// The workload stops: the liveness phase begins.
     StopWorkload,
     /// Report final state and exit.
     Finish,
+}
+
+impl Command {
+    /// What a fault asks of the tabs it reaches; `None` for network and server faults,
+    /// which act on links and hosts (simulated and live runs share this table).
+    pub fn of_fault(f: &crate::scenario::Fault) -> Option<Command> {
+        use crate::scenario::FaultKind::*;
+        Some(match f.kind {
+            Offline => Command::Offline,
+            Online => Command::Online,
+            Reload => Command::Reload {
+                corrupt: false,
+                old_schema: false,
+            },
+            CorruptStorage => Command::Reload {
+                corrupt: true,
+                old_schema: false,
+            },
+            SchemaUpgrade => Command::Reload {
+                corrupt: false,
+                old_schema: true,
+            },
+            TabClose => Command::Close,
+            TabOpen => Command::Open,
+            Stall => Command::Stall(true),
+            Unstall => Command::Stall(false),
+            Burst => Command::Burst(f.ops.unwrap_or(1)),
+            BadResume => Command::BadResume,
+            Partition | Repair | Hold | Release | Latency | ServerCrash | ServerRestart
+            | ServerBounce => return None,
+        })
+    }
 }
 
 /// Everything that reaches a tab besides its socket, on one channel: one queue to poll
@@ -302,6 +338,7 @@ pub async fn run_tab(
     t.starting_since = Some(now);
     let home = t.query_key(0);
     t.cache.subscribe(&home, now);
+    t.announce_presence();
     t.s.start(now);
     // One timer, re-armed only when the wake-up time changes (a new timer per loop turn
     // was a measurable share of a large run).
@@ -414,6 +451,13 @@ impl Tab {
             }
             Command::Close | Command::Open => {}
             Command::Stall(on) => self.stalled = on,
+            Command::Burst(n) if !self.closed && self.next_op_ms.is_some() => {
+                for _ in 0..n {
+                    self.workload_op(now, 0);
+                }
+            }
+            Command::Burst(_) => {}
+            Command::BadResume => self.reload_with_bad_resume(now),
             Command::Finish => {
                 self.finish();
                 return true;

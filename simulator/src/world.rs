@@ -501,37 +501,11 @@ pub fn run_world(
                     sim.bounce("server");
                     server_down = false;
                 }
-                FaultKind::Offline => send(&f.group, f.fraction, Command::Offline),
-                FaultKind::Online => send(&f.group, f.fraction, Command::Online),
-                FaultKind::Reload => send(
-                    &f.group,
-                    f.fraction,
-                    Command::Reload {
-                        corrupt: false,
-                        old_schema: false,
-                    },
-                ),
-                FaultKind::CorruptStorage => send(
-                    &f.group,
-                    f.fraction,
-                    Command::Reload {
-                        corrupt: true,
-                        old_schema: false,
-                    },
-                ),
-                FaultKind::SchemaUpgrade => send(
-                    &f.group,
-                    f.fraction,
-                    Command::Reload {
-                        corrupt: false,
-                        old_schema: true,
-                    },
-                ),
-                FaultKind::TabClose => send(&f.group, f.fraction, Command::Close),
-                FaultKind::TabOpen => send(&f.group, f.fraction, Command::Open),
-                FaultKind::Stall => send(&f.group, f.fraction, Command::Stall(true)),
-                FaultKind::Unstall => send(&f.group, f.fraction, Command::Stall(false)),
-                _ => {}
+                _ => {
+                    if let Some(cmd) = Command::of_fault(f) {
+                        send(&f.group, f.fraction, cmd);
+                    }
+                }
             }
             next_fault += 1;
         }

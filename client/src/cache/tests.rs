@@ -144,3 +144,25 @@ fn trim_evicts_the_least_recently_used_unobserved_entries_to_a_budget() {
     );
     assert_eq!(c.trim_to(0), per_entry, "observed entries are kept");
 }
+
+#[test]
+fn a_byte_budget_holds_after_every_fetch_observed_entries_included() {
+    let mut c = cache(1000);
+    let home = key(&["home"]);
+    c.subscribe(&home, 0);
+    c.query(&home, 0);
+    c.resolve(&home, json!("x".repeat(300)), 0);
+    let budget = c.bytes() / 2;
+    c.set_bytes_max(Some(budget));
+    assert!(c.bytes() <= budget, "the observed entry's data goes too");
+    assert_eq!(c.query(&home, 1), Lookup::Miss { fetch: true });
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let k = key(&[name]);
+        c.query(&k, 2 + i as u64);
+        c.resolve(&k, json!("x".repeat(100)), 2 + i as u64);
+        assert!(c.bytes() <= budget);
+    }
+    c.set_bytes_max(None);
+    c.resolve(&home, json!("x".repeat(300)), 9);
+    assert!(c.bytes() > budget, "lifted");
+}

@@ -9,8 +9,12 @@ impl Session {
         match msg {
             // No position to resume from (first connect, or after a reset): fetch
             // snapshots. With a position, the resume's RECENT_EVENTS says what to do.
-            ServerMsg::Connected(_) if self.seq.epoch().is_none() => self.start_resync(),
-            ServerMsg::Connected(_) => {}
+            ServerMsg::Connected(_) => {
+                self.send_presence();
+                if self.seq.epoch().is_none() {
+                    self.start_resync();
+                }
+            }
             ServerMsg::RecentEvents(r) => {
                 if r.complete {
                     for f in r.events {

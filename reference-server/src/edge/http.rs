@@ -109,7 +109,7 @@ pub async fn post_event(
             &ev,
             now,
         );
-        s.deliver(out, &server.metrics, now);
+        s.deliver(out, &server.metrics);
         answer
     };
     let status = match ServerMsg::decode(&answer.text) {

@@ -55,8 +55,8 @@ impl Shard {
 
 impl ShardInner {
     /// Pushes the core's outputs into the connections' queues. A queue that is full
-    /// closes its connection (1013) and leaves the workspace at once.
-    pub fn deliver(&mut self, out: Vec<Delivery>, metrics: &Metrics, now_ms: u64) {
+    /// closes its connection (1013) and is fed nothing more.
+    pub fn deliver(&mut self, out: Vec<Delivery>, metrics: &Metrics) {
         let mut slow = Vec::new();
         for d in out {
             if d.frame.text.starts_with(r#"{"type":"ERROR""#) {
@@ -73,10 +73,12 @@ impl ShardInner {
                 slow.push(d.to);
             }
         }
+        // A slow consumer is fed nothing more, but its session stays in the workspace
+        // until its socket is gone (`detach`): what the client sends meanwhile is still
+        // applied and answered, never read and silently dropped.
         for conn in slow {
             if self.outs.remove(&conn).is_some() {
                 Metrics::inc(&metrics.closes_slow_consumer_total);
-                self.core.disconnect(conn, now_ms);
             }
         }
     }
@@ -242,7 +244,7 @@ async fn tick_loop(server: Arc<Server>) {
         for shard in server.shards() {
             let mut s = shard.lock();
             let out = s.core.tick(now);
-            s.deliver(out, &server.metrics, now);
+            s.deliver(out, &server.metrics);
         }
     }
 }

@@ -60,6 +60,12 @@ impl Outbound {
         self.ctl.notify.notify_one();
     }
 
+    /// The code of the close asked for, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        let c = self.ctl.close.lock().unwrap_or_else(|p| p.into_inner());
+        c.as_ref().map(|r| r.code)
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.ctl.queued_bytes.load(Ordering::Relaxed)
     }

@@ -96,7 +96,7 @@ pub async fn subscribe(
             },
         };
         let hello = s.core.connect(conn, info, resume, now);
-        s.deliver(hello, &server.metrics, now);
+        s.deliver(hello, &server.metrics);
     }
     let epoch = server.epoch;
     let state = StreamState {

@@ -104,7 +104,7 @@ async fn session(
         let mut s = shard.lock();
         s.attach(conn, out.clone());
         let hello = s.core.connect(conn, info, resume, now);
-        s.deliver(hello, &server.metrics, now);
+        s.deliver(hello, &server.metrics);
     }
     let (mut sink, mut stream) = socket.split();
     let reader = Reader {
@@ -116,10 +116,20 @@ async fn session(
     };
     let writer = write_loop(&mut sink, &mut rx, &server);
     tokio::pin!(writer);
+    let reading = reader.run(&mut stream);
+    tokio::pin!(reading);
     tokio::select! {
         biased;
-        _ = &mut writer => {}
-        reason = reader.run(&mut stream) => {
+        _ = &mut writer => {
+            // A slow consumer (1013) gets nothing more, but may still be sending:
+            // dropping the socket now would reset it and lose what it sends next. What
+            // it sends is applied until it closes or goes quiet (heartbeat timeout); its
+            // answers come again when it resends after reconnecting (ops are idempotent).
+            if out.close_code() == Some(rtsync_protocol::close::TRY_AGAIN_LATER) {
+                let _ = tokio::time::timeout(cfg.heartbeat_timeout(), &mut reading).await;
+            }
+        }
+        reason = &mut reading => {
             out.close(reason);
             // Give the writer a moment to send the close frame.
             let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
@@ -299,7 +309,7 @@ impl Reader<'_> {
             }
             ClientMsg::HeartbeatAck(_) => Vec::new(),
         };
-        s.deliver(out, &self.server.metrics, now);
+        s.deliver(out, &self.server.metrics);
     }
 
     fn reply_error(&self, code: ErrorCode, message: String) {
@@ -309,7 +319,6 @@ impl Reader<'_> {
             op_id: None,
             expected_n: None,
         }));
-        let now = self.server.now_ms();
         let mut s = self.shard.lock();
         s.deliver(
             vec![crate::core::Delivery {
@@ -317,7 +326,6 @@ impl Reader<'_> {
                 frame,
             }],
             &self.server.metrics,
-            now,
         );
     }
 }

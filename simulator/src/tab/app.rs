@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The query cache's share of a tab's retained bytes once memory pressure was seen.
+const CACHE_SHARE_PCT: usize = 15;
+
 impl Tab {
     pub(super) fn query_key(&self, project: u64) -> Vec<String> {
         vec![
@@ -57,16 +60,23 @@ impl Tab {
         self.rec
             .borrow_mut()
             .timeline_add("retained_bytes", now, total - before);
+        // The cache's budget: 15% of retained bytes (the SLO's 20% with a margin), taken
+        // from the other stores so that it still holds after the trim.
+        let budget = self.memory.share_budget("cache", CACHE_SHARE_PCT);
         if self.memory.under_pressure() {
-            // The cleanup task: the seed's removal of old, rarely hit entries, then a trim
-            // of the cache to its budget (15% of retained bytes). It succeeded if the cache
-            // is within budget afterwards.
-            let budget = self.memory.current() * 15 / 100;
+            // The cleanup task: the seed's removal of old, rarely hit entries, then the
+            // cache bounded to its budget. It succeeded if the cache is within budget
+            // afterwards. The bound stays (unbounded, the list queries' copies of the
+            // tasks grow to ~3x the replica): the trim takes the tab out of pressure, and
+            // every later fetch must keep the share too.
             self.cache.cleanup(now, 30_000, 2);
             self.cache.gc(now);
-            self.cache.trim_to(budget);
+            self.cache.set_bytes_max(Some(budget));
             let within = self.cache.bytes() <= budget;
             self.memory.record_cleanup("cache", within);
+        } else if self.cache.bytes_max().is_some() {
+            // Follow the other stores as they grow or shrink.
+            self.cache.set_bytes_max(Some(budget));
         }
         let rows = self.spec.workload.list_rows;
         if rows > 0 {
@@ -83,6 +93,18 @@ impl Tab {
     /// dehydrate/hydrate path (corrupted or old-schema on request); the queue comes from
     /// its own key. A failure resets the state and refetches: nothing queued is lost.
     pub(super) fn reload(&mut self, corrupt: bool, old_schema: bool, now: u64) {
+        self.reload_as(corrupt, old_schema, false, now);
+    }
+
+    /// A reload whose stored resume point is wrong: another incarnation's epoch (one
+    /// that started a second earlier) or a seq far ahead of the server's head, one or the
+    /// other per reload. The entities stored with it are right, so the server's
+    /// `complete: false` and a resync must repair everything.
+    pub(super) fn reload_with_bad_resume(&mut self, now: u64) {
+        self.reload_as(false, false, true, now);
+    }
+
+    fn reload_as(&mut self, corrupt: bool, old_schema: bool, bad_resume: bool, now: u64) {
         if self.closed {
             return;
         }
@@ -111,9 +133,16 @@ impl Tab {
             rec.count("reloads", &self.spec.group, 1);
             rec.measured_persist_us.push(measured_us);
             match restored {
-                Ok(r) => {
+                Ok(mut r) => {
                     if r.migrated {
                         rec.count("migrations", &self.spec.group, 1);
+                    }
+                    if bad_resume && let Some(epoch) = r.sync.epoch {
+                        if self.rng.chance(0.5) {
+                            r.sync.epoch = Some(epoch.saturating_sub(1000));
+                        } else {
+                            r.sync.seq += 1_000_000;
+                        }
                     }
                     fresh.restore(r.entities, r.sync);
                 }
@@ -137,7 +166,26 @@ impl Tab {
         self.connecting = None;
         self.s = fresh;
         self.epoch = 0;
+        self.announce_presence();
         self.s.start(now);
+    }
+
+    /// With `presence_bytes`, the tab announces a presence whose `currentPage` is that
+    /// large (every WebSocket connect sends it again).
+    pub(super) fn announce_presence(&mut self) {
+        let bytes = self.spec.workload.presence_bytes;
+        if bytes == 0 {
+            return;
+        }
+        let page: String = format!("/tasks/{}/", self.spec.id).chars().cycle().take(bytes).collect();
+        self.s.set_presence(rtsync_protocol::PresenceChange {
+            user_id: None,
+            status: rtsync_protocol::PresenceStatus::Online,
+            current_page: Some(page),
+            current_task: None,
+            current_project: None,
+            device: None,
+        });
     }
 
     pub(super) fn finish(&mut self) {

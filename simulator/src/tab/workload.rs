@@ -30,7 +30,7 @@ impl Tab {
         let exists = self.s.view(EntityKind::Task, &id).is_some();
         let pick = self.rng.unit() * total;
         let n = self.rng.below(1_000_000);
-        let (kind, changes) = if !exists || pick < create {
+        let (kind, mut changes) = if !exists || pick < create {
             if exists {
                 (
                     EventType::TaskUpdated,
@@ -53,6 +53,10 @@ impl Tab {
         } else {
             (EventType::TaskDeleted, json!({}))
         };
+        let bytes = self.spec.workload.payload_bytes;
+        if bytes > 0 && matches!(kind, EventType::TaskCreated | EventType::TaskUpdated) {
+            changes["description"] = Value::String(filler(n, bytes));
+        }
         self.enqueue(
             kind,
             &id,
@@ -146,4 +150,10 @@ impl Tab {
             ),
         }
     }
+}
+
+/// `bytes` bytes of text that differ with `n` (so an update really changes the field).
+fn filler(n: u64, bytes: usize) -> String {
+    let unit = format!("{n:06} lorem ipsum ");
+    unit.chars().cycle().take(bytes).collect()
 }
