@@ -115,9 +115,17 @@ pub struct Outbox {
     /// The opIds of the last ops dropped silently (legacy), for the checker's report.
     pub dropped_ids: VecDeque<String>,
     pub stats: OutboxStats,
+    /// The server's window: `INITIAL_WINDOW` until its `CONNECTED` says (`inflightMax`;
+    /// unlimited when it does not advertise one).
+    server_window: usize,
 }
 
 const DROPPED_IDS_KEPT: usize = 64;
+
+/// Ops sent before the server's `CONNECTED` has said how many it takes in flight: a
+/// reconnect with a long queue must not send more answers' worth than a small server
+/// queue holds (it would be closed as a slow consumer on every reconnect).
+pub const INITIAL_WINDOW: usize = 8;
 
 impl Outbox {
     pub fn new(client_id: impl Into<String>, cfg: OutboxConfig) -> Self {
@@ -128,6 +136,7 @@ impl Outbox {
             ops: VecDeque::new(),
             dropped_ids: VecDeque::new(),
             stats: OutboxStats::default(),
+            server_window: INITIAL_WINDOW,
         }
     }
 
@@ -215,8 +224,19 @@ impl Outbox {
 
     /// The next op to send on an open connection, in order; `None` when the window is
     /// full, the queue is drained, or the next op waits for a dependency.
+    /// Adopts the server's window (`CONNECTED.inflightMax`): at most the smaller of it
+    /// and our own ops are sent unanswered.
+    pub fn set_server_window(&mut self, inflight_max: Option<u64>) {
+        self.server_window = inflight_max.map_or(usize::MAX, |n| n.clamp(1, usize::MAX as u64) as usize);
+    }
+
     pub fn poll_send(&mut self, now_ms: u64) -> Option<ClientMsg> {
-        if self.inflight() >= self.cfg.inflight_max.max(1) {
+        let window = self
+            .cfg
+            .inflight_max
+            .min(self.server_window)
+            .max(1);
+        if self.inflight() >= window {
             return None;
         }
         let idx = self.ops.iter().position(|o| o.sent_at_ms.is_none())?;

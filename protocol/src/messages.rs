@@ -17,6 +17,12 @@ pub struct Connected {
     pub seq: u64,
     pub heartbeat_ms: u64,
     pub server_time: Timestamp,
+    /// The most unanswered mutations a connection should have in flight: their
+    /// answers must fit the server's outbound queue, or a client resending a long
+    /// queue makes itself a slow consumer on every reconnect. Clients send at most
+    /// the smaller of this and their own window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight_max: Option<u64>,
 }
 
 /// Only frame type a logged event is sent in.

@@ -200,6 +200,7 @@ fn every_server_frame_round_trips() {
             seq: 4,
             heartbeat_ms: 30_000,
             server_time: t,
+            inflight_max: Some(256),
         }),
         ServerMsg::RealtimeEvent {
             seq: Some(1),

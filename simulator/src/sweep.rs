@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+/// The exit code of a seed whose simulation could not run to its end (as `simulate`
+/// exits 1 on such an error).
+pub const EXIT_ERROR: i32 = 1;
+
 /// One scenario of a sweep and the path its replay line names.
 #[derive(Debug)]
 pub struct Entry {
@@ -95,8 +99,33 @@ pub fn run(
 
 fn run_seed(entries: &[Entry], entry: usize, seed: u64, out: &Path) -> anyhow::Result<SeedResult> {
     let Entry { source, scenario } = &entries[entry];
-    let sc = scenario.for_seed(seed)?;
-    let run = world::run(&sc, seed, &mut |_, _| {})?;
+    let sc = match scenario.for_seed(seed) {
+        Ok(sc) => sc,
+        // A swarm whose draws make an invalid scenario: that seed fails, the sweep goes on.
+        Err(e) => {
+            return Ok(SeedResult {
+                entry,
+                seed,
+                code: crate::report::EXIT_INVALID,
+                first_failure: e.to_string(),
+                reports: None,
+            });
+        }
+    };
+    let run = match world::run(&sc, seed, &mut |_, _| {}) {
+        Ok(run) => run,
+        // The simulation itself broke (a tab that never finished, say): that seed
+        // fails with the reason; the sweep goes on.
+        Err(e) => {
+            return Ok(SeedResult {
+                entry,
+                seed,
+                code: EXIT_ERROR,
+                first_failure: e.to_string(),
+                reports: None,
+            });
+        }
+    };
     let verdict = report::evaluate(&sc, &run.recorder);
     let mut r = SeedResult {
         entry,

@@ -9,7 +9,8 @@ impl Session {
         match msg {
             // No position to resume from (first connect, or after a reset): fetch
             // snapshots. With a position, the resume's RECENT_EVENTS says what to do.
-            ServerMsg::Connected(_) => {
+            ServerMsg::Connected(c) => {
+                self.outbox.set_server_window(c.inflight_max);
                 self.send_presence();
                 if self.seq.epoch().is_none() {
                     self.start_resync();

@@ -133,6 +133,10 @@ struct ServeArgs {
     op_clients_max: usize,
     #[arg(long, default_value_t = d().core.replay_batch_events)]
     replay_batch_events: usize,
+    /// Bytes of events per replay batch at most (at least one event per batch); the next
+    /// batch is sent when the connection's queue has drained.
+    #[arg(long, default_value_t = d().core.replay_batch_bytes)]
+    replay_batch_bytes: usize,
     #[arg(long, default_value_t = d().tick_ms)]
     tick_ms: u64,
     /// After SIGINT/SIGTERM: how long to wait for connections to close.
@@ -205,6 +209,7 @@ impl ServeArgs {
         core.op_answers_per_client = self.op_answers_per_client;
         core.op_clients_max = self.op_clients_max;
         core.replay_batch_events = self.replay_batch_events;
+        core.replay_batch_bytes = self.replay_batch_bytes;
         c.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(c)
     }

@@ -81,7 +81,13 @@ pub struct CoreConfig {
     pub op_clients_max: usize,
     pub entities_max: usize,
     pub replay_batch_events: usize,
+    /// A replay batch holds at most this many bytes of events (at least one event), so
+    /// a batch fits well inside a connection's outbound bound.
+    pub replay_batch_bytes: usize,
     pub heartbeat_ms: u64,
+    /// Advertised in `CONNECTED` (0: not advertised); the edge sets it from its
+    /// outbound queue bound.
+    pub inflight_max: usize,
 }
 
 impl Default for CoreConfig {
@@ -98,7 +104,9 @@ impl Default for CoreConfig {
             op_clients_max: 100_000,
             entities_max: 100_000,
             replay_batch_events: 500,
+            replay_batch_bytes: 256 * 1024,
             heartbeat_ms: 30_000,
+            inflight_max: 0,
         }
     }
 }

@@ -35,6 +35,11 @@ struct Session {
     info: SessionInfo,
     last_cursor_ms: Option<u64>,
     pending_cursor: Option<CollaborationCursor>,
+    /// Catching up: the last seq its replay has sent. Logged events are not fanned out
+    /// to it meanwhile — the replay reads them from the log, in order, a batch at a time
+    /// as its connection drains (`continue_replay`), so a replay larger than the
+    /// outbound bound still gets through and never interleaves with live events.
+    replayed_through: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -160,6 +165,7 @@ impl Workspace {
             seq: self.head(),
             heartbeat_ms: self.cfg.heartbeat_ms,
             server_time: now,
+            inflight_max: (self.cfg.inflight_max > 0).then_some(self.cfg.inflight_max as u64),
         });
         self.sessions.insert(
             conn,
@@ -167,6 +173,7 @@ impl Workspace {
                 info,
                 last_cursor_ms: None,
                 pending_cursor: None,
+                replayed_through: None,
             },
         );
         let mut out = vec![
@@ -191,27 +198,63 @@ impl Workspace {
         }
     }
 
-    /// Answers `RESUME`: the missed events in batches, or `complete: false`.
+    /// Answers `RESUME`: the first batch of the missed events (the rest follow with
+    /// `continue_replay` as the connection drains), or `complete: false`.
     pub fn resume(&mut self, conn: ConnId, r: Resume) -> Vec<Delivery> {
-        let head = self.head();
-        let frames = match self.log.replay(r.epoch, r.last_seq) {
-            Replay::Lost => vec![recent_events(&[], r.last_seq + 1, head, false)],
-            Replay::Complete(events) if events.is_empty() => {
-                vec![recent_events(&[], r.last_seq + 1, r.last_seq, true)]
-            }
-            Replay::Complete(events) => events
-                .chunks(self.cfg.replay_batch_events.max(1))
-                .map(|chunk| {
-                    let from = chunk[0].seq.unwrap_or(0);
-                    let to = chunk[chunk.len() - 1].seq.unwrap_or(0);
-                    recent_events(chunk, from, to, true)
-                })
-                .collect(),
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.replayed_through = None;
+        }
+        self.replay_from(conn, r.epoch, r.last_seq)
+    }
+
+    /// Whether `conn` is catching up (more replay batches to come).
+    pub fn is_replaying(&self, conn: ConnId) -> bool {
+        self.sessions
+            .get(&conn)
+            .is_some_and(|s| s.replayed_through.is_some())
+    }
+
+    /// The next batch of a replay in progress; empty when `conn` is not replaying.
+    /// When the batch reaches the head, the session is live again (in the same step, so
+    /// no event falls between the replay and the fan-out). History trimmed past the
+    /// replay meanwhile is answered `complete: false`.
+    pub fn continue_replay(&mut self, conn: ConnId) -> Vec<Delivery> {
+        let Some(through) = self.sessions.get(&conn).and_then(|s| s.replayed_through) else {
+            return Vec::new();
         };
-        frames
-            .into_iter()
-            .map(|frame| Delivery { to: conn, frame })
-            .collect()
+        let epoch = self.epoch();
+        self.replay_from(conn, epoch, through)
+    }
+
+    fn replay_from(&mut self, conn: ConnId, epoch: u64, last_seq: u64) -> Vec<Delivery> {
+        let head = self.head();
+        let (frame, through) = match self.log.replay(epoch, last_seq) {
+            Replay::Lost => (recent_events(&[], last_seq + 1, head, false), None),
+            Replay::Complete(events) if events.is_empty() => {
+                (recent_events(&[], last_seq + 1, last_seq, true), None)
+            }
+            Replay::Complete(events) => {
+                // At least one event, then as many as fit both batch bounds.
+                let (events_max, bytes_max) =
+                    (self.cfg.replay_batch_events.max(1), self.cfg.replay_batch_bytes);
+                let mut n = 0;
+                let mut bytes = 0;
+                while n < events.len().min(events_max)
+                    && (n == 0 || bytes + events[n].len() <= bytes_max)
+                {
+                    bytes += events[n].len();
+                    n += 1;
+                }
+                let from = events[0].seq.unwrap_or(0);
+                let to = events[n - 1].seq.unwrap_or(0);
+                let more = n < events.len();
+                (recent_events(&events[..n], from, to, true), more.then_some(to))
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.replayed_through = through;
+        }
+        vec![Delivery { to: conn, frame }]
     }
 
     /// A `REALTIME_EVENT` from a WebSocket session.
@@ -516,10 +559,14 @@ impl Workspace {
         self.fan_out(&user, &session, &frame)
     }
 
+    /// Every other session gets `frame`; a logged event skips sessions still catching
+    /// up (their replay will read it from the log).
     fn fan_out(&self, user: &str, session: &str, frame: &Frame) -> Vec<Delivery> {
+        let logged = frame.seq.is_some();
         self.sessions
             .iter()
             .filter(|(_, s)| !(s.info.session_id == session && s.info.user_id == user))
+            .filter(|(_, s)| !(logged && s.replayed_through.is_some()))
             .map(|(&to, _)| Delivery {
                 to,
                 frame: frame.clone(),

@@ -45,6 +45,16 @@ pub struct Shard {
     inner: Mutex<ShardInner>,
 }
 
+/// The refill of a connection's writer: the next replay batch of `conn` from the core,
+/// and whether more will follow.
+pub fn replay_refill(shard: Arc<Shard>, conn: ConnId) -> outbound::Refill {
+    Box::new(move || {
+        let mut s = shard.lock();
+        let frames = s.core.continue_replay(conn).into_iter().map(|d| d.frame).collect();
+        (frames, s.core.is_replaying(conn))
+    })
+}
+
 impl Shard {
     pub fn lock(&self) -> MutexGuard<'_, ShardInner> {
         // A panic while holding the lock is a bug; the state is still consistent
@@ -83,6 +93,16 @@ impl ShardInner {
         }
     }
 
+    /// After a connect or a `RESUME`: if the core is replaying to `conn` in batches,
+    /// its writer pulls the next batch each time its queue drains (`OutboundRx::next`).
+    pub fn note_replay(&self, conn: ConnId) {
+        if self.core.is_replaying(conn)
+            && let Some(o) = self.outs.get(&conn)
+        {
+            o.set_replaying();
+        }
+    }
+
     pub fn attach(&mut self, conn: ConnId, out: Outbound) {
         self.outs.insert(conn, out);
     }
@@ -116,7 +136,11 @@ impl Server {
         let mut map = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(workspace.to_owned())
             .or_insert_with(|| {
-                let core = Workspace::new(workspace, self.epoch, Arc::new(self.cfg.core.clone()));
+                let mut cfg = self.cfg.core.clone();
+                // A quarter of the outbound queue for answers to a client's own writes
+                // leaves the rest for fan-out, presence and heartbeats.
+                cfg.inflight_max = (self.cfg.outbound_messages_max / 4).max(1);
+                let core = Workspace::new(workspace, self.epoch, Arc::new(cfg));
                 Arc::new(Shard {
                     inner: Mutex::new(ShardInner {
                         core,

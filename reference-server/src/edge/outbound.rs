@@ -25,7 +25,13 @@ struct Control {
     close: Mutex<Option<CloseReason>>,
     notify: Notify,
     queued_bytes: AtomicUsize,
+    /// The core has more replay batches for this connection: the writer pulls them
+    /// through its `Refill` whenever its queue is empty.
+    replaying: std::sync::atomic::AtomicBool,
 }
+
+/// Pulls a connection's next replay batch (frames, and whether more will follow).
+pub type Refill = Box<dyn FnMut() -> (Vec<Frame>, bool) + Send + Sync>;
 
 /// The hub's handle: push frames, ask for a close.
 #[derive(Debug, Clone)]
@@ -40,10 +46,15 @@ pub struct Outbound {
 pub struct Overflow;
 
 impl Outbound {
+    /// Queues a frame unless the backlog is already at the byte bound or the message
+    /// bound. The bound is on what waits, so one frame larger than it (a large presence
+    /// list, a large entity) still goes to a reader that keeps up.
     pub fn push(&self, frame: Frame) -> Result<(), Overflow> {
         let len = frame.len();
-        let queued = self.ctl.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.bytes_max || self.tx.try_send((frame, Instant::now())).is_err() {
+        let before = self.ctl.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if (before > 0 && before + len > self.bytes_max)
+            || self.tx.try_send((frame, Instant::now())).is_err()
+        {
             self.ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(Overflow);
         }
@@ -60,6 +71,12 @@ impl Outbound {
         self.ctl.notify.notify_one();
     }
 
+    /// More replay batches are waiting in the core (see `Refill`).
+    pub fn set_replaying(&self) {
+        self.ctl.replaying.store(true, Ordering::Relaxed);
+        self.ctl.notify.notify_one();
+    }
+
     /// The code of the close asked for, if any.
     pub fn close_code(&self) -> Option<u16> {
         let c = self.ctl.close.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,11 +89,22 @@ impl Outbound {
 }
 
 /// The writer's end.
-#[derive(Debug)]
 pub struct OutboundRx {
     rx: mpsc::Receiver<(Frame, Instant)>,
     ctl: Arc<Control>,
     shutdown: watch::Receiver<bool>,
+    refill: Option<Refill>,
+    /// A pulled replay batch not yet handed out.
+    refilled: std::collections::VecDeque<Frame>,
+}
+
+impl std::fmt::Debug for OutboundRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundRx")
+            .field("ctl", &self.ctl)
+            .field("refilled", &self.refilled.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the writer should do next.
@@ -108,11 +136,37 @@ pub fn channel(
             ctl: ctl.clone(),
             bytes_max,
         },
-        OutboundRx { rx, ctl, shutdown },
+        OutboundRx {
+            rx,
+            ctl,
+            shutdown,
+            refill: None,
+            refilled: std::collections::VecDeque::new(),
+        },
     )
 }
 
 impl OutboundRx {
+    /// Where replay batches come from when the core has more (`Outbound::set_replaying`).
+    pub fn set_refill(&mut self, refill: Refill) {
+        self.refill = Some(refill);
+    }
+
+    /// A replay frame: one pulled earlier, or the next batch when the queue is empty and
+    /// the core has more. Pulled only on an empty queue, so a replay is paced by the
+    /// reader and never counts against the outbound bound.
+    fn take_replay(&mut self) -> Option<Frame> {
+        if self.refilled.is_empty() && self.ctl.replaying.load(Ordering::Relaxed) {
+            let Some(refill) = self.refill.as_mut() else {
+                return None;
+            };
+            let (frames, more) = refill();
+            self.ctl.replaying.store(more, Ordering::Relaxed);
+            self.refilled.extend(frames);
+        }
+        self.refilled.pop_front()
+    }
+
     fn take_close(&self) -> Option<CloseReason> {
         self.ctl
             .close
@@ -175,6 +229,9 @@ impl OutboundRx {
             // under load: a select per frame was a visible share of a large run).
             if let Some((frame, waited)) = self.take_queued() {
                 return Next::Frame(frame, waited);
+            }
+            if let Some(frame) = self.take_replay() {
+                return Next::Frame(frame, std::time::Duration::ZERO);
             }
             tokio::select! {
                 biased;

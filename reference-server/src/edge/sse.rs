@@ -77,7 +77,7 @@ pub async fn subscribe(
     let permit = admit(&server, &claims.sub)?;
     Metrics::inc(&server.metrics.connections_sse_opened_total);
     let cfg = &server.cfg;
-    let (out, rx) = outbound::channel(
+    let (out, mut rx) = outbound::channel(
         cfg.outbound_messages_max,
         cfg.outbound_bytes_max,
         server.shutdown_rx(),
@@ -97,7 +97,9 @@ pub async fn subscribe(
         };
         let hello = s.core.connect(conn, info, resume, now);
         s.deliver(hello, &server.metrics);
+        s.note_replay(conn);
     }
+    rx.set_refill(super::replay_refill(shard.clone(), conn));
     let epoch = server.epoch;
     let state = StreamState {
         rx,

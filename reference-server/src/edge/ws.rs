@@ -105,7 +105,9 @@ async fn session(
         s.attach(conn, out.clone());
         let hello = s.core.connect(conn, info, resume, now);
         s.deliver(hello, &server.metrics);
+        s.note_replay(conn);
     }
+    rx.set_refill(super::replay_refill(shard.clone(), conn));
     let (mut sink, mut stream) = socket.split();
     let reader = Reader {
         server: &server,
@@ -297,7 +299,12 @@ impl Reader<'_> {
             ClientMsg::UserAction(UserAction::CursorMove { x, y, element_id }) => {
                 s.core.cursor(self.conn, x, y, element_id, now)
             }
-            ClientMsg::Resume(r) => s.core.resume(self.conn, r),
+            ClientMsg::Resume(r) => {
+                let out = s.core.resume(self.conn, r);
+                s.deliver(out, &self.server.metrics);
+                s.note_replay(self.conn);
+                return;
+            }
             ClientMsg::Heartbeat(_) => {
                 let ack = ServerMsg::HeartbeatAck(Heartbeat {
                     timestamp: Timestamp(now),
