@@ -118,6 +118,9 @@ pub struct Outbox {
     /// The server's window: `INITIAL_WINDOW` until its `CONNECTED` says (`inflightMax`;
     /// unlimited when it does not advertise one).
     server_window: usize,
+    /// The `n` an `OUT_OF_ORDER` made us replay from on this connection (one replay
+    /// per gap, however many answers report it).
+    replaying_from: Option<u64>,
 }
 
 const DROPPED_IDS_KEPT: usize = 64;
@@ -137,6 +140,7 @@ impl Outbox {
             dropped_ids: VecDeque::new(),
             stats: OutboxStats::default(),
             server_window: INITIAL_WINDOW,
+            replaying_from: None,
         }
     }
 
@@ -227,15 +231,12 @@ impl Outbox {
     /// Adopts the server's window (`CONNECTED.inflightMax`): at most the smaller of it
     /// and our own ops are sent unanswered.
     pub fn set_server_window(&mut self, inflight_max: Option<u64>) {
-        self.server_window = inflight_max.map_or(usize::MAX, |n| n.clamp(1, usize::MAX as u64) as usize);
+        self.server_window =
+            inflight_max.map_or(usize::MAX, |n| n.clamp(1, usize::MAX as u64) as usize);
     }
 
     pub fn poll_send(&mut self, now_ms: u64) -> Option<ClientMsg> {
-        let window = self
-            .cfg
-            .inflight_max
-            .min(self.server_window)
-            .max(1);
+        let window = self.cfg.inflight_max.min(self.server_window).max(1);
         if self.inflight() >= window {
             return None;
         }
@@ -275,8 +276,16 @@ impl Outbox {
         Some((op, cascaded))
     }
 
-    /// `OUT_OF_ORDER`: the server expects n; resend from there.
+    /// `OUT_OF_ORDER`: the server expects n; resend from there, once per gap. Every op
+    /// sent after the missing one is answered `OUT_OF_ORDER` with the same n; replaying
+    /// on each answer resent the whole window once per answer (k answers: k × window
+    /// sends at once), which the server's rate limit turns into new gaps. A replay that
+    /// is lost too is recovered by the ack timeout (reconnect: `on_disconnect`).
     pub fn rewind_to(&mut self, expected_n: u64) {
+        if self.replaying_from == Some(expected_n) {
+            return;
+        }
+        self.replaying_from = Some(expected_n);
         let client = self.client_id.clone();
         for op in &mut self.ops {
             let n = op
@@ -293,6 +302,7 @@ impl Outbox {
     /// The connection is gone. Sequenced: everything unanswered is sent again after
     /// the reconnect. Legacy: sent ops are not retried (the seed forgets them).
     pub fn on_disconnect(&mut self) {
+        self.replaying_from = None;
         if let OutboxPolicy::Sequenced { .. } = self.cfg.policy {
             for op in &mut self.ops {
                 if op.sent_at_ms.take().is_some() {

@@ -16,8 +16,9 @@ use crate::replica::Replica;
 use crate::rng::Rng;
 use crate::seq::{SeqTracker, SeqVerdict};
 use rtsync_protocol::{
-    Ack, ClientEvent, ClientMsg, ConflictDetected, Entity, EntityKind, ErrorCode, ErrorPayload, EventType,
-    PresenceChange, PresenceDiff, RealtimeEvent, Resume, ServerMsg, Strategy, Timestamp, UserPresence,
+    Ack, ClientEvent, ClientMsg, ConflictDetected, Entity, EntityKind, ErrorCode, ErrorPayload,
+    EventType, PresenceChange, PresenceDiff, RealtimeEvent, Resume, ServerMsg, Strategy, Timestamp,
+    UserPresence,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -45,6 +46,10 @@ impl Default for SessionConfig {
 }
 
 /// What the shell must do.
+/// Mutations an SSE tab has in flight at most: a browser opens six HTTP/1.1 connections
+/// per origin, and the event stream takes one.
+pub const SSE_POSTS_MAX: usize = 5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Open a WebSocket (`/ws` with epoch and lastSeq) or an SSE stream (`Last-Event-ID`).
@@ -584,7 +589,11 @@ impl Session {
             return;
         }
         let sse = self.conn.transport() == Transport::Sse;
-        while let Some(m) = self.outbox.poll_send(now_ms) {
+        // Each POST holds an HTTP/1.1 connection: a browser keeps at most six per origin,
+        // and the SSE stream holds one of them.
+        while !(sse && self.outbox.inflight() >= SSE_POSTS_MAX)
+            && let Some(m) = self.outbox.poll_send(now_ms)
+        {
             self.actions.push_back(if sse {
                 Action::Post(m)
             } else {

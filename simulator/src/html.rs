@@ -206,7 +206,9 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         esc(&run_line(sc, out))
     );
     if !sc.drawn.is_empty() {
-        h.push_str("<h2>Swarm draws for this seed</h2><table><tr><th>parameter</th><th>value</th></tr>");
+        h.push_str(
+            "<h2>Swarm draws for this seed</h2><table><tr><th>parameter</th><th>value</th></tr>",
+        );
         for (path, value) in &sc.drawn {
             let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(path), esc(value));
         }

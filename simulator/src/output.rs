@@ -44,7 +44,10 @@ pub fn write_reports(
     let rec = &out.recorder;
     for m in crate::metrics::HISTOGRAMS {
         if let Some(h) = rec.merged(m, None, None) {
-            write(&format!("{m}.hgrm"), hgrm::percentile_distribution(&h).into_bytes())?;
+            write(
+                &format!("{m}.hgrm"),
+                hgrm::percentile_distribution(&h).into_bytes(),
+            )?;
         }
         if let Some(iv) = rec.intervals.get(m) {
             write(
@@ -53,7 +56,10 @@ pub fn write_reports(
             )?;
         }
     }
-    write("report.html", html::page(sc, seed, out, verdict, replay).into_bytes())?;
+    write(
+        "report.html",
+        html::page(sc, seed, out, verdict, replay).into_bytes(),
+    )?;
     Ok(Sha256::digest(det.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -429,13 +429,14 @@ impl Scenario {
             return Ok(self.clone());
         };
         let at = format!("{} (seed {seed})", self.path);
-        let (table, drawn) = crate::swarm::draw(swarm, &self.base, seed).map_err(|(field, message)| {
-            ScenarioError::Invalid {
-                path: at.clone(),
-                field,
-                message,
-            }
-        })?;
+        let (table, drawn) =
+            crate::swarm::draw(swarm, &self.base, seed).map_err(|(field, message)| {
+                ScenarioError::Invalid {
+                    path: at.clone(),
+                    field,
+                    message,
+                }
+            })?;
         let mut s = Self::from_table(table, &at)?;
         s.base = self.base.clone();
         s.path = self.path.clone();
@@ -561,10 +562,16 @@ impl Scenario {
         }
         // A frame is at most 64 KiB; leave room for the envelope and the other fields.
         if w.payload_bytes > 60_000 {
-            return bad("workload.payload_bytes", format!("expected 0..=60000, got {}", w.payload_bytes));
+            return bad(
+                "workload.payload_bytes",
+                format!("expected 0..=60000, got {}", w.payload_bytes),
+            );
         }
         if w.presence_bytes > 60_000 {
-            return bad("workload.presence_bytes", format!("expected 0..=60000, got {}", w.presence_bytes));
+            return bad(
+                "workload.presence_bytes",
+                format!("expected 0..=60000, got {}", w.presence_bytes),
+            );
         }
         if w.cross_tab_ms_min > w.cross_tab_ms_max {
             return bad(
@@ -591,7 +598,9 @@ impl Scenario {
             if !(0.0..=1.0).contains(&fault.fraction) {
                 return bad(&f("fraction"), "expected 0..=1".into());
             }
-            if fault.kind == FaultKind::Burst && !fault.ops.is_some_and(|n| (1..=10_000).contains(&n)) {
+            if fault.kind == FaultKind::Burst
+                && !fault.ops.is_some_and(|n| (1..=10_000).contains(&n))
+            {
                 return bad(&f("ops"), "a burst needs ops = 1..=10000".into());
             }
             if fault.kind == FaultKind::Latency && fault.latency_ms.is_none() {

@@ -76,7 +76,11 @@ pub type Drawn = Vec<(String, String)>;
 
 /// Applies the swarm's draws for `seed` to the scenario's TOML table (the file without
 /// its `[swarm]`); the caller deserialises and validates the result.
-pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table, Drawn), (String, String)> {
+pub fn draw(
+    swarm: &Swarm,
+    base: &toml::Table,
+    seed: u64,
+) -> Result<(toml::Table, Drawn), (String, String)> {
     let mut rng = Rng::new(seed).fork(SWARM_SALT);
     let mut table = base.clone();
     let mut drawn = Drawn::new();
@@ -161,7 +165,10 @@ pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table
             h.insert("at_s".into(), Value::Float(round3(at_s + d)));
             if kind == FaultKind::Latency {
                 // Back to the group's own latency, or the server's default.
-                h.insert("latency_ms".into(), Value::Integer(base_latency(base, group.as_ref())));
+                h.insert(
+                    "latency_ms".into(),
+                    Value::Integer(base_latency(base, group.as_ref())),
+                );
             }
             faults.push(Value::Table(h));
             words.push_str(&format!(" for {d} s"));
@@ -169,7 +176,10 @@ pub fn draw(swarm: &Swarm, base: &toml::Table, seed: u64) -> Result<(toml::Table
         drawn.push((format!("faults[{i}]"), words));
     }
     // Heals drawn past the end of the workload happen at its end (the heal phase).
-    let duration = table.get("duration_s").and_then(Value::as_integer).unwrap_or(0) as f64;
+    let duration = table
+        .get("duration_s")
+        .and_then(Value::as_integer)
+        .unwrap_or(0) as f64;
     for f in &mut faults {
         if let Some(t) = f.get_mut("at_s")
             && number(t).is_some_and(|x| x > duration)
@@ -211,7 +221,8 @@ fn pick(spec: &Value, rng: &mut Rng) -> Result<Value, String> {
                     Ok(set[rng.below(set.len() as u64) as usize].clone())
                 }
                 _ => Err(format!(
-                    "expected {{ log = [low, high] }} or {{ one_of = [...] }}, got {{ {how} = {} }}", show(v)
+                    "expected {{ log = [low, high] }} or {{ one_of = [...] }}, got {{ {how} = {} }}",
+                    show(v)
                 )),
             }
         }
@@ -222,15 +233,27 @@ fn pick(spec: &Value, rng: &mut Rng) -> Result<Value, String> {
 fn range(lo: &Value, hi: &Value, log: bool, rng: &mut Rng) -> Result<Value, String> {
     let (a, b) = match (number(lo), number(hi)) {
         (Some(a), Some(b)) if a <= b => (a, b),
-        _ => return Err(format!("expected [low, high] with numbers low <= high, got [{}, {}]", show(lo), show(hi))),
+        _ => {
+            return Err(format!(
+                "expected [low, high] with numbers low <= high, got [{}, {}]",
+                show(lo),
+                show(hi)
+            ));
+        }
     };
     if log && a <= 0.0 {
         return Err("a log range needs low > 0".into());
     }
     let u = rng.unit();
-    let x = if log { (a.ln() + u * (b.ln() - a.ln())).exp() } else { a + u * (b - a) };
+    let x = if log {
+        (a.ln() + u * (b.ln() - a.ln())).exp()
+    } else {
+        a + u * (b - a)
+    };
     Ok(match (lo, hi) {
-        (Value::Integer(_), Value::Integer(_)) => Value::Integer((x.round() as i64).clamp(a as i64, b as i64)),
+        (Value::Integer(_), Value::Integer(_)) => {
+            Value::Integer((x.round() as i64).clamp(a as i64, b as i64))
+        }
         _ => Value::Float(round3(x)),
     })
 }
@@ -257,7 +280,10 @@ fn show(v: &Value) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(", ")),
         Value::Table(t) => format!(
             "{{ {} }}",
-            t.iter().map(|(k, v)| format!("{k} = {}", show(v))).collect::<Vec<_>>().join(", ")
+            t.iter()
+                .map(|(k, v)| format!("{k} = {}", show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Value::Datetime(d) => format!("{d:?}"),
     }
@@ -298,7 +324,9 @@ fn step<'a>(v: &'a mut Value, key: &str) -> Result<&'a mut Value, String> {
             .entry(key)
             .or_insert_with(|| Value::Table(toml::Table::new()))),
         Value::Array(a) => {
-            let i: usize = key.parse().map_err(|_| format!("{key:?} is not an index"))?;
+            let i: usize = key
+                .parse()
+                .map_err(|_| format!("{key:?} is not an index"))?;
             a.get_mut(i).ok_or(format!("no element {i}"))
         }
         _ => Err(format!("{key:?}: not a table or an array")),

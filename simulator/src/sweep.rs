@@ -67,7 +67,25 @@ pub fn run(
                     let Some(&(entry, seed)) = work.get(i) else {
                         break;
                     };
-                    let r = run_seed(entries, entry, seed, out);
+                    // A panic in one run (the harness's own limits, say) fails that seed
+                    // with its message; the sweep goes on.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_seed(entries, entry, seed, out)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        Ok(SeedResult {
+                            entry,
+                            seed,
+                            code: EXIT_ERROR,
+                            first_failure: format!("the simulation panicked: {msg}"),
+                            reports: None,
+                        })
+                    });
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         // An error (not a failing seed: a file that cannot be written)
@@ -136,12 +154,10 @@ fn run_seed(entries: &[Entry], entry: usize, seed: u64, out: &Path) -> anyhow::R
     };
     if verdict.code != EXIT_PASS {
         // The first anomaly of a failing invariant says more than its count.
-        let anomaly = run
-            .recorder
-            .anomalies
-            .iter()
-            .find(|a| verdict.invariants.get(&a.invariant).is_some_and(|n| *n > 0)
-                && verdict.expected_violation.as_deref() != Some(a.invariant.as_str()));
+        let anomaly = run.recorder.anomalies.iter().find(|a| {
+            verdict.invariants.get(&a.invariant).is_some_and(|n| *n > 0)
+                && verdict.expected_violation.as_deref() != Some(a.invariant.as_str())
+        });
         r.first_failure = match anomaly {
             Some(a) => format!("{}: {}", a.invariant, a.explanation),
             None => verdict.failures.first().cloned().unwrap_or_default(),
@@ -159,8 +175,17 @@ fn run_seed(entries: &[Entry], entry: usize, seed: u64, out: &Path) -> anyhow::R
 pub fn table(entries: &[Entry], seeds: u64, results: &[SeedResult], shown_max: usize) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let width = entries.iter().map(|e| e.scenario.name.len()).max().unwrap_or(8).max(8);
-    let _ = writeln!(s, "{:<width$}  {:>6}  {:>7}", "scenario", "seeds", "failing");
+    let width = entries
+        .iter()
+        .map(|e| e.scenario.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(
+        s,
+        "{:<width$}  {:>6}  {:>7}",
+        "scenario", "seeds", "failing"
+    );
     for (i, e) in entries.iter().enumerate() {
         let failing: Vec<&SeedResult> = results
             .iter()
@@ -175,7 +200,13 @@ pub fn table(entries: &[Entry], seeds: u64, results: &[SeedResult], shown_max: u
             failing.len()
         );
         for r in failing.iter().take(shown_max) {
-            let _ = writeln!(s, "    seed {} (exit {}): {}", r.seed, r.code, one_line(&r.first_failure, 160));
+            let _ = writeln!(
+                s,
+                "    seed {} (exit {}): {}",
+                r.seed,
+                r.code,
+                one_line(&r.first_failure, 160)
+            );
             let _ = writeln!(s, "      {}", output::replay_line(&e.source, r.seed, false));
         }
         if failing.len() > shown_max {
@@ -205,7 +236,11 @@ fn one_line(text: &str, chars_max: usize) -> String {
 
 /// `sweep.json`: every failing seed with its exit code, first failure and replay line,
 /// and the totals. Deterministic: the same sweep twice writes the same file.
-pub fn summary_json(entries: &[Entry], seeds: &std::ops::Range<u64>, results: &[SeedResult]) -> serde_json::Value {
+pub fn summary_json(
+    entries: &[Entry],
+    seeds: &std::ops::Range<u64>,
+    results: &[SeedResult],
+) -> serde_json::Value {
     let scenarios: Vec<serde_json::Value> = entries
         .iter()
         .enumerate()

@@ -539,7 +539,10 @@ impl Tab {
                     y: self.rng.below(1080) as f64,
                     element_id: None,
                 });
-                let _ = ws.send(Message::text(m.encode())).await;
+                if !actions::write(ws, Message::text(m.encode())).await {
+                    self.set_link(None);
+                    self.s.handle_closed(self.attempt, None, now_ms());
+                }
             }
             self.next_cursor_ms = self.draw_next(now, self.spec.workload.cursors_per_s);
         }

@@ -235,8 +235,10 @@ impl Workspace {
             }
             Replay::Complete(events) => {
                 // At least one event, then as many as fit both batch bounds.
-                let (events_max, bytes_max) =
-                    (self.cfg.replay_batch_events.max(1), self.cfg.replay_batch_bytes);
+                let (events_max, bytes_max) = (
+                    self.cfg.replay_batch_events.max(1),
+                    self.cfg.replay_batch_bytes,
+                );
                 let mut n = 0;
                 let mut bytes = 0;
                 while n < events.len().min(events_max)
@@ -248,7 +250,10 @@ impl Workspace {
                 let from = events[0].seq.unwrap_or(0);
                 let to = events[n - 1].seq.unwrap_or(0);
                 let more = n < events.len();
-                (recent_events(&events[..n], from, to, true), more.then_some(to))
+                (
+                    recent_events(&events[..n], from, to, true),
+                    more.then_some(to),
+                )
             }
         };
         if let Some(s) = self.sessions.get_mut(&conn) {

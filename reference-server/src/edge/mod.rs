@@ -50,7 +50,12 @@ pub struct Shard {
 pub fn replay_refill(shard: Arc<Shard>, conn: ConnId) -> outbound::Refill {
     Box::new(move || {
         let mut s = shard.lock();
-        let frames = s.core.continue_replay(conn).into_iter().map(|d| d.frame).collect();
+        let frames = s
+            .core
+            .continue_replay(conn)
+            .into_iter()
+            .map(|d| d.frame)
+            .collect();
         (frames, s.core.is_replaying(conn))
     })
 }

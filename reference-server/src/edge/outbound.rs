@@ -274,6 +274,17 @@ mod tests {
         assert_eq!(out.push(frame(7)), Err(Overflow), "byte bound: 4 + 7 > 10");
         assert!(out.push(frame(6)).is_ok());
         assert_eq!(out.queued_bytes(), 10);
+        assert!(matches!(rx.next().await, Next::Frame(f, _) if f.len() == 4));
+        assert!(matches!(rx.next().await, Next::Frame(f, _) if f.len() == 6));
+        assert!(
+            out.push(frame(25)).is_ok(),
+            "one frame larger than the bound goes to a reader that keeps up"
+        );
+        assert_eq!(
+            out.push(frame(1)),
+            Err(Overflow),
+            "but nothing waits behind it"
+        );
     }
 
     #[tokio::test]

@@ -60,10 +60,12 @@ async fn a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected() 
     }
     let (_, metrics) = server.http("GET", "/metrics", None, None).await;
     assert_eq!(gauge(&metrics, "rtsync_closes_slow_consumer_total"), 1);
+    // Fed nothing more, but still in the hub until its socket is gone: what it sends
+    // meanwhile is applied, not read and dropped.
     assert_eq!(
         gauge(&metrics, "rtsync_workspace_sessions"),
-        2,
-        "the slow session left the hub"
+        3,
+        "the slow session stays until its socket is gone"
     );
     // The slow client, reading at last, finds some frames and then the 1013 close.
     let mut frames = 0;
@@ -83,4 +85,18 @@ async fn a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected() 
         frames < n,
         "the slow client was cut off, not fed everything: {frames}"
     );
+    // Its socket gone, it leaves the hub.
+    drop(slow);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, m) = server.http("GET", "/metrics", None, None).await;
+        if gauge(&m, "rtsync_workspace_sessions") == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow session never left the hub"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// A browser's `WebSocket.send` never blocks (it queues; `bufferedAmount` grows). A
+/// socket write here can: turmoil's flow control parks the writer until the peer has
+/// read, and never wakes it if the peer closed or reset meanwhile (e.g. the server's
+/// 1008 after rate-limit strikes). A write not through by then counts as a lost
+/// connection, so the tab gets back to its inbox (faults, `Finish`).
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes one message; false when the socket failed or did not take it in time.
+pub(super) async fn write(ws: &mut Ws, m: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, ws.send(m)).await,
+        Ok(Ok(()))
+    )
+}
+
 impl Tab {
     /// Carries out the session's actions and records its notes.
     pub(super) async fn drive(&mut self) {
@@ -94,10 +109,10 @@ impl Tab {
             Action::Send(m) => {
                 self.mark_sent(&m);
                 if let Some(Link::Ws(ws)) = &mut self.link
-                    && ws.send(Message::text(m.encode())).await.is_err()
+                    && !write(ws, Message::text(m.encode())).await
                 {
                     self.set_link(None);
-                    self.s.handle_closed(self.attempt, None, now);
+                    self.s.handle_closed(self.attempt, None, now_ms());
                 }
             }
             Action::Post(m) => {
@@ -127,7 +142,7 @@ impl Tab {
                 // Only the current socket is still there to close.
                 if attempt == self.attempt {
                     if let Some(Link::Ws(ws)) = &mut self.link {
-                        let _ = ws.close(None).await;
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                     }
                     self.set_link(None);
                     self.connecting = None;

@@ -177,7 +177,11 @@ impl Tab {
         if bytes == 0 {
             return;
         }
-        let page: String = format!("/tasks/{}/", self.spec.id).chars().cycle().take(bytes).collect();
+        let page: String = format!("/tasks/{}/", self.spec.id)
+            .chars()
+            .cycle()
+            .take(bytes)
+            .collect();
         self.s.set_presence(rtsync_protocol::PresenceChange {
             user_id: None,
             status: rtsync_protocol::PresenceStatus::Online,

@@ -139,10 +139,22 @@ fn post_answers_across_a_bounce_are_recorded_in_their_own_epoch() {
     for seed in [1, 2] {
         let (out, verdict, _) = run(&sc, seed);
         let rec = &out.recorder;
-        assert!(rec.anomalies.is_empty(), "seed {seed}: {:#?}", rec.anomalies);
-        assert_eq!(verdict.code, EXIT_PASS, "seed {seed}: {:?}", verdict.failures);
+        assert!(
+            rec.anomalies.is_empty(),
+            "seed {seed}: {:#?}",
+            rec.anomalies
+        );
+        assert_eq!(
+            verdict.code, EXIT_PASS,
+            "seed {seed}: {:?}",
+            verdict.failures
+        );
         // The run really put acked writes in more than one incarnation.
-        assert!(rec.applied_at.len() >= 3, "seed {seed}: epochs {:?}", rec.applied_at.keys());
+        assert!(
+            rec.applied_at.len() >= 3,
+            "seed {seed}: epochs {:?}",
+            rec.applied_at.keys()
+        );
     }
 }
 
@@ -527,3 +539,5 @@ kind = "server_restart"
             .all(|t| t.open && t.settled && t.outbox_len == 0)
     );
 }
+
+mod regressions;

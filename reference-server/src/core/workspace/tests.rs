@@ -138,6 +138,71 @@ fn an_invalid_op_with_a_valid_op_id_is_answered_and_consumes_n() {
     ));
 }
 
+fn recent(out: &[Delivery], conn: ConnId) -> Vec<rtsync_protocol::RecentEvents> {
+    to(out, conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::RecentEvents(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_is_bounded_in_bytes_and_live_events_wait_in_the_log_until_it_catches_up() {
+    let cfg = CoreConfig {
+        replay_batch_events: 100,
+        replay_batch_bytes: 1_000,
+        ..CoreConfig::default()
+    };
+    let mut w = Workspace::new("w1", 42, Arc::new(cfg));
+    w.connect(1, info("u1", "s"), None, 0);
+    let write = |w: &mut Workspace, n: u64| {
+        let m = mutation(
+            EventType::TaskCreated,
+            &format!("c1:{n}"),
+            &format!("t{n}"),
+            0,
+            json!({"text": "x".repeat(400)}),
+        );
+        w.handle_event(1, &m, n)
+    };
+    for n in 1..=6 {
+        write(&mut w, n);
+    }
+    let first = recent(
+        &w.connect(
+            2,
+            info("u2", "s2"),
+            Some(Resume {
+                epoch: 42,
+                last_seq: 0,
+            }),
+            10,
+        ),
+        2,
+    );
+    assert_eq!(first.len(), 1);
+    assert!(first[0].events.len() < 6, "bounded by bytes, not all six");
+    // A write while session 2 catches up is not fanned out to it...
+    let live = write(&mut w, 7);
+    assert!(
+        to(&live, 2).is_empty(),
+        "no live event before the replay ends"
+    );
+    // ...its replay reads it from the log, in order, with nothing missing or repeated.
+    let mut seqs: Vec<u64> = first[0].events.iter().map(|e| e.seq).collect();
+    while w.is_replaying(2) {
+        for r in recent(&w.continue_replay(2), 2) {
+            assert!(r.complete);
+            seqs.extend(r.events.iter().map(|e| e.seq));
+        }
+    }
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    // Live again: the next write reaches it.
+    assert!(!to(&write(&mut w, 8), 2).is_empty());
+}
+
 #[test]
 fn resume_replays_in_batches_that_decode() {
     let mut w = ws();
@@ -161,13 +226,12 @@ fn resume_replays_in_batches_that_decode() {
         }),
         10,
     );
-    let batches: Vec<_> = to(&out, 2)
-        .into_iter()
-        .filter_map(|m| match m {
-            ServerMsg::RecentEvents(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    // The first batch comes with the connect; the rest as the connection drains.
+    let mut batches = recent(&out, 2);
+    assert!(w.is_replaying(2));
+    batches.extend(recent(&w.continue_replay(2), 2));
+    assert!(!w.is_replaying(2), "caught up with the head");
+    assert!(w.continue_replay(2).is_empty());
     let ranges: Vec<_> = batches
         .iter()
         .map(|r| (r.from_seq, r.to_seq, r.complete, r.events.len()))

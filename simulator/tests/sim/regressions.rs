@@ -1,0 +1,58 @@
+//! Catalog scenarios at seeds a sweep found failing, each kept as a regression test of
+//! the fix it needed (docs/scenarios.md, "Sweeps"). Each failed before its fix.
+
+use super::*;
+
+/// The catalog's scenario `file`, as `simulate` embeds it.
+fn catalog(file: &str) -> Scenario {
+    let (_, text) = rtsync_simulator::catalog::CATALOG
+        .iter()
+        .find(|(f, _)| *f == file)
+        .unwrap_or_else(|| panic!("{file} is not in the catalog"));
+    Scenario::parse(text, file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn passes(file: &str, seed: u64) {
+    let sc = catalog(file).for_seed(seed).expect("valid draws");
+    let (out, verdict, _) = run(&sc, seed);
+    assert!(
+        out.recorder.anomalies.is_empty(),
+        "{file} seed {seed}: {:#?}",
+        out.recorder.anomalies
+    );
+    assert_eq!(
+        verdict.code, EXIT_PASS,
+        "{file} seed {seed}: {:?}",
+        verdict.failures
+    );
+}
+
+/// A POST answered by the server's next incarnation was recorded in the old epoch, so
+/// the order checker compared seqs of two logs (ACK now carries its seq's epoch).
+#[test]
+fn connection_recovery_seed_1001_keeps_session_order_across_a_bounce() {
+    passes("04-connection-recovery.toml", 1001);
+}
+
+/// A slow consumer's session left the workspace as soon as its queue overflowed, and
+/// what the tab sent until its socket went was read and dropped: those ops reached the
+/// others only after a reconnect (seconds late).
+#[test]
+fn slow_consumer_seed_1171_delivers_the_stalled_tabs_writes_on_time() {
+    passes("22-slow-consumer.toml", 1171);
+}
+
+/// The cache was trimmed to 15% of a total that counted the cache itself, and only
+/// while under pressure: it ended at 20–37% of retained memory on most seeds.
+#[test]
+fn memory_monitoring_seed_3_keeps_the_cache_within_its_share() {
+    passes("12-memory-monitoring-cleanup.toml", 3);
+}
+
+/// A burst of ops resent after each reconnect drew more answers than a small server
+/// queue holds: closed as a slow consumer on every reconnect, forever (CONNECTED now
+/// advertises `inflightMax`, and clients keep a small window until they know it).
+#[test]
+fn swarm_clients_seed_0_converges_after_a_burst_into_a_small_server_queue() {
+    passes("31-swarm-clients.toml", 0);
+}
