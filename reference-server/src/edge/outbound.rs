@@ -157,9 +157,7 @@ impl OutboundRx {
     /// reader and never counts against the outbound bound.
     fn take_replay(&mut self) -> Option<Frame> {
         if self.refilled.is_empty() && self.ctl.replaying.load(Ordering::Relaxed) {
-            let Some(refill) = self.refill.as_mut() else {
-                return None;
-            };
+            let refill = self.refill.as_mut()?;
             let (frames, more) = refill();
             self.ctl.replaying.store(more, Ordering::Relaxed);
             self.refilled.extend(frames);
