@@ -258,20 +258,94 @@ pub async fn http(
     Ok((status, bytes.to_vec()))
 }
 
-async fn request(
+/// A tab's idle HTTP/1.1 connections, reused for its POSTs as a browser reuses them
+/// (keep-alive): a POST on a warm connection costs one round trip, not a connect and
+/// then one. Dropped when the tab's stream is lost (the server may have gone with it).
+#[derive(Debug, Default)]
+pub struct KeepAlive {
+    idle: Vec<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, u64)>,
+}
+
+/// Idle connections a tab keeps: a browser's six per origin, minus the stream.
+const KEEP_ALIVE_IDLE_MAX: usize = 5;
+/// An idle connection older than this is not reused (a browser closes unused sockets;
+/// the server's idle timeout is longer, so a reused one is not closed under us).
+const KEEP_ALIVE_IDLE_MS: u64 = 30_000;
+/// How long a POST may take before the app gives up on it (a `fetch` with an
+/// AbortController): the op stays queued and is resent after the client's ack timeout.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KeepAlive {
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+
+    fn take(&mut self, now_ms: u64) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        while let Some((sender, since)) = self.idle.pop() {
+            if sender.is_ready() && now_ms.saturating_sub(since) < KEEP_ALIVE_IDLE_MS {
+                return Some(sender);
+            }
+        }
+        None
+    }
+}
+
+/// POSTs `body` on one of the tab's idle connections, or a new one; the connection goes
+/// back to the pool once its answer is read. `None`: no answer (network, timeout).
+pub async fn post(
+    pool: &std::rc::Rc<std::cell::RefCell<KeepAlive>>,
     route: &str,
-    method: &str,
     path: &str,
     headers: &[(&str, String)],
-    body: Option<String>,
-) -> Result<hyper::Response<Incoming>, ConnectFail> {
+    body: String,
+) -> Option<(u16, Vec<u8>)> {
+    let exchange = async {
+        let warm = pool.borrow_mut().take(now_ms());
+        let (mut sender, authority) = match warm {
+            Some(s) => (s, authority(route)),
+            None => handshake(route).await.ok()?,
+        };
+        let req = build(&authority, "POST", path, headers, Some(body))?;
+        let resp = sender.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+        let mut pool = pool.borrow_mut();
+        if !sender.is_closed() && pool.idle.len() < KEEP_ALIVE_IDLE_MAX {
+            pool.idle.push((sender, now_ms()));
+        }
+        Some((status, bytes.to_vec()))
+    };
+    tokio::time::timeout(POST_TIMEOUT, exchange).await.ok().flatten()
+}
+
+/// The `host` header for `route`'s server.
+fn authority(route: &str) -> String {
+    match live_addr(route) {
+        Some(addr) => addr.to_string(),
+        None => format!("server:{SERVER_PORT}"),
+    }
+}
+
+async fn handshake(
+    route: &str,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), ConnectFail> {
     let (stream, authority) = connect(route).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| ConnectFail::Network)?;
     tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
+    Ok((sender, authority))
+}
+
+fn build(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Option<hyper::Request<Full<Bytes>>> {
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -279,9 +353,19 @@ async fn request(
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|_| ConnectFail::Network)?;
+    req.body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .ok()
+}
+
+async fn request(
+    route: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Result<hyper::Response<Incoming>, ConnectFail> {
+    let (mut sender, authority) = handshake(route).await?;
+    let req = build(&authority, method, path, headers, body).ok_or(ConnectFail::Network)?;
     sender
         .send_request(req)
         .await

@@ -240,6 +240,8 @@ struct Tab {
     s: Session,
     epoch: u64,
     link: Option<Link>,
+    /// Idle HTTP connections for this tab's POSTs (SSE mode), reused like a browser's.
+    keep_alive: Rc<RefCell<glue::KeepAlive>>,
     connecting: Option<LocalBoxFuture<'static, Result<Link, ConnectFail>>>,
     io_tx: mpsc::UnboundedSender<Input>,
     snapshot_retry_at: Option<u64>,
@@ -296,6 +298,7 @@ pub async fn run_tab(
         s,
         epoch: 0,
         link: None,
+        keep_alive: Default::default(),
         connecting: None,
         io_tx,
         snapshot_retry_at: None,

@@ -118,10 +118,11 @@ impl Tab {
             Action::Post(m) => {
                 self.mark_sent(&m);
                 let route = self.spec.group.clone();
-                let (tx, token, tab) = (
+                let (tx, token, tab, pool) = (
                     self.io_tx.clone(),
                     self.spec.token.clone(),
                     self.spec.id.clone(),
+                    self.keep_alive.clone(),
                 );
                 tokio::task::spawn_local(async move {
                     let path = format!("/api/events?sessionId={tab}");
@@ -129,9 +130,8 @@ impl Tab {
                         ("authorization", format!("Bearer {token}")),
                         ("content-type", "application/json".to_owned()),
                     ];
-                    let answer = glue::http(&route, "POST", &path, &headers, Some(m.encode()))
+                    let answer = glue::post(&pool, &route, &path, &headers, m.encode())
                         .await
-                        .ok()
                         .and_then(|(_, body)| {
                             ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok()
                         });
@@ -175,6 +175,10 @@ impl Tab {
             self.rec
                 .borrow_mut()
                 .timeline_add("connections_open", now_ms(), delta);
+        }
+        if link.is_none() {
+            // The stream is gone, perhaps with the server: its idle connections too.
+            self.keep_alive.borrow_mut().clear();
         }
         self.link = link;
     }

@@ -56,3 +56,11 @@ fn memory_monitoring_seed_3_keeps_the_cache_within_its_share() {
 fn swarm_clients_seed_0_converges_after_a_burst_into_a_small_server_queue() {
     passes("31-swarm-clients.toml", 0);
 }
+
+/// Every POST of an SSE tab opened a new TCP connection (a browser keeps them alive):
+/// under the 80 ms latency fault a conflict's resolving op took a connect and a round
+/// trip, 300 ms think time + 240 ms = 540 ms against the seed's 500 ms.
+#[test]
+fn default_seed_4_resolves_conflicts_over_kept_alive_posts() {
+    passes("default.toml", 4);
+}
