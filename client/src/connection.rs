@@ -272,11 +272,7 @@ impl Connection {
             return;
         }
         match err {
-            ConnectError::Unauthorized => {
-                self.state = ConnState::NeedsAuth;
-                self.deadline_ms = None;
-                self.events.push_back(ConnEvent::NeedsAuth);
-            }
+            ConnectError::Unauthorized => self.needs_auth(),
             ConnectError::Refused { retry_after_ms } => self.fail(now_ms, retry_after_ms),
             ConnectError::Network => self.fail(now_ms, 0),
         }
@@ -292,9 +288,34 @@ impl Connection {
                 self.state = ConnState::Closed;
                 self.deadline_ms = None;
             }
+            ConnState::Open | ConnState::Connecting
+                if code == Some(rtsync_protocol::close::TOKEN_EXPIRED) =>
+            {
+                // Reconnecting with the same token would only be refused (401): wait
+                // for the app's fresh one (`reauthorize`).
+                self.lose(now_ms, code);
+                self.needs_auth();
+            }
             ConnState::Open | ConnState::Connecting => self.lose(now_ms, code),
             _ => {}
         }
+    }
+
+    /// The app has a fresh token (after `ConnEvent::NeedsAuth`): connect now.
+    pub fn reauthorize(&mut self, now_ms: u64) {
+        if self.state == ConnState::NeedsAuth {
+            self.state = ConnState::Closed;
+            self.failures = 0;
+            if self.online {
+                self.connect(now_ms);
+            }
+        }
+    }
+
+    fn needs_auth(&mut self) {
+        self.clear_timers();
+        self.state = ConnState::NeedsAuth;
+        self.events.push_back(ConnEvent::NeedsAuth);
     }
 
     /// A frame arrived. Returns what the connection itself answers (heartbeats).

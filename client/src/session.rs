@@ -415,6 +415,13 @@ impl Session {
         self.pump(now_ms);
     }
 
+    /// The app has a fresh token after `Note::NeedsAuth` (the shell connects with it).
+    pub fn reauthorize(&mut self, now_ms: u64) {
+        self.conn.set_resume(self.seq.resume_point());
+        self.conn.reauthorize(now_ms);
+        self.pump(now_ms);
+    }
+
     pub fn close(&mut self, now_ms: u64) {
         self.conn.close();
         self.pump(now_ms);

@@ -39,6 +39,8 @@ pub enum AuthError {
     Claims(String),
     #[error("token expired at {exp} (now {now})")]
     Expired { exp: u64, now: u64 },
+    #[error("two different tokens (?token= and Authorization: Bearer); send one")]
+    Ambiguous,
     #[error("userId {given:?} does not match the token's user")]
     UserMismatch { given: String },
 }
@@ -93,8 +95,16 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthErro
         .map_err(|_| AuthError::Malformed)?;
     let claims: Claims =
         serde_json::from_slice(&body).map_err(|e| AuthError::Claims(e.to_string()))?;
-    if claims.sub.is_empty() || claims.ws.is_empty() {
-        return Err(AuthError::Claims("sub and ws must not be empty".into()));
+    let max = crate::event::ID_BYTES_MAX;
+    if [&claims.sub, &claims.ws]
+        .iter()
+        .any(|id| id.is_empty() || id.len() > max)
+    {
+        // Ids everywhere else are bounded; a signed megabyte `sub` would be copied
+        // into every presence entry and event.
+        return Err(AuthError::Claims(format!(
+            "sub and ws must be 1 to {max} bytes"
+        )));
     }
     if claims.exp <= now_s {
         return Err(AuthError::Expired {

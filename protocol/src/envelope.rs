@@ -104,7 +104,9 @@ impl ClientMsg {
         Ok(match env.frame_type.as_ref() {
             "REALTIME_EVENT" => ClientMsg::RealtimeEvent(payload("REALTIME_EVENT", env.payload)?),
             "USER_ACTION" => ClientMsg::UserAction(payload("USER_ACTION", env.payload)?),
-            "RESUME" => ClientMsg::Resume(payload("RESUME", env.payload)?),
+            "RESUME" => ClientMsg::Resume(Resume::from_payload(
+                env.payload.map_or("null", RawValue::get),
+            )),
             "HEARTBEAT" => ClientMsg::Heartbeat(heartbeat("HEARTBEAT", &env)?),
             "HEARTBEAT_ACK" => ClientMsg::HeartbeatAck(heartbeat("HEARTBEAT_ACK", &env)?),
             other => return Err(DecodeError::UnknownType(other.chars().take(64).collect())),

@@ -179,6 +179,9 @@ pub enum MutationError {
     Status,
 }
 
+/// The largest op sequence number: `Number.MAX_SAFE_INTEGER`.
+pub const OP_N_MAX: u64 = (1 << 53) - 1;
+
 /// A parsed opId: the client it came from and its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId {
@@ -194,7 +197,9 @@ impl OpId {
             return Err(bad());
         }
         let n: u64 = n.parse().map_err(|_| bad())?;
-        if n == 0 {
+        // n counts a client's ops from 1; past 2^53 - 1 a JavaScript client could no
+        // longer count them exactly, and n + 1 must never wrap.
+        if n == 0 || n > OP_N_MAX {
             return Err(bad());
         }
         Ok(OpId {
@@ -252,7 +257,17 @@ mod tests {
         let op = OpId::parse("tab-7:c:42").unwrap();
         assert_eq!((op.client_id.as_str(), op.n), ("tab-7:c", 42));
         assert_eq!(op.to_string(), "tab-7:c:42");
-        for bad in ["", "abc", ":3", "a:0", "a:-1", "a:x"] {
+        assert_eq!(OpId::parse("a:9007199254740991").unwrap().n, OP_N_MAX);
+        for bad in [
+            "",
+            "abc",
+            ":3",
+            "a:0",
+            "a:-1",
+            "a:x",
+            "a:9007199254740992",
+            "a:18446744073709551615",
+        ] {
             assert!(OpId::parse(bad).is_err(), "{bad}");
         }
     }

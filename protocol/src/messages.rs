@@ -62,6 +62,46 @@ pub struct Resume {
     pub last_seq: u64,
 }
 
+impl Resume {
+    /// A resume point the server cannot read (garbage, negative, overflowing, half
+    /// missing). Resume points are opaque: such a point is not refused but answered like
+    /// any unknown position, `complete: false` (its seq lies beyond every log's head).
+    /// A browser's `EventSource` gives up for good on a non-200, and a client whose
+    /// stored position was damaged must still be able to connect.
+    pub const UNUSABLE: Resume = Resume {
+        epoch: 0,
+        last_seq: u64::MAX,
+    };
+
+    /// The resume point of query parameters (`/ws`): none when neither is given, and
+    /// [`Resume::UNUSABLE`] when either is given but the pair cannot be read.
+    pub fn from_query(epoch: Option<&str>, last_seq: Option<&str>) -> Option<Resume> {
+        if epoch.is_none() && last_seq.is_none() {
+            return None;
+        }
+        let parse = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u64>().ok());
+        Some(match (parse(epoch), parse(last_seq)) {
+            (Some(epoch), Some(last_seq)) => Resume { epoch, last_seq },
+            _ => Resume::UNUSABLE,
+        })
+    }
+
+    /// The resume point of a `RESUME` payload, read as leniently as the query: any
+    /// payload is a resume request, and one that cannot be read is [`Resume::UNUSABLE`].
+    pub fn from_payload(text: &str) -> Resume {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let field = |k: &str| match v.get(k) {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match (field("epoch"), field("lastSeq")) {
+            (Some(epoch), Some(last_seq)) => Resume { epoch, last_seq },
+            _ => Resume::UNUSABLE,
+        }
+    }
+}
+
 /// `HEARTBEAT` / `HEARTBEAT_ACK`. The seed's client puts `timestamp` beside `type`
 /// instead of in a payload; both are accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -87,6 +127,9 @@ pub enum ErrorCode {
     StaleOp,
     /// A store bound (entities per workspace) is reached; nothing was applied.
     LimitExceeded,
+    /// The session's token expired: the last frame of an SSE stream before it ends
+    /// (a WebSocket is closed 4001 instead). Reconnect with a fresh token.
+    TokenExpired,
 }
 
 impl ErrorCode {
@@ -102,6 +145,7 @@ impl ErrorCode {
             ErrorCode::OutOfOrder => "OUT_OF_ORDER",
             ErrorCode::StaleOp => "STALE_OP",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
         }
     }
 }
@@ -128,4 +172,6 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The session's token expired (its `exp` passed): reconnect with a fresh token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }

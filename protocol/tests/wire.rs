@@ -75,11 +75,6 @@ fn decode_errors_say_what_was_wrong() {
             "SUBSCRIBE",
         ),
         (
-            r#"{"type":"RESUME","payload":{"epoch":"x","lastSeq":1}}"#,
-            ErrorCode::InvalidPayload,
-            "RESUME",
-        ),
-        (
             r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_EXPLODED"}}"#,
             ErrorCode::InvalidPayload,
             "TASK_EXPLODED",
@@ -95,6 +90,41 @@ fn decode_errors_say_what_was_wrong() {
         assert_eq!(e.code(), code, "{text}: {e}");
         assert!(e.to_string().contains(needle), "{text}: {e}");
     }
+}
+
+#[test]
+fn resume_points_are_opaque_an_unreadable_one_is_unusable_not_an_error() {
+    let resume = |text: &str| match ClientMsg::decode(text) {
+        Ok(ClientMsg::Resume(r)) => r,
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(
+        resume(r#"{"type":"RESUME","payload":{"epoch":7,"lastSeq":"9"}}"#),
+        Resume {
+            epoch: 7,
+            last_seq: 9
+        }
+    );
+    for p in [
+        r#"{"epoch":"x","lastSeq":1}"#,
+        r#"{"epoch":1,"lastSeq":-1}"#,
+        r#"{"epoch":1}"#,
+        r#"{"epoch":1,"lastSeq":1e30}"#,
+        "null",
+        "[]",
+    ] {
+        let text = format!(r#"{{"type":"RESUME","payload":{p}}}"#);
+        assert_eq!(resume(&text), Resume::UNUSABLE, "{p}");
+    }
+    assert_eq!(Resume::from_query(None, None), None);
+    assert_eq!(Resume::from_query(Some("1"), None), Some(Resume::UNUSABLE));
+    assert_eq!(
+        Resume::from_query(Some(" 3 "), Some("4")),
+        Some(Resume {
+            epoch: 3,
+            last_seq: 4
+        })
+    );
 }
 
 fn entity() -> Entity {

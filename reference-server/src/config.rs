@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub sse_retry_ms: u64,
     /// Origins allowed by CORS on the HTTP endpoints; empty = none, `["*"]` = any.
     pub cors_origins: Vec<String>,
+    /// `/metrics` labels series with workspace ids (tenant names) only when this is on;
+    /// by default it shows server-wide totals.
+    pub metrics_per_workspace: bool,
     /// The epoch of every workspace log of this incarnation; `None` = the clock's
     /// now at start (unique per restart, deterministic under simulation).
     pub epoch: Option<u64>,
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             ws_write_buffer_bytes: 4096,
             sse_retry_ms: 3000,
             cors_origins: Vec::new(),
+            metrics_per_workspace: false,
             epoch: None,
         }
     }

@@ -73,6 +73,17 @@ pub fn now_ms() -> u64 {
     }
 }
 
+/// Seconds since the Unix epoch on the server's clock, for token expiry: the simulated
+/// epoch plus simulated time, or the wall clock in live mode (live only).
+pub fn epoch_now_s() -> u64 {
+    match live_start() {
+        Some(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        None => (crate::world::SIM_EPOCH_MS + now_ms()) / 1000,
+    }
+}
+
 /// A tab's socket: turmoil's simulated TCP, or real TCP in live mode.
 #[derive(Debug)]
 pub enum Conn {

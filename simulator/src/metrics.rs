@@ -26,7 +26,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 16] = [
+pub const COUNTERS: [&str; 17] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -43,6 +43,7 @@ pub const COUNTERS: [&str; 16] = [
     "connect_failures",
     "resyncs_by_snapshot",
     "conflicts",
+    "token_refreshes",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).

@@ -230,6 +230,10 @@ pub struct Workload {
     /// After connecting, each WebSocket tab sets its presence with a `currentPage` of
     /// this many bytes (0: no presence change): crowded, heavy presence lists.
     pub presence_bytes: usize,
+    /// Each tab's token expires this many seconds after it was issued (0: never): the
+    /// server ends the session at expiry (4001), and the app fetches a fresh token
+    /// (`TOKEN_REFRESH_MS`) and reconnects.
+    pub token_ttl_s: u64,
 }
 
 impl Default for Workload {
@@ -255,6 +259,7 @@ impl Default for Workload {
             list_rows: 0,
             payload_bytes: 0,
             presence_bytes: 0,
+            token_ttl_s: 0,
         }
     }
 }
@@ -565,6 +570,14 @@ impl Scenario {
             return bad(
                 "workload.payload_bytes",
                 format!("expected 0..=60000, got {}", w.payload_bytes),
+            );
+        }
+        // A token must outlive a connect, a resync and some work, or a tab does nothing
+        // but reconnect.
+        if w.token_ttl_s > 0 && w.token_ttl_s < 5 {
+            return bad(
+                "workload.token_ttl_s",
+                format!("expected 0 (never) or >= 5, got {}", w.token_ttl_s),
             );
         }
         if w.presence_bytes > 60_000 {

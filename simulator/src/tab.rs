@@ -275,7 +275,12 @@ struct Tab {
     closed: bool,
     /// A reset (corrupted storage) is being recovered since this time.
     recovering_since: Option<u64>,
+    /// The token was refused or expired: a fresh one arrives at this time.
+    reauth_at: Option<u64>,
 }
+
+/// How long the simulated app takes to fetch a fresh token from its auth server.
+const TOKEN_REFRESH_MS: u64 = 100;
 
 pub async fn run_tab(
     spec: TabSpec,
@@ -327,6 +332,7 @@ pub async fn run_tab(
         stalled: false,
         closed: false,
         recovering_since: None,
+        reauth_at: None,
         spec,
     };
     if t.spec.start_delay_ms > 0 {
@@ -339,6 +345,7 @@ pub async fn run_tab(
     t.next_sample_ms =
         (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
     t.starting_since = Some(now);
+    t.refresh_token();
     let home = t.query_key(0);
     t.cache.subscribe(&home, now);
     t.announce_presence();
@@ -498,6 +505,7 @@ impl Tab {
             self.next_query_ms,
             self.next_sample_ms,
             self.snapshot_retry_at,
+            self.reauth_at,
             self.thinking.iter().map(|(due, _, _)| *due).min(),
         ]
         .into_iter()
@@ -506,6 +514,14 @@ impl Tab {
     }
 
     async fn timers(&mut self, now: u64) {
+        if self.reauth_at.is_some_and(|t| t <= now) {
+            self.reauth_at = None;
+            self.refresh_token();
+            self.rec
+                .borrow_mut()
+                .count("token_refreshes", &self.spec.group, 1);
+            self.s.reauthorize(now);
+        }
         if self.snapshot_retry_at.is_some_and(|t| t <= now) {
             self.snapshot_retry_at = None;
             self.s.handle_snapshot_failed();
@@ -579,6 +595,15 @@ impl Tab {
             _ => {}
         }
         self.s.handle_frame(m, now);
+    }
+
+    /// With a token lifetime, the tab's token is issued now and expires after it.
+    fn refresh_token(&mut self) {
+        let ttl_s = self.spec.workload.token_ttl_s;
+        if ttl_s > 0 {
+            let exp_s = glue::epoch_now_s() + ttl_s;
+            self.spec.token = crate::world::token_until(&self.spec.user, &self.spec.workspace, exp_s);
+        }
     }
 
     fn check_replay(&mut self, from: u64, to: u64, seqs: &[u64]) {

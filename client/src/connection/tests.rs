@@ -116,6 +116,40 @@ fn a_401_needs_auth_and_does_not_retry() {
 }
 
 #[test]
+fn an_expired_token_close_waits_for_a_fresh_token_then_reconnects_at_once() {
+    let mut c = conn(ConnectionConfig::default());
+    c.start(0);
+    c.handle_open(c.attempt(), 1);
+    actions(&mut c);
+    events(&mut c);
+    c.handle_closed(c.attempt(), Some(rtsync_protocol::close::TOKEN_EXPIRED), 10);
+    assert_eq!(c.state(), ConnState::NeedsAuth);
+    assert_eq!(c.poll_timeout(), None, "no retry with the expired token");
+    assert_eq!(
+        events(&mut c),
+        vec![
+            ConnEvent::Lost {
+                code: Some(rtsync_protocol::close::TOKEN_EXPIRED),
+                at_ms: 10
+            },
+            ConnEvent::NeedsAuth
+        ]
+    );
+    assert!(actions(&mut c).is_empty());
+    c.reauthorize(50);
+    assert_eq!(c.state(), ConnState::Connecting);
+    assert!(matches!(
+        actions(&mut c).as_slice(),
+        [Action::Connect { attempt: 2, .. }]
+    ));
+    // After a 401 too.
+    c.handle_connect_failed(c.attempt(), ConnectError::Unauthorized, 60);
+    assert_eq!(c.state(), ConnState::NeedsAuth);
+    c.reauthorize(70);
+    assert_eq!(c.state(), ConnState::Connecting);
+}
+
+#[test]
 fn retry_after_is_respected() {
     let mut c = conn(ConnectionConfig::default());
     c.start(0);

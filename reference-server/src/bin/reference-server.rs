@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Allowed CORS origin; repeat for more; "*" for any (the default with --dev).
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    /// Label /metrics series with workspace ids. Off by default: ids name tenants, and
+    /// anyone who reaches the port could list them.
+    #[arg(long)]
+    metrics_per_workspace: bool,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -131,6 +135,10 @@ struct ServeArgs {
     op_answers_per_client: usize,
     #[arg(long, default_value_t = d().core.op_clients_max)]
     op_clients_max: usize,
+    /// Bytes of kept op answers per workspace; past it the least recently used clients
+    /// are forgotten.
+    #[arg(long, default_value_t = d().core.op_answers_bytes_max)]
+    op_answers_bytes_max: usize,
     #[arg(long, default_value_t = d().core.replay_batch_events)]
     replay_batch_events: usize,
     /// Bytes of events per replay batch at most (at least one event per batch); the next
@@ -191,6 +199,7 @@ impl ServeArgs {
             ws_write_buffer_bytes: self.ws_write_buffer_bytes,
             sse_retry_ms: self.sse_retry_ms,
             cors_origins: self.cors_origins.clone(),
+            metrics_per_workspace: self.metrics_per_workspace,
             ..ServerConfig::default()
         };
         if self.secret.dev && c.cors_origins.is_empty() {
@@ -208,6 +217,7 @@ impl ServeArgs {
         core.entities_max = self.entities_max;
         core.op_answers_per_client = self.op_answers_per_client;
         core.op_clients_max = self.op_clients_max;
+        core.op_answers_bytes_max = self.op_answers_bytes_max;
         core.replay_batch_events = self.replay_batch_events;
         core.replay_batch_bytes = self.replay_batch_bytes;
         c.validate().map_err(|e| anyhow::anyhow!(e))?;

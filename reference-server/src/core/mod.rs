@@ -79,6 +79,9 @@ pub struct CoreConfig {
     pub strategy_note: Strategy,
     pub op_answers_per_client: usize,
     pub op_clients_max: usize,
+    /// Bytes all kept op answers of a workspace may take; past it the least recently
+    /// used clients are forgotten (counted as evictions; their next op sets a baseline).
+    pub op_answers_bytes_max: usize,
     pub entities_max: usize,
     pub replay_batch_events: usize,
     /// A replay batch holds at most this many bytes of events (at least one event), so
@@ -102,6 +105,7 @@ impl Default for CoreConfig {
             strategy_note: Strategy::LastWriteWins,
             op_answers_per_client: 256,
             op_clients_max: 100_000,
+            op_answers_bytes_max: 16 << 20,
             entities_max: 100_000,
             replay_batch_events: 500,
             replay_batch_bytes: 256 * 1024,

@@ -22,7 +22,12 @@ struct ClientOps {
     last_n: u64,
     answers: VecDeque<(u64, Frame)>,
     touched: u64,
+    /// What this client costs the table: its key and its kept answers.
+    bytes: usize,
 }
+
+/// What one client's entry costs besides its answers (map nodes, counters), roughly.
+const CLIENT_OVERHEAD_BYTES: usize = 96;
 
 type Key = (String, String);
 
@@ -34,20 +39,32 @@ pub struct OpTable {
     clock: u64,
     answers_per_client: usize,
     clients_max: usize,
-    /// Clients forgotten because of the bound (reported in /metrics, never silent).
+    /// The bytes every kept answer and client key may take together: without it, one
+    /// user minting client ids over `POST /api/events` grows the table by ~1 KB each up
+    /// to `clients_max` × `answers_per_client` answers.
+    bytes_max: usize,
+    bytes: usize,
+    /// Clients forgotten because of a bound (reported in /metrics, never silent).
     pub evicted: u64,
 }
 
 impl OpTable {
-    pub fn new(answers_per_client: usize, clients_max: usize) -> Self {
+    pub fn new(answers_per_client: usize, clients_max: usize, bytes_max: usize) -> Self {
         OpTable {
             clients: BTreeMap::new(),
             by_touch: BTreeMap::new(),
             clock: 0,
             answers_per_client: answers_per_client.max(1),
             clients_max: clients_max.max(1),
+            bytes_max,
+            bytes: 0,
             evicted: 0,
         }
+    }
+
+    /// Bytes the kept answers and client keys take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -82,24 +99,39 @@ impl OpTable {
     pub fn record(&mut self, user: &str, client: &str, n: u64, answer: Frame) {
         self.clock += 1;
         let key = (user.to_owned(), client.to_owned());
-        let c = self.clients.entry(key.clone()).or_insert(ClientOps {
-            last_n: 0,
-            answers: VecDeque::new(),
-            touched: 0,
+        let key_bytes = key.0.len() + key.1.len() + CLIENT_OVERHEAD_BYTES;
+        let c = self.clients.entry(key.clone()).or_insert_with(|| {
+            self.bytes += key_bytes;
+            ClientOps {
+                last_n: 0,
+                answers: VecDeque::new(),
+                touched: 0,
+                bytes: key_bytes,
+            }
         });
         self.by_touch.remove(&c.touched);
         c.touched = self.clock;
         self.by_touch.insert(self.clock, key);
         c.last_n = n;
+        c.bytes += answer.len();
+        self.bytes += answer.len();
         c.answers.push_back((n, answer));
         while c.answers.len() > self.answers_per_client {
-            c.answers.pop_front();
+            if let Some((_, old)) = c.answers.pop_front() {
+                c.bytes -= old.len();
+                self.bytes -= old.len();
+            }
         }
-        while self.clients.len() > self.clients_max {
+        // The least recently used clients go first; the one just answered stays.
+        while self.clients.len() > self.clients_max
+            || (self.bytes > self.bytes_max && self.clients.len() > 1)
+        {
             let Some((_, oldest)) = self.by_touch.pop_first() else {
                 break;
             };
-            self.clients.remove(&oldest);
+            if let Some(gone) = self.clients.remove(&oldest) {
+                self.bytes -= gone.bytes;
+            }
             self.evicted += 1;
         }
     }
@@ -115,7 +147,7 @@ mod tests {
 
     #[test]
     fn orders_dedups_and_detects_gaps() {
-        let mut t = OpTable::new(2, 10);
+        let mut t = OpTable::new(2, 10, usize::MAX);
         assert_eq!(t.check("u", "c", 5), Verdict::New); // first op sets the baseline
         t.record("u", "c", 5, f("a5"));
         assert_eq!(t.check("u", "c", 6), Verdict::New);
@@ -130,8 +162,29 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_bound_evicts_the_least_recently_used_clients() {
+        // Each answer is 100 bytes; a key ("u", "cN") costs CLIENT_OVERHEAD_BYTES + 3.
+        let per_client = 100 + CLIENT_OVERHEAD_BYTES + 3;
+        let mut t = OpTable::new(4, 1000, 3 * per_client);
+        let a = Frame::new("x".repeat(100), None);
+        for c in ["c1", "c2", "c3", "c4", "c5"] {
+            t.record("u", c, 1, a.clone());
+            assert!(t.bytes() <= 3 * per_client, "{}", t.bytes());
+        }
+        assert_eq!((t.len(), t.evicted), (3, 2));
+        assert_eq!(t.check("u", "c1", 2), Verdict::New, "c1 was forgotten");
+        assert_eq!(t.check("u", "c5", 1), Verdict::Duplicate(a.clone()));
+        // Trimming a client's own window gives its bytes back.
+        for n in 2..=10 {
+            t.record("u", "c5", n, a.clone());
+        }
+        assert!(t.bytes() <= 3 * per_client);
+        assert_eq!(t.check("u", "c5", 10), Verdict::Duplicate(a));
+    }
+
+    #[test]
     fn evicts_the_least_recently_used_client_and_counts_it() {
-        let mut t = OpTable::new(2, 2);
+        let mut t = OpTable::new(2, 2, usize::MAX);
         t.record("u", "a", 1, f("a"));
         t.record("u", "b", 1, f("b"));
         t.record("u", "a", 2, f("a2"));

@@ -86,7 +86,11 @@ impl Workspace {
             sessions: BTreeMap::new(),
             store: EntityStore::new(cfg.entities_max),
             log: EventLog::new(epoch, cfg.history_events_max, cfg.history_age_ms),
-            ops: OpTable::new(cfg.op_answers_per_client, cfg.op_clients_max),
+            ops: OpTable::new(
+                cfg.op_answers_per_client,
+                cfg.op_clients_max,
+                cfg.op_answers_bytes_max,
+            ),
             presence: Presence::default(),
             ephemeral_n: 0,
             cfg,
@@ -229,7 +233,12 @@ impl Workspace {
     fn replay_from(&mut self, conn: ConnId, epoch: u64, last_seq: u64) -> Vec<Delivery> {
         let head = self.head();
         let (frame, through) = match self.log.replay(epoch, last_seq) {
-            Replay::Lost => (recent_events(&[], last_seq + 1, head, false), None),
+            // A point far ahead (or unreadable: `Resume::UNUSABLE`) answers from the
+            // head, not from a wrapped `u64::MAX + 1`.
+            Replay::Lost => {
+                let from = last_seq.saturating_add(1).min(head + 1);
+                (recent_events(&[], from, head, false), None)
+            }
             Replay::Complete(events) if events.is_empty() => {
                 (recent_events(&[], last_seq + 1, last_seq, true), None)
             }

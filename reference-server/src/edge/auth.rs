@@ -35,13 +35,21 @@ pub fn authenticate(
     headers: &HeaderMap,
     user_param: Option<&str>,
 ) -> Result<Claims, ApiError> {
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token = query_token.or(bearer).unwrap_or_default();
-    let result =
-        auth::verify(token, &server.cfg.jwt_secret, server.now_ms() / 1000).and_then(|c| {
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let token = match (query_token, bearer) {
+        // Two different tokens: which one the caller meant is a guess, so refuse.
+        (Some(q), Some(b)) if q != b => Err(AuthError::Ambiguous),
+        (q, b) => Ok(q.or(b).unwrap_or_default()),
+    };
+    let result = token.and_then(|token| {
+        auth::verify(token, &server.cfg.jwt_secret, server.now_ms() / 1000)
+    }).and_then(|c| {
             match user_param {
                 Some(u) if u != c.sub => Err(AuthError::UserMismatch {
                     given: u.chars().take(64).collect(),

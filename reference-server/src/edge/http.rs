@@ -28,6 +28,36 @@ pub struct AuthQuery {
     project_id: Option<String>,
 }
 
+/// A body whose `Content-Length` is over the limit is refused (413) before a byte of it
+/// is read: waiting for 10 GB that never come would hold the connection.
+pub async fn refuse_announced_oversize(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let max = server.cfg.frame_bytes_max as u64;
+    match announced {
+        Some(n) if n > max => {
+            let mut resp = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "TOO_LARGE",
+                format!("body of {n} bytes announced; the limit is {max}"),
+            )
+            .into_response();
+            // The unread body makes the connection unusable for another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+        _ => next.run(req).await,
+    }
+}
+
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|e| ApiError::new(e.status(), "TOO_LARGE", e.body_text()))
 }
@@ -140,6 +170,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::OutOfOrder | ErrorCode::StaleOp => StatusCode::CONFLICT,
         ErrorCode::LimitExceeded => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
     }
 }
 
@@ -223,21 +254,39 @@ pub async fn healthz(State(server): State<Arc<Server>>) -> Response {
 }
 
 pub async fn metrics(State(server): State<Arc<Server>>) -> Response {
-    let shards = server.shards();
-    let mut sessions = Vec::new();
-    let mut history = Vec::new();
-    let mut entities = Vec::new();
-    let mut evicted = Vec::new();
-    for shard in shards {
-        let s = shard.lock();
-        let id = s.core.id().to_owned();
-        sessions.push((id.clone(), s.core.sessions() as u64));
-        history.push((id.clone(), s.core.history_len() as u64));
-        entities.push((id.clone(), s.core.entities() as u64));
-        evicted.push((id, s.core.op_clients_evicted()));
+    // Workspace ids name tenants: by default only server-wide totals are shown, so
+    // whoever reaches the port cannot list the tenants and their activity.
+    let per_workspace = server.cfg.metrics_per_workspace;
+    let mut gauges: [Vec<(Option<String>, u64)>; 4] = Default::default();
+    if !per_workspace {
+        gauges = std::array::from_fn(|_| vec![(None, 0)]);
     }
+    let mut workspaces = 0;
+    for shard in server.shards() {
+        let s = shard.lock();
+        workspaces += 1;
+        let values = [
+            s.core.sessions() as u64,
+            s.core.history_len() as u64,
+            s.core.entities() as u64,
+            s.core.op_clients_evicted(),
+        ];
+        for (g, v) in gauges.iter_mut().zip(values) {
+            if per_workspace {
+                g.push((Some(s.core.id().to_owned()), v));
+            } else {
+                g[0].1 += v;
+            }
+        }
+    }
+    let [sessions, history, entities, evicted] = gauges;
     let text = server.metrics.render(&[
-        ("workspace_sessions", "Sessions in the workspace.", sessions),
+        (
+            "workspaces",
+            "Workspaces this server holds.",
+            vec![(None, workspaces)],
+        ),
+        ("workspace_sessions", "Sessions in workspaces.", sessions),
         (
             "workspace_history_events",
             "Events kept for resume.",

@@ -5,8 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// A gauge read at scrape time: series name, help text, one value per workspace.
-pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, u64)>);
+/// A gauge read at scrape time: series name, help text, and its values — one per
+/// workspace (labelled) when per-workspace series are on, else one server-wide total.
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(Option<String>, u64)>);
 
 /// Upper bounds (seconds) of the outbound queue-wait histogram's buckets.
 const WAIT_BUCKETS_S: [f64; 11] = [
@@ -47,10 +48,11 @@ counters! {
     mutations_total: "Mutations answered (ACK, CONFLICT_DETECTED or ERROR).",
     errors_sent_total: "ERROR frames sent.",
     rate_limited_total: "Messages refused with RATE_LIMITED.",
-    closes_policy_total: "Connections closed 1008 (sustained abuse, expired auth).",
+    closes_policy_total: "Connections closed 1008 (sustained abuse, protocol error).",
     closes_too_big_total: "Connections closed 1009 (frame too large).",
     closes_slow_consumer_total: "Connections closed 1013 (outbound queue full).",
     closes_heartbeat_timeout_total: "Connections closed 4000 (silent past the heartbeat timeout).",
+    closes_token_expired_total: "Sessions ended 4001 (their token expired).",
     auth_failures_total: "Connections or requests refused 401.",
     admission_refused_total: "Connections refused 503/429 (admission rate, connection limits).",
     analytics_reports_total: "Performance reports accepted.",
@@ -101,8 +103,15 @@ impl Metrics {
             let _ = writeln!(out, "# HELP rtsync_{series} {help}");
             let _ = writeln!(out, "# TYPE rtsync_{series} gauge");
             for (ws, v) in samples {
-                let ws = ws.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "rtsync_{series}{{workspace=\"{ws}\"}} {v}");
+                match ws {
+                    Some(ws) => {
+                        let ws = ws.replace('\\', "\\\\").replace('"', "\\\"");
+                        let _ = writeln!(out, "rtsync_{series}{{workspace=\"{ws}\"}} {v}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "rtsync_{series} {v}");
+                    }
+                }
             }
         }
         out

@@ -192,6 +192,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/analytics/performance", post(http::analytics))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            http::refuse_announced_oversize,
+        ))
         .layer(http::cors(&server.cfg.cors_origins))
         .layer(axum::extract::DefaultBodyLimit::max(
             server.cfg.frame_bytes_max,

@@ -5,14 +5,14 @@
 
 use super::auth::{ConnPermit, admit, authenticate};
 use super::outbound::{Next, OutboundRx};
-use super::ws::session_id;
+use super::ws::{Expiry, session_id};
 use super::{ApiError, Metrics, Server, Shard, outbound};
-use crate::core::{ConnId, SessionInfo};
+use crate::core::{ConnId, Frame, SessionInfo};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use rtsync_protocol::{Device, DeviceType, Resume, sse};
+use rtsync_protocol::{Device, ErrorCode, ErrorPayload, Resume, ServerMsg, sse};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub struct SseQuery {
     user_id: Option<String>,
     /// For clients that cannot set the header (curl users, tests): same as `Last-Event-ID`.
     last_event_id: Option<String>,
-    device: Option<DeviceType>,
+    device: Option<String>,
 }
 
 /// Leaves the workspace and frees the connection's place when the stream is dropped
@@ -49,6 +49,9 @@ struct StreamState {
     rx: OutboundRx,
     guard: Guard,
     retry: Option<Duration>,
+    expires: Expiry,
+    /// The token expired: its `ERROR` was the last event.
+    ended: bool,
 }
 
 pub async fn subscribe(
@@ -63,15 +66,12 @@ pub async fn subscribe(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(q.last_event_id);
-    let resume = match last_event_id {
-        None => None,
-        Some(id) => {
-            let (epoch, last_seq) = sse::parse_event_id(&id).ok_or_else(|| {
-                ApiError::bad_request(format!("Last-Event-ID {id:?} is not EPOCH:SEQ"))
-            })?;
-            Some(Resume { epoch, last_seq })
-        }
-    };
+    // Opaque, like every resume point: one that cannot be read is answered
+    // `complete: false` (a non-200 would make a browser's EventSource give up for good).
+    let resume = last_event_id.map(|id| {
+        sse::parse_event_id(&id)
+            .map_or(Resume::UNUSABLE, |(epoch, last_seq)| Resume { epoch, last_seq })
+    });
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
@@ -91,7 +91,7 @@ pub async fn subscribe(
             user_id: claims.sub,
             session_id,
             device: Device {
-                kind: q.device.unwrap_or_default(),
+                kind: super::ws::device_kind(q.device.as_deref()),
                 browser: String::new(),
             },
         };
@@ -104,6 +104,8 @@ pub async fn subscribe(
     let state = StreamState {
         rx,
         retry: Some(Duration::from_millis(cfg.sse_retry_ms)),
+        expires: Expiry::at_s(claims.exp),
+        ended: false,
         guard: Guard {
             server: server.clone(),
             shard,
@@ -112,7 +114,25 @@ pub async fn subscribe(
         },
     };
     let stream = futures_util::stream::unfold(state, move |mut st| async move {
-        match st.rx.next().await {
+        if st.ended {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            next = st.rx.next() => next,
+            () = st.expires.wait(&st.guard.server) => {
+                Metrics::inc(&st.guard.server.metrics.closes_token_expired_total);
+                st.ended = true;
+                let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
+                    code: ErrorCode::TokenExpired,
+                    message: "token expired; reconnect with a fresh token".into(),
+                    op_id: None,
+                    expected_n: None,
+                }));
+                return Some((Ok(Event::default().data(&*frame.text)), st));
+            }
+        };
+        match next {
             Next::Frame(frame, waited) => {
                 let m = &st.guard.server.metrics;
                 m.observe_queue_wait(waited);

@@ -29,9 +29,18 @@ pub struct WsQuery {
     session_id: Option<String>,
     /// The seed sends it; it must equal the token's `sub`.
     user_id: Option<String>,
-    epoch: Option<u64>,
-    last_seq: Option<u64>,
-    device: Option<DeviceType>,
+    /// Read as text: resume points are opaque, an unreadable one is `complete: false`.
+    epoch: Option<String>,
+    last_seq: Option<String>,
+    /// Read as text: an unknown device kind is the default one, not a refusal.
+    device: Option<String>,
+}
+
+/// The `device` parameter; anything unknown is the default kind.
+pub fn device_kind(given: Option<&str>) -> DeviceType {
+    given
+        .and_then(|d| serde_json::from_value(serde_json::Value::String(d.to_owned())).ok())
+        .unwrap_or_default()
 }
 
 /// A session id from the client, or one made from the connection id.
@@ -56,15 +65,12 @@ pub async fn upgrade(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
-    let resume = match (q.epoch, q.last_seq) {
-        (Some(epoch), Some(last_seq)) => Some(Resume { epoch, last_seq }),
-        _ => None,
-    };
+    let resume = Resume::from_query(q.epoch.as_deref(), q.last_seq.as_deref());
     let info = SessionInfo {
         user_id: claims.sub,
         session_id,
         device: Device {
-            kind: q.device.unwrap_or_default(),
+            kind: device_kind(q.device.as_deref()),
             browser: String::new(),
         },
     };
@@ -75,22 +81,58 @@ pub async fn upgrade(
         .max_message_size(cfg.frame_bytes_max)
         .max_frame_size(cfg.frame_bytes_max);
     let server2 = server.clone();
-    Ok(
-        ws.on_upgrade(move |socket| {
-            session(socket, server2, conn, claims.ws, info, resume, permit)
-        }),
-    )
+    let start = Start {
+        conn,
+        workspace: claims.ws,
+        info,
+        resume,
+        expires: Expiry::at_s(claims.exp),
+    };
+    Ok(ws.on_upgrade(move |socket| session(socket, server2, start, permit)))
 }
 
-async fn session(
-    socket: WebSocket,
-    server: Arc<Server>,
+/// When a session's token expires, on the server's clock: the session ends then
+/// (WebSocket: close 4001; SSE: the stream ends), and nothing it sends later is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    at_ms: u64,
+}
+
+impl Expiry {
+    pub fn at_s(exp_s: u64) -> Self {
+        Expiry {
+            at_ms: exp_s.saturating_mul(1000),
+        }
+    }
+
+    pub fn passed(self, now_ms: u64) -> bool {
+        now_ms >= self.at_ms
+    }
+
+    /// Resolves when the token expires (tokio time, so simulated under turmoil).
+    pub async fn wait(self, server: &Server) {
+        let left = self.at_ms.saturating_sub(server.now_ms());
+        tokio::time::sleep(Duration::from_millis(left)).await;
+    }
+}
+
+/// What a WebSocket session starts from.
+struct Start {
     conn: ConnId,
     workspace: String,
     info: SessionInfo,
     resume: Option<Resume>,
-    _permit: ConnPermit,
-) {
+    expires: Expiry,
+}
+
+async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: ConnPermit) {
+    let Start {
+        conn,
+        workspace,
+        info,
+        resume,
+        expires,
+    } = start;
     Metrics::inc(&server.metrics.connections_ws_opened_total);
     let cfg = server.cfg.clone();
     let (out, mut rx) = outbound::channel(
@@ -115,6 +157,7 @@ async fn session(
         conn,
         bucket: TokenBucket::new(cfg.inbound_rate_per_s, cfg.inbound_burst),
         strikes: (0, 0),
+        expires,
     };
     let writer = write_loop(&mut sink, &mut rx, &server);
     tokio::pin!(writer);
@@ -134,6 +177,10 @@ async fn session(
         reason = &mut reading => {
             out.close(reason);
             // Give the writer a moment to send the close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        }
+        () = expires.wait(&server) => {
+            out.close(reason(close::TOKEN_EXPIRED, "token expired"));
             let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
         }
     }
@@ -213,6 +260,7 @@ fn count_close(server: &Server, r: &CloseReason) {
         close::POLICY => Metrics::inc(&m.closes_policy_total),
         close::TOO_BIG => Metrics::inc(&m.closes_too_big_total),
         close::HEARTBEAT_TIMEOUT => Metrics::inc(&m.closes_heartbeat_timeout_total),
+        close::TOKEN_EXPIRED => Metrics::inc(&m.closes_token_expired_total),
         _ => {} // 1013 is counted where the queue overflowed
     }
 }
@@ -224,6 +272,7 @@ struct Reader<'a> {
     bucket: TokenBucket,
     /// (second, rate-limited messages in it)
     strikes: (u64, u32),
+    expires: Expiry,
 }
 
 /// A close the reader decided on: queued answers (the errors that explain it) go first.
@@ -260,6 +309,9 @@ impl Reader<'_> {
             };
             Metrics::inc(&self.server.metrics.messages_in_total);
             let now = self.server.now_ms();
+            if self.expires.passed(now) {
+                return reason(close::TOKEN_EXPIRED, "token expired");
+            }
             if !self.bucket.try_take(now) {
                 Metrics::inc(&self.server.metrics.rate_limited_total);
                 let second = now / 1000;

@@ -40,12 +40,6 @@ async fn malformed_frames_get_documented_errors_and_the_session_goes_on() {
         ErrorCode::UnknownType,
     )
     .await;
-    expect_error(
-        &mut ws,
-        r#"{"type":"RESUME","payload":{"epoch":"yesterday","lastSeq":1}}"#,
-        ErrorCode::InvalidPayload,
-    )
-    .await;
     expect_error(&mut ws, r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_UPDATED","version":"one","payload":{}}}"#, ErrorCode::InvalidPayload).await;
     expect_error(&mut ws, r#"{"type":"REALTIME_EVENT","payload":{"type":"TASK_UPDATED","version":0,"payload":{"opId":"m:1","id":"t","changes":{"version":3}}}}"#, ErrorCode::InvalidPayload).await;
     expect_error(

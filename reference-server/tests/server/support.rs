@@ -164,14 +164,27 @@ impl Drop for TestServer {
 }
 
 pub fn token(user: &str, workspace: &str) -> String {
+    token_exp(user, workspace, 4_000_000_000)
+}
+
+/// A token that expires at `exp` (seconds since the Unix epoch).
+pub fn token_exp(user: &str, workspace: &str, exp: u64) -> String {
     mint(
         &Claims {
             sub: user.into(),
             ws: workspace.into(),
-            exp: 4_000_000_000,
+            exp,
         },
         SECRET,
     )
+}
+
+/// Seconds since the Unix epoch, as the server's `SystemClock` reads them.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn mutation(kind: EventType, op: &str, id: &str, base: u64, changes: Value) -> ClientMsg {

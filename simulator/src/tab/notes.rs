@@ -189,8 +189,11 @@ impl Tab {
             Note::Duplicate { .. }
             | Note::Ephemeral(_)
             | Note::Error(_)
-            | Note::NeedsAuth
             | Note::GaveUp => {}
+            Note::NeedsAuth => {
+                // The app asks its auth server for a fresh token: one round trip away.
+                self.reauth_at = Some(now + TOKEN_REFRESH_MS);
+            }
         }
     }
 

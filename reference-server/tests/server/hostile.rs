@@ -1,0 +1,167 @@
+//! Hostile and unlucky clients (issue "The server holds against hostile and unlucky
+//! clients"): expired tokens, bodies announced too large, tenant names on /metrics,
+//! auth edge cases. Each test fails without its fix.
+
+use crate::support::*;
+use rtsync_protocol::{ErrorCode, EventType, ServerMsg, close};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn a_websocket_session_ends_4001_when_its_token_expires_and_later_writes_are_not_applied() {
+    let server = TestServer::start(|_| {}).await;
+    // `exp` is in whole seconds: at least one second left, at most two.
+    let exp = now_s() + 2;
+    let mut ws = server
+        .ws_query(&format!("token={}&sessionId=a", token_exp("alice", "w1", exp)))
+        .await;
+    let mut watcher = server.ws("bob", "w1", "b").await;
+    connected(&mut ws).await;
+    connected(&mut watcher).await;
+    let started = Instant::now();
+    assert_eq!(ws.closed().await, Some(close::TOKEN_EXPIRED));
+    assert!(started.elapsed() < Duration::from_secs(3), "closed at exp");
+    // The expired token cannot come back; a fresh one can, and nothing leaked meanwhile.
+    let (status, _) = server
+        .ws_refused(&format!("token={}&sessionId=a", token_exp("alice", "w1", exp)))
+        .await;
+    assert_eq!(status, 401);
+    watcher.quiet_for(Duration::from_millis(200)).await;
+    let mut again = server.ws("alice", "w1", "a").await;
+    connected(&mut again).await;
+    again
+        .send(&mutation(
+            EventType::TaskCreated,
+            "a:1",
+            "t1",
+            0,
+            json!({"title": "after refresh"}),
+        ))
+        .await;
+    assert!(matches!(again.recv().await, ServerMsg::Ack(_)));
+    let (_, metrics) = server.http("GET", "/metrics", None, None).await;
+    assert!(metrics.contains("rtsync_closes_token_expired_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_sse_stream_ends_with_token_expired_when_its_token_expires() {
+    let server = TestServer::start(|_| {}).await;
+    let exp = now_s() + 2;
+    let path = format!(
+        "/api/events/subscribe?token={}&sessionId=s",
+        token_exp("carol", "w1", exp)
+    );
+    let resp = server
+        .request("GET", &path, &[("accept", "text/event-stream".into())], None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body());
+    let text = tokio::time::timeout(Duration::from_secs(4), body)
+        .await
+        .expect("the stream ends at expiry")
+        .expect("a clean end")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .last()
+        .expect("events");
+    match ServerMsg::decode(last.trim()) {
+        Ok(ServerMsg::Error(e)) => assert_eq!(e.code, ErrorCode::TokenExpired),
+        other => panic!("last event {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_body_announced_larger_than_the_limit_is_refused_413_before_it_is_read() {
+    let server = TestServer::start(|_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let t = token("mallory", "w1");
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{{}}"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("TOO_LARGE"), "{answer}");
+}
+
+#[tokio::test]
+async fn metrics_name_no_tenant_unless_asked_to() {
+    for per_workspace in [false, true] {
+        let server = TestServer::start(|c| c.metrics_per_workspace = per_workspace).await;
+        let mut ws = server.ws("alice", "tenant-secret-name", "a").await;
+        connected(&mut ws).await;
+        let (status, text) = server.http("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            text.contains("tenant-secret-name"),
+            per_workspace,
+            "per_workspace={per_workspace}: {text}"
+        );
+        assert!(text.contains("rtsync_workspaces 1"), "{text}");
+        if !per_workspace {
+            assert!(text.contains("rtsync_workspace_sessions 1"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_reads_bearer_in_any_case_refuses_two_different_tokens_and_oversized_ids() {
+    let server = TestServer::start(|_| {}).await;
+    let t = token("alice", "w1");
+    let get = |scheme: &str, query: Option<String>| {
+        let path = match query {
+            Some(q) => format!("/api/entities/tasks?token={q}"),
+            None => "/api/entities/tasks".to_owned(),
+        };
+        let headers = vec![("authorization", format!("{scheme} {t}"))];
+        let server = &server;
+        async move {
+            let resp = server.request("GET", &path, &headers, None).await;
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(get("bearer", None).await, 200);
+    assert_eq!(get("BEARER", None).await, 200);
+    assert_eq!(get("Bearer", Some(t.clone())).await, 200, "the same token twice");
+    assert_eq!(get("Bearer", Some(token("bob", "w2"))).await, 401);
+    let long = "u".repeat(200);
+    let (status, body) = server
+        .http(
+            "GET",
+            &format!("/api/entities/tasks?token={}", token(&long, "w1")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn an_op_number_past_two_to_the_53_is_refused_not_wrapped() {
+    let server = TestServer::start(|_| {}).await;
+    let mut ws = server.ws("alice", "w1", "a").await;
+    connected(&mut ws).await;
+    for n in [u64::MAX, 1 << 53] {
+        ws.send(&mutation(
+            EventType::TaskCreated,
+            &format!("c:{n}"),
+            "t1",
+            0,
+            json!({"title": "x"}),
+        ))
+        .await;
+        match ws.recv().await {
+            ServerMsg::Error(e) => assert_eq!(e.code, ErrorCode::InvalidPayload, "{n}"),
+            other => panic!("{n}: {other:?}"),
+        }
+    }
+}
