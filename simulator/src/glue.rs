@@ -291,7 +291,10 @@ impl KeepAlive {
         self.idle.clear();
     }
 
-    fn take(&mut self, now_ms: u64) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    fn take(
+        &mut self,
+        now_ms: u64,
+    ) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
         while let Some((sender, since)) = self.idle.pop() {
             if sender.is_ready() && now_ms.saturating_sub(since) < KEEP_ALIVE_IDLE_MS {
                 return Some(sender);
@@ -326,7 +329,10 @@ pub async fn post(
         }
         Some((status, bytes.to_vec()))
     };
-    tokio::time::timeout(POST_TIMEOUT, exchange).await.ok().flatten()
+    tokio::time::timeout(POST_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The `host` header for `route`'s server.

@@ -602,7 +602,8 @@ impl Tab {
         let ttl_s = self.spec.workload.token_ttl_s;
         if ttl_s > 0 {
             let exp_s = glue::epoch_now_s() + ttl_s;
-            self.spec.token = crate::world::token_until(&self.spec.user, &self.spec.workspace, exp_s);
+            self.spec.token =
+                crate::world::token_until(&self.spec.user, &self.spec.workspace, exp_s);
         }
     }
 

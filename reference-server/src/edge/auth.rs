@@ -47,15 +47,13 @@ pub fn authenticate(
         (Some(q), Some(b)) if q != b => Err(AuthError::Ambiguous),
         (q, b) => Ok(q.or(b).unwrap_or_default()),
     };
-    let result = token.and_then(|token| {
-        auth::verify(token, &server.cfg.jwt_secret, server.now_ms() / 1000)
-    }).and_then(|c| {
-            match user_param {
-                Some(u) if u != c.sub => Err(AuthError::UserMismatch {
-                    given: u.chars().take(64).collect(),
-                }),
-                _ => Ok(c),
-            }
+    let result = token
+        .and_then(|token| auth::verify(token, &server.cfg.jwt_secret, server.now_ms() / 1000))
+        .and_then(|c| match user_param {
+            Some(u) if u != c.sub => Err(AuthError::UserMismatch {
+                given: u.chars().take(64).collect(),
+            }),
+            _ => Ok(c),
         });
     result.map_err(|e| {
         super::Metrics::inc(&server.metrics.auth_failures_total);

@@ -69,8 +69,10 @@ pub async fn subscribe(
     // Opaque, like every resume point: one that cannot be read is answered
     // `complete: false` (a non-200 would make a browser's EventSource give up for good).
     let resume = last_event_id.map(|id| {
-        sse::parse_event_id(&id)
-            .map_or(Resume::UNUSABLE, |(epoch, last_seq)| Resume { epoch, last_seq })
+        sse::parse_event_id(&id).map_or(Resume::UNUSABLE, |(epoch, last_seq)| Resume {
+            epoch,
+            last_seq,
+        })
     });
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;

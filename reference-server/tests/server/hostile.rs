@@ -14,7 +14,10 @@ async fn a_websocket_session_ends_4001_when_its_token_expires_and_later_writes_a
     // `exp` is in whole seconds: at least one second left, at most two.
     let exp = now_s() + 2;
     let mut ws = server
-        .ws_query(&format!("token={}&sessionId=a", token_exp("alice", "w1", exp)))
+        .ws_query(&format!(
+            "token={}&sessionId=a",
+            token_exp("alice", "w1", exp)
+        ))
         .await;
     let mut watcher = server.ws("bob", "w1", "b").await;
     connected(&mut ws).await;
@@ -24,7 +27,10 @@ async fn a_websocket_session_ends_4001_when_its_token_expires_and_later_writes_a
     assert!(started.elapsed() < Duration::from_secs(3), "closed at exp");
     // The expired token cannot come back; a fresh one can, and nothing leaked meanwhile.
     let (status, _) = server
-        .ws_refused(&format!("token={}&sessionId=a", token_exp("alice", "w1", exp)))
+        .ws_refused(&format!(
+            "token={}&sessionId=a",
+            token_exp("alice", "w1", exp)
+        ))
         .await;
     assert_eq!(status, 401);
     watcher.quiet_for(Duration::from_millis(200)).await;
@@ -41,7 +47,10 @@ async fn a_websocket_session_ends_4001_when_its_token_expires_and_later_writes_a
         .await;
     assert!(matches!(again.recv().await, ServerMsg::Ack(_)));
     let (_, metrics) = server.http("GET", "/metrics", None, None).await;
-    assert!(metrics.contains("rtsync_closes_token_expired_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("rtsync_closes_token_expired_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +62,12 @@ async fn an_sse_stream_ends_with_token_expired_when_its_token_expires() {
         token_exp("carol", "w1", exp)
     );
     let resp = server
-        .request("GET", &path, &[("accept", "text/event-stream".into())], None)
+        .request(
+            "GET",
+            &path,
+            &[("accept", "text/event-stream".into())],
+            None,
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let body = http_body_util::BodyExt::collect(resp.into_body());
@@ -66,7 +80,7 @@ async fn an_sse_stream_ends_with_token_expired_when_its_token_expires() {
     let last = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
-        .last()
+        .next_back()
         .expect("events");
     match ServerMsg::decode(last.trim()) {
         Ok(ServerMsg::Error(e)) => assert_eq!(e.code, ErrorCode::TokenExpired),
@@ -131,7 +145,11 @@ async fn auth_reads_bearer_in_any_case_refuses_two_different_tokens_and_oversize
     };
     assert_eq!(get("bearer", None).await, 200);
     assert_eq!(get("BEARER", None).await, 200);
-    assert_eq!(get("Bearer", Some(t.clone())).await, 200, "the same token twice");
+    assert_eq!(
+        get("Bearer", Some(t.clone())).await,
+        200,
+        "the same token twice"
+    );
     assert_eq!(get("Bearer", Some(token("bob", "w2"))).await, 401);
     let long = "u".repeat(200);
     let (status, body) = server

@@ -217,7 +217,9 @@ async fn a_resume_frame_that_cannot_be_read_or_is_far_ahead_is_answered_incomple
         last_seq: head - 1,
     }))
     .await;
-    assert!(matches!(ws.recv().await, ServerMsg::RecentEvents(r) if r.complete && r.events.len() == 1));
+    assert!(
+        matches!(ws.recv().await, ServerMsg::RecentEvents(r) if r.complete && r.events.len() == 1)
+    );
 }
 
 #[tokio::test]

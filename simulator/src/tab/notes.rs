@@ -186,10 +186,7 @@ impl Tab {
                     self.presence.remove(&p.user_id);
                 }
             }
-            Note::Duplicate { .. }
-            | Note::Ephemeral(_)
-            | Note::Error(_)
-            | Note::GaveUp => {}
+            Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
             Note::NeedsAuth => {
                 // The app asks its auth server for a fresh token: one round trip away.
                 self.reauth_at = Some(now + TOKEN_REFRESH_MS);
