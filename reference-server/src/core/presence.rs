@@ -92,6 +92,31 @@ impl Presence {
         self.users.values().map(representative).collect()
     }
 
+    /// Online users after `after` in id order, as many as fit in `bytes_max` encoded
+    /// (at least one), and the id to continue after if any are left.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        bytes_max: usize,
+    ) -> (Vec<UserPresence>, Option<String>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_owned()));
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut last: Option<&String> = None;
+        for (id, u) in self.users.range((from, Unbounded)) {
+            let p = representative(u);
+            let len = serde_json::to_vec(&p).map_or(0, |v| v.len());
+            if bytes + len > bytes_max && !page.is_empty() {
+                return (page, last.cloned());
+            }
+            bytes += len;
+            last = Some(id);
+            page.push(p);
+        }
+        (page, None)
+    }
+
     pub fn is_online(&self, user_id: &str) -> bool {
         self.users.contains_key(user_id)
     }
@@ -163,6 +188,33 @@ mod tests {
 
     fn ids(v: &[UserPresence]) -> Vec<&str> {
         v.iter().map(|p| p.user_id.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_cover_everyone_once_in_id_order_within_the_byte_bound() {
+        let mut p = Presence::default();
+        for i in 0..50 {
+            p.add(i, meta(&format!("u{i:02}"), "s"));
+        }
+        let one = serde_json::to_vec(&meta("u00", "s")).unwrap().len();
+        let (mut all, mut after) = p.page(None, one * 7);
+        assert_eq!(all.len(), 7);
+        let mut pages = 1;
+        while let Some(a) = after {
+            let (page, next) = p.page(Some(&a), one * 7);
+            assert!(!page.is_empty() && page.len() <= 7);
+            all.extend(page);
+            after = next;
+            pages += 1;
+        }
+        assert_eq!(pages, 8);
+        let want: Vec<String> = (0..50).map(|i| format!("u{i:02}")).collect();
+        assert_eq!(
+            ids(&all),
+            want.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        // A bound smaller than one entry still moves: one per page.
+        assert_eq!(p.page(None, 1).0.len(), 1);
     }
 
     #[test]

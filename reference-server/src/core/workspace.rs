@@ -10,7 +10,7 @@ use super::{ConnId, CoreConfig, Delivery, Frame};
 use rtsync_protocol::{
     Ack, ClientEvent, CollaborationCursor, ConflictDetected, ConflictResolution, Connected, Device,
     Entity, EntityKind, ErrorCode, ErrorPayload, EventType, MutationPayload, OpId, PresenceChange,
-    PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence, sse,
+    PresenceDiff, PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence, sse,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,12 @@ struct Session {
     /// as its connection drains (`continue_replay`), so a replay larger than the
     /// outbound bound still gets through and never interleaves with live events.
     replayed_through: Option<u64>,
+    /// Receiving the presence list in pages: the last user id sent. A list larger than
+    /// one batch (hundreds of users with large fields) goes a page at a time as the
+    /// connection drains, each built from presence as it is then; the first page is
+    /// `PRESENCE_UPDATE`, the rest `PRESENCE_DIFF` joins, so ticks' diffs sent in
+    /// between apply as set operations in the order they were queued.
+    presence_after: Option<String>,
 }
 
 #[derive(Debug)]
@@ -178,6 +184,7 @@ impl Workspace {
                 last_cursor_ms: None,
                 pending_cursor: None,
                 replayed_through: None,
+                presence_after: None,
             },
         );
         let mut out = vec![
@@ -185,10 +192,7 @@ impl Workspace {
                 to: conn,
                 frame: Frame::of(&connected),
             },
-            Delivery {
-                to: conn,
-                frame: Frame::of(&ServerMsg::PresenceUpdate(self.presence.online())),
-            },
+            self.presence_page(conn, None),
         ];
         if let Some(r) = resume {
             out.extend(self.resume(conn, r));
@@ -211,11 +215,31 @@ impl Workspace {
         self.replay_from(conn, r.epoch, r.last_seq)
     }
 
-    /// Whether `conn` is catching up (more replay batches to come).
+    /// Whether `conn` is catching up (more presence pages or replay batches to come).
     pub fn is_replaying(&self, conn: ConnId) -> bool {
         self.sessions
             .get(&conn)
-            .is_some_and(|s| s.replayed_through.is_some())
+            .is_some_and(|s| s.replayed_through.is_some() || s.presence_after.is_some())
+    }
+
+    /// The presence page after user `after` (the first page when `None`), bounded like a
+    /// replay batch; notes where the next one starts.
+    fn presence_page(&mut self, conn: ConnId, after: Option<&str>) -> Delivery {
+        let (page, next) = self.presence.page(after, self.cfg.replay_batch_bytes);
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.presence_after = next;
+        }
+        let msg = match after {
+            None => ServerMsg::PresenceUpdate(page),
+            Some(_) => ServerMsg::PresenceDiff(PresenceDiff {
+                joins: page,
+                leaves: Vec::new(),
+            }),
+        };
+        Delivery {
+            to: conn,
+            frame: Frame::of(&msg),
+        }
     }
 
     /// The next batch of a replay in progress; empty when `conn` is not replaying.
@@ -223,6 +247,13 @@ impl Workspace {
     /// no event falls between the replay and the fan-out). History trimmed past the
     /// replay meanwhile is answered `complete: false`.
     pub fn continue_replay(&mut self, conn: ConnId) -> Vec<Delivery> {
+        if let Some(after) = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.presence_after.clone())
+        {
+            return vec![self.presence_page(conn, Some(&after))];
+        }
         let Some(through) = self.sessions.get(&conn).and_then(|s| s.replayed_through) else {
             return Vec::new();
         };

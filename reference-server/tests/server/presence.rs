@@ -106,3 +106,56 @@ async fn a_silent_half_open_client_is_dropped_after_the_heartbeat_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert_eq!(watcher_task.await.unwrap(), vec!["ghost".to_string()]);
 }
+
+#[tokio::test]
+async fn a_presence_list_larger_than_the_outbound_bound_reaches_a_newcomer_in_pages() {
+    let server = TestServer::start(|c| {
+        c.outbound_bytes_max = 32 * 1024;
+        c.core.replay_batch_bytes = 8 * 1024;
+    })
+    .await;
+    // 40 users with 2 KB pages: a list of ~90 KB, three times the bound.
+    let page = "p".repeat(2000);
+    let mut crowd = Vec::new();
+    for i in 0..40 {
+        let mut ws = server.ws(&format!("u{i:02}"), "w1", "s").await;
+        connected(&mut ws).await;
+        ws.send_text(&format!(
+            r#"{{"type":"REALTIME_EVENT","payload":{{"type":"USER_PRESENCE_CHANGED","payload":{{"status":"online","currentPage":"{page}"}}}}}}"#
+        ))
+        .await;
+        crowd.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newcomer = server.ws("zz-new", "w1", "s").await;
+    connected(&mut newcomer).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    while seen.len() < 41 {
+        match newcomer.next().await {
+            Got::Msg(ServerMsg::PresenceUpdate(list)) => {
+                pages += 1;
+                seen.extend(list.into_iter().map(|p| p.user_id));
+            }
+            Got::Msg(ServerMsg::PresenceDiff(d)) => {
+                pages += 1;
+                for p in d.joins {
+                    assert!(
+                        p.user_id == "zz-new" || p.current_page.as_deref() == Some(page.as_str()),
+                        "{} came without its fields",
+                        p.user_id
+                    );
+                    seen.insert(p.user_id);
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed(c) => panic!("newcomer closed ({c:?}) after {} users", seen.len()),
+        }
+    }
+    assert!(pages >= 4, "the list came in pages ({pages})");
+    // Still open and served.
+    newcomer.send_text(r#"{"type":"HEARTBEAT","timestamp":1}"#).await;
+    newcomer
+        .until(|m| matches!(m, ServerMsg::HeartbeatAck(_)).then_some(()))
+        .await;
+}

@@ -64,3 +64,21 @@ fn swarm_clients_seed_0_converges_after_a_burst_into_a_small_server_queue() {
 fn default_seed_4_resolves_conflicts_over_kept_alive_posts() {
     passes("default.toml", 4);
 }
+
+/// Hundreds of users with 5 KB presence fields: the presence list (1.3 MB) was one frame
+/// larger than the outbound bound, so newcomers behind other queued frames were closed
+/// 1013 on every connect and stayed ghosts (the list now goes in pages as the
+/// connection drains).
+#[test]
+fn swarm_crowd_seeds_40_and_55_page_a_presence_list_larger_than_the_bound() {
+    passes("33-swarm-crowd.toml", 40);
+    passes("33-swarm-crowd.toml", 55);
+}
+
+/// A tab partitioned past a server crash reached its 20 s reconnect cap, came back 15 s
+/// after the heal and drained over SSE at 300 ms a round trip: a 20 s liveness phase
+/// could not hold what the client's policy allows (the scenario now gives 35 s).
+#[test]
+fn swarm_network_seed_55_converges_within_a_liveness_phase_longer_than_the_backoff_cap() {
+    passes("30-swarm-network.toml", 55);
+}
