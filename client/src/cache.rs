@@ -63,6 +63,9 @@ pub struct CacheStats {
     pub invalidated: u64,
     /// Invalidated entries whose refetched data turned out unchanged.
     pub false_positives: u64,
+    /// Invalidated entries refetched unchanged because the change that invalidated them
+    /// was undone before the refetch: needed when made, not false positives.
+    pub superseded: u64,
     /// Invalidated entries refetched (the denominator of the false-positive ratio).
     pub invalidated_refetched: u64,
     pub gc_removed: u64,
@@ -190,6 +193,12 @@ impl QueryCache {
         before - self.bytes
     }
 
+    /// The cached data of `key`, without counting a query or touching the entry: for
+    /// an app that checks whether the cache already holds a change before invalidating.
+    pub fn data(&self, key: &[String]) -> Option<&Value> {
+        self.entries.get(key).and_then(|e| e.data.as_deref())
+    }
+
     pub fn query(&mut self, key: &[String], now_ms: u64) -> Lookup {
         self.stats.queries += 1;
         let stale_time = self.cfg.stale_time_ms;
@@ -264,6 +273,19 @@ impl QueryCache {
     /// A fetch finished. Returns the data to use: the old `Arc` when nothing changed
     /// (structural sharing — observers need not re-render).
     pub fn resolve(&mut self, key: &[String], data: Value, now_ms: u64) -> Arc<Value> {
+        self.resolve_with(key, data, now_ms, false)
+    }
+
+    /// [`resolve`](Self::resolve), told whether the change that invalidated the entry
+    /// has been changed again since (the app knows, the cache does not): an unchanged
+    /// answer is then counted `superseded`, not a false positive.
+    pub fn resolve_with(
+        &mut self,
+        key: &[String],
+        data: Value,
+        now_ms: u64,
+        superseded: bool,
+    ) -> Arc<Value> {
         let e = self.entry(key, now_ms);
         e.fetching = false;
         e.updated_at_ms = now_ms;
@@ -283,7 +305,9 @@ impl QueryCache {
         self.bytes = self.bytes - old_bytes + new_bytes;
         if was_invalidated {
             self.stats.invalidated_refetched += 1;
-            if unchanged {
+            if unchanged && superseded {
+                self.stats.superseded += 1;
+            } else if unchanged {
                 self.stats.false_positives += 1;
             }
         }

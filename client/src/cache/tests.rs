@@ -166,3 +166,29 @@ fn a_byte_budget_holds_after_every_fetch_observed_entries_included() {
     c.resolve(&home, json!("x".repeat(300)), 9);
     assert!(c.bytes() > budget, "lifted");
 }
+
+#[test]
+fn an_unchanged_refetch_is_a_false_positive_unless_its_change_was_superseded() {
+    let mut c = cache(60_000);
+    let k = key(&["tasks", "p0"]);
+    c.query(&k, 0);
+    c.resolve(&k, json!([]), 0);
+    // Invalidated, refetched, the same data: a false positive.
+    c.invalidate(Filter::Exact(&k));
+    c.query(&k, 1);
+    c.resolve(&k, json!([]), 1);
+    assert_eq!((c.stats.false_positives, c.stats.superseded), (1, 0));
+    // Invalidated by a create that a delete undid before the refetch: not one.
+    c.invalidate(Filter::Exact(&k));
+    c.query(&k, 2);
+    c.resolve_with(&k, json!([]), 2, true);
+    assert_eq!((c.stats.false_positives, c.stats.superseded), (1, 1));
+    assert_eq!(c.stats.invalidated_refetched, 2);
+    assert!((c.stats.false_positive_ratio() - 0.5).abs() < 1e-9);
+    // A changed answer is neither.
+    c.invalidate(Filter::Exact(&k));
+    c.query(&k, 3);
+    c.resolve_with(&k, json!([1]), 3, true);
+    assert_eq!((c.stats.false_positives, c.stats.superseded), (1, 1));
+    assert!(c.data(&k).is_some());
+}

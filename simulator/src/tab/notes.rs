@@ -83,7 +83,13 @@ impl Tab {
                             self.spec.workspace.clone(),
                             p.to_owned(),
                         ];
-                        self.cache.invalidate(Filter::Exact(&key));
+                        // A list fetched after the server applied this change (its
+                        // answer overtook the event on the stream) already holds it:
+                        // invalidating would refetch the same data (a false positive).
+                        if !holds(self.cache.data(&key), &id, version) {
+                            self.cache.invalidate(Filter::Exact(&key));
+                            self.invalidated_by.insert(key, (kind, id.clone(), version));
+                        }
                     }
                 }
                 if deleted {
@@ -217,4 +223,14 @@ impl Tab {
             .post(&self.spec.id, msg, now, |_| lo + rng.below(hi - lo + 1));
         d.wake.notify_one();
     }
+}
+
+/// Whether a cached list holds entity `id` at `version` or later.
+fn holds(list: Option<&Value>, id: &str, version: u64) -> bool {
+    list.and_then(Value::as_array).is_some_and(|l| {
+        l.iter().any(|e| {
+            e.get("id").and_then(Value::as_str) == Some(id)
+                && e.get("version").and_then(Value::as_u64) >= Some(version)
+        })
+    })
 }
