@@ -187,6 +187,15 @@ pub struct Session {
     stream: Stream,
     /// Set between a (re)open and the first sign the stream is caught up.
     catching_up: bool,
+    /// The epoch of the log the current connection streams (its `CONNECTED`). While a
+    /// resync has cleared the position, answers and snapshots are still checked against
+    /// it: a POST answered by an earlier incarnation must not be replayed into the new
+    /// log's replica, nor its seq marked seen in the new numbering.
+    stream_epoch: Option<u64>,
+    /// The log head when the current connection registered (`CONNECTED.seq`): a
+    /// snapshot read before it misses what happened between its read and the stream's
+    /// start, and is refused.
+    stream_head: u64,
     buffer_max: usize,
     actions: VecDeque<Action>,
     notes: VecDeque<Note>,
@@ -212,6 +221,8 @@ impl Session {
             replica: Replica::default(),
             stream: Stream::Live,
             catching_up: false,
+            stream_epoch: None,
+            stream_head: 0,
             buffer_max: cfg.stream_buffer_max.max(1),
             actions: VecDeque::new(),
             notes: VecDeque::new(),
@@ -448,10 +459,20 @@ impl Session {
         parts: Vec<(EntityKind, u64, Vec<Entity>)>,
         now_ms: u64,
     ) {
+        let watermark = parts.iter().map(|(_, seq, _)| *seq).min().unwrap_or(0);
+        if self.stream_epoch.is_some_and(|e| e != epoch) || watermark < self.stream_head {
+            // Read from another incarnation than the one our stream is on (the server
+            // restarted between the two), or before the stream started (a fetch from
+            // an earlier resync): applying it would mix two logs or leave a hole. Read
+            // again; a stream that is stale too reconnects and asks for its own.
+            if self.is_resyncing() {
+                self.actions.push_back(Action::FetchSnapshot);
+            }
+            return;
+        }
         let Stream::Resyncing { buffer } = std::mem::replace(&mut self.stream, Stream::Live) else {
             return;
         };
-        let watermark = parts.iter().map(|(_, seq, _)| *seq).min().unwrap_or(0);
         for (kind, _, entities) in parts {
             self.replica.replace_kind(kind, entities);
         }

@@ -167,6 +167,8 @@ pub struct ErrorPayload {
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame: not part of the protocol (JSON text only).
+    pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;

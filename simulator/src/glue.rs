@@ -236,16 +236,10 @@ fn refusal(status: u16, headers: &hyper::HeaderMap) -> ConnectFail {
 
 /// `GET path` with a bearer token; the JSON body of a 200, else `None`.
 pub async fn get_json(route: &str, token: &str, path: &str) -> Option<serde_json::Value> {
-    match http(
-        route,
-        "GET",
-        path,
-        &[("authorization", format!("Bearer {token}"))],
-        None,
-    )
-    .await
-    {
-        Ok((200, body)) => serde_json::from_slice(&body).ok(),
+    let headers = [("authorization", format!("Bearer {token}"))];
+    let read = http(route, "GET", path, &headers, None);
+    match tokio::time::timeout(FETCH_TIMEOUT, read).await {
+        Ok(Ok((200, body))) => serde_json::from_slice(&body).ok(),
         _ => None,
     }
 }
@@ -282,9 +276,10 @@ const KEEP_ALIVE_IDLE_MAX: usize = 5;
 /// An idle connection older than this is not reused (a browser closes unused sockets;
 /// the server's idle timeout is longer, so a reused one is not closed under us).
 const KEEP_ALIVE_IDLE_MS: u64 = 30_000;
-/// How long a POST may take before the app gives up on it (a `fetch` with an
-/// AbortController): the op stays queued and is resent after the client's ack timeout.
-const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take before the app gives up on it (a `fetch` with an
+/// AbortController): a POST's op stays queued and is resent after the client's ack
+/// timeout; a read is retried. A request to a crashed server would otherwise hang.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl KeepAlive {
     pub fn clear(&mut self) {
@@ -329,7 +324,7 @@ pub async fn post(
         }
         Some((status, bytes.to_vec()))
     };
-    tokio::time::timeout(POST_TIMEOUT, exchange)
+    tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
         .ok()
         .flatten()

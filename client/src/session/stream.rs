@@ -10,6 +10,8 @@ impl Session {
             // No position to resume from (first connect, or after a reset): fetch
             // snapshots. With a position, the resume's RECENT_EVENTS says what to do.
             ServerMsg::Connected(c) => {
+                self.stream_epoch = Some(c.epoch);
+                self.stream_head = c.seq;
                 self.outbox.set_server_window(c.inflight_max);
                 self.send_presence();
                 if self.seq.epoch().is_none() {
@@ -30,6 +32,13 @@ impl Session {
                     }
                 } else {
                     self.seq.clear();
+                    // A resync already under way collected another stream's events
+                    // (perhaps another incarnation's, numbered in another log): start
+                    // over with this stream's.
+                    if let Stream::Resyncing { buffer } = &mut self.stream {
+                        buffer.clear();
+                        self.actions.push_back(Action::FetchSnapshot);
+                    }
                     self.start_resync();
                 }
             }
@@ -52,7 +61,7 @@ impl Session {
     /// Whether an answer's epoch (absent from servers that do not send it) is the one
     /// our stream position is in.
     fn same_epoch(&self, epoch: Option<u64>) -> bool {
-        match (epoch, self.seq.epoch()) {
+        match (epoch, self.seq.epoch().or(self.stream_epoch)) {
             (Some(theirs), Some(ours)) => theirs == ours,
             _ => true,
         }

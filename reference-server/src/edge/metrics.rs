@@ -53,6 +53,7 @@ counters! {
     closes_slow_consumer_total: "Connections closed 1013 (outbound queue full).",
     closes_heartbeat_timeout_total: "Connections closed 4000 (silent past the heartbeat timeout).",
     closes_token_expired_total: "Sessions ended 4001 (their token expired).",
+    closes_unsupported_total: "Connections closed 1003 (a binary frame).",
     auth_failures_total: "Connections or requests refused 401.",
     admission_refused_total: "Connections refused 503/429 (admission rate, connection limits).",
     analytics_reports_total: "Performance reports accepted.",

@@ -158,6 +158,7 @@ async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: 
         bucket: TokenBucket::new(cfg.inbound_rate_per_s, cfg.inbound_burst),
         strikes: (0, 0),
         expires,
+        out: out.clone(),
     };
     let writer = write_loop(&mut sink, &mut rx, &server);
     tokio::pin!(writer);
@@ -170,9 +171,14 @@ async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: 
             // dropping the socket now would reset it and lose what it sends next. What
             // it sends is applied until it closes or goes quiet (heartbeat timeout); its
             // answers come again when it resends after reconnecting (ops are idempotent).
-            if out.close_code() == Some(rtsync_protocol::close::TRY_AGAIN_LATER) {
-                let _ = tokio::time::timeout(cfg.heartbeat_timeout(), &mut reading).await;
-            }
+            // Any other close the reader asked for: it is draining the socket, so that
+            // what it still sends does not turn the close into a reset.
+            let wait = if out.close_code() == Some(rtsync_protocol::close::TRY_AGAIN_LATER) {
+                cfg.heartbeat_timeout()
+            } else {
+                GRACE
+            };
+            let _ = tokio::time::timeout(wait, &mut reading).await;
         }
         reason = &mut reading => {
             out.close(reason);
@@ -261,6 +267,7 @@ fn count_close(server: &Server, r: &CloseReason) {
         close::TOO_BIG => Metrics::inc(&m.closes_too_big_total),
         close::HEARTBEAT_TIMEOUT => Metrics::inc(&m.closes_heartbeat_timeout_total),
         close::TOKEN_EXPIRED => Metrics::inc(&m.closes_token_expired_total),
+        close::UNSUPPORTED_DATA => Metrics::inc(&m.closes_unsupported_total),
         _ => {} // 1013 is counted where the queue overflowed
     }
 }
@@ -273,6 +280,8 @@ struct Reader<'a> {
     /// (second, rate-limited messages in it)
     strikes: (u64, u32),
     expires: Expiry,
+    /// The connection's queue, to ask for a close while the reader keeps draining.
+    out: outbound::Outbound,
 }
 
 /// A close the reader decided on: queued answers (the errors that explain it) go first.
@@ -285,8 +294,29 @@ fn reason(code: u16, reason: &'static str) -> CloseReason {
 }
 
 impl Reader<'_> {
-    /// Reads until the session must end; returns how to close it.
-    async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+    /// Reads until the session must end; returns how to close it. A close the server
+    /// decides (abuse, a protocol error, expiry) is asked for at once, and the socket is
+    /// read and discarded for up to `GRACE` meanwhile: a socket closed with unread bytes
+    /// makes the kernel send a reset, and the client would see 1006 instead of the
+    /// queued errors and close frame that explain the close.
+    async fn run(self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+        let out = self.out.clone();
+        let r = self.read(stream).await;
+        if r.flush && r.code != close::NORMAL {
+            out.close(r.clone());
+            let drain = async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if let Message::Close(_) = m {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(GRACE, drain).await;
+        }
+        r
+    }
+
+    async fn read(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let timeout = self.server.cfg.heartbeat_timeout();
         loop {
             let msg = match tokio::time::timeout(timeout, stream.next()).await {
@@ -295,22 +325,20 @@ impl Reader<'_> {
                 Ok(Some(Err(e))) => return read_error(e),
                 Ok(Some(Ok(m))) => m,
             };
-            let text = match msg {
-                Message::Text(t) => t,
-                Message::Binary(_) => {
-                    self.reply_error(
-                        ErrorCode::BadJson,
-                        "binary frames are not supported; send JSON text".into(),
-                    );
-                    continue;
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                Message::Close(_) => return reason(close::NORMAL, "closed by client"),
-            };
+            if let Message::Close(_) = msg {
+                return reason(close::NORMAL, "closed by client");
+            }
+            // Every frame a client sends counts against its rate, pings and garbage too.
             Metrics::inc(&self.server.metrics.messages_in_total);
             let now = self.server.now_ms();
             if self.expires.passed(now) {
                 return reason(close::TOKEN_EXPIRED, "token expired");
+            }
+            if let Message::Binary(_) = msg {
+                return reason(
+                    close::UNSUPPORTED_DATA,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
             }
             if !self.bucket.try_take(now) {
                 Metrics::inc(&self.server.metrics.rate_limited_total);
@@ -332,6 +360,8 @@ impl Reader<'_> {
                 );
                 continue;
             }
+            // Pings and pongs (tungstenite answers pings itself) count, then are done.
+            let Message::Text(text) = msg else { continue };
             match ClientMsg::decode(text.as_str()) {
                 Ok(m) => self.dispatch(m, now),
                 Err(e) => self.reply_error(e.code(), e.to_string()),
@@ -393,6 +423,18 @@ fn read_error(e: axum::Error) -> CloseReason {
     use tokio_tungstenite::tungstenite::Error as WsError;
     match e.into_inner().downcast::<WsError>() {
         Ok(e) if matches!(*e, WsError::Capacity(_)) => reason(close::TOO_BIG, "frame too large"),
+        // A peer that drops its TCP connection without a close frame is gone, not
+        // abusive (it was counted as a 1008 policy close).
+        Ok(e)
+            if matches!(
+            *e,
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            )
+        ) =>
+        {
+            reason(close::NORMAL, "connection lost")
+        }
         Ok(e) if matches!(*e, WsError::Protocol(_) | WsError::Utf8(_)) => {
             reason(close::POLICY, "protocol error")
         }

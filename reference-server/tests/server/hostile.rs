@@ -183,3 +183,58 @@ async fn an_op_number_past_two_to_the_53_is_refused_not_wrapped() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_flooder_that_keeps_sending_still_sees_its_errors_and_the_1008_close() {
+    let server = TestServer::start(|c| {
+        c.inbound_rate_per_s = 5.0;
+        c.inbound_burst = 5;
+        c.rate_strikes_per_s_max = 10;
+    })
+    .await;
+    let mut ws = server.ws("mallory", "w1", "m").await;
+    connected(&mut ws).await;
+    // Keep writing well past the close: the server must drain, not reset the socket.
+    use futures_util::SinkExt;
+    let frame =
+        tokio_tungstenite::tungstenite::Message::text(r#"{"type":"HEARTBEAT","timestamp":1}"#);
+    for _ in 0..400 {
+        if ws.stream.feed(frame.clone()).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.stream.flush().await;
+    let mut limited = 0;
+    let code = loop {
+        match ws.next().await {
+            Got::Msg(ServerMsg::Error(e)) if e.code == ErrorCode::RateLimited => limited += 1,
+            Got::Msg(_) => {}
+            Got::Closed(c) => break c,
+        }
+    };
+    assert_eq!(code, Some(close::POLICY), "a close frame, not a reset");
+    assert!(
+        limited >= 10,
+        "the errors that explain it arrived: {limited}"
+    );
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_1003() {
+    let server = TestServer::start(|_| {}).await;
+    let mut ws = server.ws("mallory", "w1", "m").await;
+    connected(&mut ws).await;
+    use futures_util::SinkExt;
+    ws.stream
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1u8, 2, 3,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(ws.closed().await, Some(close::UNSUPPORTED_DATA));
+    let (_, metrics) = server.http("GET", "/metrics", None, None).await;
+    assert!(
+        metrics.contains("rtsync_closes_unsupported_total 1"),
+        "{metrics}"
+    );
+}

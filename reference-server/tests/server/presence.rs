@@ -154,7 +154,9 @@ async fn a_presence_list_larger_than_the_outbound_bound_reaches_a_newcomer_in_pa
     }
     assert!(pages >= 4, "the list came in pages ({pages})");
     // Still open and served.
-    newcomer.send_text(r#"{"type":"HEARTBEAT","timestamp":1}"#).await;
+    newcomer
+        .send_text(r#"{"type":"HEARTBEAT","timestamp":1}"#)
+        .await;
     newcomer
         .until(|m| matches!(m, ServerMsg::HeartbeatAck(_)).then_some(()))
         .await;
