@@ -16,4 +16,4 @@ pub mod edge;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::ServerConfig;
-pub use edge::{ServeError, serve};
+pub use edge::{ServeError, nodelay, serve};

@@ -286,7 +286,7 @@ fn main() -> anyhow::Result<()> {
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
                 serve(
-                    listener,
+                    rtsync_server::nodelay(listener),
                     config,
                     Arc::new(SystemClock::new()),
                     shutdown_signal(),

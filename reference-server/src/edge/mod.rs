@@ -203,6 +203,21 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
+/// A real TCP listener whose accepted sockets set `TCP_NODELAY`. Without it Nagle's
+/// algorithm and the peer's delayed ACK hold small frames: a ~40 ms floor under p90 of
+/// fan-out at any load, measured against a Node + `ws` server on this machine.
+/// (turmoil's simulated sockets model no Nagle; they need no such option.)
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set on an accepted socket: {e}");
+        }
+    })
+}
+
 /// Why `serve` did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use rtsync_protocol::auth::{Claims, mint};
 use rtsync_protocol::sse::{SseEvent, SseParser};
 use rtsync_protocol::{ClientEvent, ClientMsg, EventType, ServerMsg};
-use rtsync_server::{ServerConfig, SystemClock, serve};
+use rtsync_server::{ServerConfig, SystemClock, nodelay, serve};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,9 +40,14 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, cfg, Arc::new(SystemClock::new()), async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve(
+            nodelay(listener),
+            cfg,
+            Arc::new(SystemClock::new()),
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             addr,
             stop: Some(tx),
