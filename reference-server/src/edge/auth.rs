@@ -57,6 +57,7 @@ pub fn authenticate(
         });
     result.map_err(|e| {
         super::Metrics::inc(&server.metrics.auth_failures_total);
+        super::log::warn_limited!(server, super::log::Kind::AuthFailure, reason = %e, "auth refused");
         ApiError::from(e)
     })
 }
@@ -72,6 +73,12 @@ pub struct ConnPermit {
 pub fn admit(server: &Arc<Server>, user: &str) -> Result<ConnPermit, ApiError> {
     let refuse = |e: ApiError| {
         super::Metrics::inc(&server.metrics.admission_refused_total);
+        super::log::warn_limited!(
+            server,
+            super::log::Kind::Refused,
+            code = e.code,
+            "connection refused"
+        );
         Err(e)
     };
     if server.shutting_down() {

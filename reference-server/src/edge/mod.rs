@@ -12,6 +12,7 @@
 mod auth;
 mod error;
 mod http;
+mod log;
 pub mod metrics;
 pub mod outbound;
 mod sse;
@@ -125,6 +126,8 @@ pub struct Server {
     pub clock: Arc<dyn Clock>,
     pub epoch: u64,
     pub metrics: Metrics,
+    /// Rate-limited warnings for operators (auth failures, refusals, closes).
+    log: log::Limiter,
     workspaces: Mutex<BTreeMap<String, Arc<Shard>>>,
     next_conn: AtomicU64,
     limits: Mutex<auth::Admission>,
@@ -251,6 +254,7 @@ where
         clock,
         epoch,
         metrics: Metrics::default(),
+        log: log::Limiter::default(),
         workspaces: Mutex::new(BTreeMap::new()),
         next_conn: AtomicU64::new(0),
         shutdown: stop_rx,

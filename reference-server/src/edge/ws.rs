@@ -262,6 +262,18 @@ const GRACE: Duration = Duration::from_secs(1);
 
 fn count_close(server: &Server, r: &CloseReason) {
     let m = &server.metrics;
+    use super::log::{Kind, warn_limited};
+    if r.code == close::TRY_AGAIN_LATER {
+        warn_limited!(server, Kind::SlowConsumer, "slow consumer closed 1013");
+    } else if r.flush && r.code != close::NORMAL {
+        warn_limited!(
+            server,
+            Kind::Close,
+            code = r.code,
+            reason = r.reason,
+            "closing a session"
+        );
+    }
     match r.code {
         close::POLICY => Metrics::inc(&m.closes_policy_total),
         close::TOO_BIG => Metrics::inc(&m.closes_too_big_total),
