@@ -79,14 +79,7 @@ async fn an_oversize_frame_closes_with_1009_and_hurts_nobody_else() {
 
 #[tokio::test]
 async fn a_flood_is_rate_limited_then_closed_with_1008() {
-    let server = TestServer::start(|c| {
-        c.inbound_rate_per_s = 5.0;
-        c.inbound_burst = 5;
-        c.rate_strikes_per_s_max = 10;
-    })
-    .await;
-    let mut ws = server.ws("mallory", "w1", "m").await;
-    connected(&mut ws).await;
+    let (server, mut ws) = flooder().await;
     for _ in 0..40 {
         ws.send_text(r#"{"type":"HEARTBEAT","timestamp":1}"#).await;
     }

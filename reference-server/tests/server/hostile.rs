@@ -186,14 +186,7 @@ async fn an_op_number_past_two_to_the_53_is_refused_not_wrapped() {
 
 #[tokio::test]
 async fn a_flooder_that_keeps_sending_still_sees_its_errors_and_the_1008_close() {
-    let server = TestServer::start(|c| {
-        c.inbound_rate_per_s = 5.0;
-        c.inbound_burst = 5;
-        c.rate_strikes_per_s_max = 10;
-    })
-    .await;
-    let mut ws = server.ws("mallory", "w1", "m").await;
-    connected(&mut ws).await;
+    let (_server, mut ws) = flooder().await;
     // Keep writing well past the close: the server must drain, not reset the socket.
     use futures_util::SinkExt;
     let frame =

@@ -373,6 +373,20 @@ impl Sse {
     }
 }
 
+/// A server with a strict rate limit (5/s, burst 5, closed past 10 refusals a second)
+/// and a connected WebSocket to flood it with.
+pub async fn flooder() -> (TestServer, Ws) {
+    let server = TestServer::start(|c| {
+        c.inbound_rate_per_s = 5.0;
+        c.inbound_burst = 5;
+        c.rate_strikes_per_s_max = 10;
+    })
+    .await;
+    let mut ws = server.ws("mallory", "w1", "m").await;
+    connected(&mut ws).await;
+    (server, ws)
+}
+
 /// Reads `CONNECTED` (the first frame) and returns (epoch, seq).
 pub async fn connected(ws: &mut Ws) -> (u64, u64) {
     match ws.next().await {
