@@ -2,7 +2,8 @@
 //! data is stale at once) and `gcTime` (default 5 min: unobserved entries are removed
 //! after it); invalidation by exact key, prefix or predicate; concurrent identical
 //! fetches deduplicated; refetch of observed queries on reconnect; unchanged data keeps
-//! its identity (structural sharing); the seed's cleanup of old, rarely hit entries.
+//! its identity (structural sharing); `setQueryData` (`patch`) for changes the app
+//! learns from its realtime stream; the seed's cleanup of old, rarely hit entries.
 //! Bounded by `entries_max`: past it the least recently used unobserved entry goes;
 //! and, once the memory manager sets one, by a byte budget that every fetch keeps.
 
@@ -30,16 +31,44 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Entry {
     data: Option<Arc<Value>>,
     bytes: usize,
     updated_at_ms: u64,
     invalidated: bool,
     fetching: bool,
+    /// Invalidated while a fetch was in flight (or more patches came than `replay`
+    /// holds): that fetch's answer may predate the change, so it is kept stale and the
+    /// next query refetches.
+    answer_stale: bool,
+    /// Patches made while a fetch was in flight, replayed onto its answer (which may
+    /// predate them).
+    replay: Vec<Patch>,
     observers: u32,
     hits: u64,
     last_used_ms: u64,
+}
+
+/// A change written into cached data: returns the new data, or `None` when the data
+/// already shows it. Must be idempotent: it may be replayed onto a fetch's answer that
+/// already includes the change.
+pub type Patch = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
+
+/// Patches kept for replay onto one in-flight fetch's answer; past this the answer is
+/// refetched instead.
+pub const REPLAY_MAX: usize = 256;
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("data", &self.data)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .field("invalidated", &self.invalidated)
+            .field("fetching", &self.fetching)
+            .field("replay", &self.replay.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to a query.
@@ -61,6 +90,8 @@ pub struct CacheStats {
     pub fetches: u64,
     pub deduplicated: u64,
     pub invalidated: u64,
+    /// Entries changed in place by `patch` (no fetch).
+    pub patched: u64,
     /// Invalidated entries whose refetched data turned out unchanged.
     pub false_positives: u64,
     /// Invalidated entries refetched unchanged because the change that invalidated them
@@ -94,6 +125,38 @@ impl CacheStats {
         } else {
             self.fetches as f64 / self.queries as f64
         }
+    }
+}
+
+/// Statistics of several caches (the simulator sums every tab's).
+impl std::ops::AddAssign for CacheStats {
+    fn add_assign(&mut self, o: CacheStats) {
+        let CacheStats {
+            queries,
+            hits,
+            fetches,
+            deduplicated,
+            invalidated,
+            patched,
+            false_positives,
+            superseded,
+            invalidated_refetched,
+            gc_removed,
+            evicted,
+            cleaned,
+        } = o;
+        self.queries += queries;
+        self.hits += hits;
+        self.fetches += fetches;
+        self.deduplicated += deduplicated;
+        self.invalidated += invalidated;
+        self.patched += patched;
+        self.false_positives += false_positives;
+        self.superseded += superseded;
+        self.invalidated_refetched += invalidated_refetched;
+        self.gc_removed += gc_removed;
+        self.evicted += evicted;
+        self.cleaned += cleaned;
     }
 }
 
@@ -240,6 +303,8 @@ impl QueryCache {
                     updated_at_ms: 0,
                     invalidated: false,
                     fetching: false,
+                    answer_stale: false,
+                    replay: Vec::new(),
                     observers: 0,
                     hits: 0,
                     last_used_ms: now_ms,
@@ -290,6 +355,13 @@ impl QueryCache {
         e.fetching = false;
         e.updated_at_ms = now_ms;
         let was_invalidated = std::mem::take(&mut e.invalidated);
+        e.invalidated = std::mem::take(&mut e.answer_stale);
+        let mut data = data;
+        for p in std::mem::take(&mut e.replay) {
+            if let Some(d) = p(&data) {
+                data = d;
+            }
+        }
         let unchanged = e.data.as_deref() == Some(&data);
         let (out, new_bytes) = match (&e.data, unchanged) {
             (Some(old), true) => (old.clone(), e.bytes),
@@ -298,7 +370,7 @@ impl QueryCache {
         let new_bytes = if unchanged {
             new_bytes
         } else {
-            crate::value_bytes(&out) + key.iter().map(|k| k.len() + 24).sum::<usize>()
+            entry_bytes(key, &out)
         };
         let old_bytes = std::mem::replace(&mut e.bytes, new_bytes);
         e.data = Some(out.clone());
@@ -319,14 +391,58 @@ impl QueryCache {
     pub fn fail(&mut self, key: &[String]) {
         if let Some(e) = self.entries.get_mut(key) {
             e.fetching = false;
+            e.answer_stale = false;
+            e.replay.clear();
         }
+    }
+
+    /// TanStack's `setQueryData(key, updater)`: the app writes a change it learned (a
+    /// realtime event) into the cached data, which is then as fresh as a fetch's answer
+    /// (TanStack sets `dataUpdatedAt` too). `update` returns the new data, or `None`
+    /// when nothing changes. A fetch in flight may answer with data from before the
+    /// change: the patch is replayed onto its answer. Returns whether cached data
+    /// changed (nothing cached: nothing to patch).
+    pub fn patch(&mut self, key: &[String], now_ms: u64, update: Patch) -> bool {
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        if e.fetching {
+            if e.replay.len() < REPLAY_MAX {
+                e.replay.push(update.clone());
+            } else {
+                e.answer_stale = true;
+            }
+        }
+        let Some(new) = e.data.as_deref().and_then(|d| update(d)) else {
+            return false;
+        };
+        let new_bytes = entry_bytes(key, &new);
+        self.bytes = self.bytes - std::mem::replace(&mut e.bytes, new_bytes) + new_bytes;
+        e.data = Some(Arc::new(new));
+        e.updated_at_ms = now_ms;
+        self.stats.patched += 1;
+        self.enforce_bytes_max();
+        true
+    }
+
+    /// Entries a query would answer from the cache at `now_ms` without fetching.
+    pub fn fresh(&self, now_ms: u64) -> impl Iterator<Item = (&QueryKey, &Value)> {
+        let stale_time = self.cfg.stale_time_ms;
+        self.entries.iter().filter_map(move |(k, e)| {
+            let fresh = !e.invalidated && now_ms.saturating_sub(e.updated_at_ms) < stale_time;
+            e.data.as_deref().filter(|_| fresh).map(|d| (k, d))
+        })
     }
 
     /// Marks matching entries stale; returns how many. Observed ones need a refetch.
     pub fn invalidate(&mut self, filter: Filter<'_>) -> Vec<QueryKey> {
         let mut hit = Vec::new();
         let mut mark = |k: &QueryKey, e: &mut Entry| {
-            if e.data.is_some() && filter.matches(k) {
+            if !filter.matches(k) {
+                return;
+            }
+            e.answer_stale |= e.fetching;
+            if e.data.is_some() {
                 e.invalidated = true;
                 hit.push(k.clone());
             }
@@ -370,7 +486,9 @@ impl QueryCache {
         }
     }
 
-    /// Observed queries, to refetch after a reconnect (`refetchOnReconnect`).
+    /// `refetchOnReconnect: 'always'`: observed queries are marked stale, to refetch
+    /// after a reconnect. (TanStack's default, `true`, refetches only stale ones, which
+    /// the next query does anyway.) Returns their keys.
     pub fn on_reconnect(&mut self) -> Vec<QueryKey> {
         let keys: Vec<QueryKey> = self
             .entries
@@ -384,6 +502,13 @@ impl QueryCache {
             }
         }
         keys
+    }
+
+    /// `queryClient.clear()`: every entry goes (a page reload loses the in-memory
+    /// cache); statistics and configuration stay.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
     }
 
     /// Removes unobserved entries unused for `gcTime`.
@@ -442,6 +567,11 @@ impl QueryCache {
         self.stats.cleaned += dead.len() as u64;
         dead.len()
     }
+}
+
+/// What an entry's data is counted as retaining.
+fn entry_bytes(key: &[String], data: &Value) -> usize {
+    crate::value_bytes(data) + key.iter().map(|k| k.len() + 24).sum::<usize>()
 }
 
 #[cfg(test)]

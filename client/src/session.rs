@@ -106,6 +106,14 @@ pub enum Note {
         op_id: Option<String>,
         deleted: bool,
     },
+    /// The confirmed copy of `(kind, id)` changed other than by a delivered event: our
+    /// own op's ack, or a MERGE's result. With `Applied`, every change of the replica's
+    /// entities is told (a snapshot resync is told by `Synced { by_snapshot: true }`),
+    /// so an app can keep what it derives from them (a query cache) in step.
+    Confirmed {
+        kind: EntityKind,
+        id: String,
+    },
     /// A logged event seen before (a replay overlapping the stream); skipped.
     Duplicate {
         seq: u64,

@@ -47,7 +47,7 @@ pub const COUNTERS: [&str; 17] = [
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).
-pub const INVARIANTS: [&str; 10] = [
+pub const INVARIANTS: [&str; 11] = [
     "lost_acked_writes",
     "duplicate_applies",
     "session_order_violations",
@@ -58,6 +58,7 @@ pub const INVARIANTS: [&str; 10] = [
     "ghost_presences",
     "silent_queue_drops",
     "unconverged_clients",
+    "stale_cache_entries",
 ];
 
 pub fn is_known(name: &str) -> bool {

@@ -317,13 +317,7 @@ impl Recorder {
         self.tabs.extend(o.tabs);
         self.server.extend(o.server);
         self.fault_marks.extend(o.fault_marks);
-        let c = &mut self.cache;
-        c.queries += o.cache.queries;
-        c.hits += o.cache.hits;
-        c.fetches += o.cache.fetches;
-        c.invalidated += o.cache.invalidated;
-        c.invalidated_refetched += o.cache.invalidated_refetched;
-        c.false_positives += o.cache.false_positives;
+        self.cache += o.cache;
         self.cache_bytes += o.cache_bytes;
         self.retained_bytes += o.retained_bytes;
         self.cleanups.runs += o.cleanups.runs;

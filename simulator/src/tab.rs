@@ -19,7 +19,7 @@ use crate::scenario::Workload;
 use crate::storage;
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache};
+use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache, QueryKey};
 use rtsync_client::conflict::{ConflictChoice, resolve};
 use rtsync_client::connection::{ConnectError, Transport};
 use rtsync_client::crosstab::Bus;
@@ -34,7 +34,7 @@ use rtsync_protocol::{
 };
 use serde_json::{Map, Value, json};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -275,8 +275,6 @@ struct Tab {
     closed: bool,
     /// A reset (corrupted storage) is being recovered since this time.
     recovering_since: Option<u64>,
-    /// Query key → the change (kind, id, version) that last invalidated it.
-    invalidated_by: std::collections::BTreeMap<Vec<String>, (EntityKind, String, u64)>,
     /// The token was refused or expired: a fresh one arrives at this time.
     reauth_at: Option<u64>,
 }
@@ -335,7 +333,6 @@ pub async fn run_tab(
         closed: false,
         recovering_since: None,
         reauth_at: None,
-        invalidated_by: Default::default(),
         spec,
     };
     if t.spec.start_delay_ms > 0 {
@@ -491,13 +488,7 @@ impl Tab {
             }
             Io::Snapshot(None) => self.snapshot_retry_at = Some(now + 500),
             Io::Query(key, Some(d)) => {
-                // The change that invalidated this entry was changed again since (a
-                // task created, then deleted or moved before the refetch): an unchanged
-                // answer then is not a false positive of the invalidation.
-                let superseded = self.invalidated_by.remove(&key).is_some_and(|(k, id, v)| {
-                    self.s.replica().get(k, &id).is_some_and(|e| e.version > v)
-                });
-                self.cache.resolve_with(&key, d, now, superseded);
+                self.cache.resolve(&key, d, now);
                 self.rec
                     .borrow_mut()
                     .count("query_fetches", &self.spec.group, 1);

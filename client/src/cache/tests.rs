@@ -192,3 +192,88 @@ fn an_unchanged_refetch_is_a_false_positive_unless_its_change_was_superseded() {
     assert_eq!((c.stats.false_positives, c.stats.superseded), (1, 1));
     assert!(c.data(&k).is_some());
 }
+
+#[test]
+fn a_patch_changes_cached_data_in_place_and_keeps_it_fresh() {
+    let mut c = cache(100);
+    let k = key(&["tasks", "p1"]);
+    assert!(
+        !c.patch(&k, 0, Arc::new(|_| Some(json!([9])))),
+        "nothing cached"
+    );
+    c.query(&k, 0);
+    c.resolve(&k, json!([1]), 0);
+    assert!(!c.patch(&k, 10, Arc::new(|_| None)), "no change");
+    assert!(c.patch(&k, 90, Arc::new(|d| Some(json!([d[0].clone(), 2])))));
+    // Fresh again for a whole stale time from the patch, with the patched data.
+    assert_eq!(c.query(&k, 150), Lookup::Fresh(Arc::new(json!([1, 2]))));
+    assert_eq!(c.fresh(150).count(), 1);
+    assert_eq!(c.fresh(190).count(), 0);
+    assert_eq!((c.stats.patched, c.stats.fetches), (1, 1));
+    assert!(c.bytes() > 0);
+}
+
+/// Adds 2 to a list that lacks it (idempotent, as a patch must be).
+fn add_two() -> Patch {
+    Arc::new(|d: &Value| {
+        let mut l = d.as_array()?.clone();
+        (!l.contains(&json!(2))).then(|| {
+            l.push(json!(2));
+            Value::Array(l)
+        })
+    })
+}
+
+#[test]
+fn patches_made_while_a_fetch_is_in_flight_are_replayed_onto_its_answer() {
+    for cached in [true, false] {
+        let mut c = cache(1000);
+        let k = key(&["tasks", "p1"]);
+        if cached {
+            c.query(&k, 0);
+            c.resolve(&k, json!([1]), 0);
+            c.invalidate(Filter::Exact(&k));
+        }
+        c.query(&k, 1); // the fetch starts
+        c.patch(&k, 2, add_two()); // a change arrives while it is in flight
+        // Its answer predates the change: the replayed patch brings it in.
+        assert_eq!(
+            *c.resolve(&k, json!([1]), 3),
+            json!([1, 2]),
+            "cached: {cached}"
+        );
+        assert!(matches!(c.query(&k, 4), Lookup::Fresh(_)));
+        // An answer that already has it is left alone.
+        c.invalidate(Filter::Exact(&k));
+        c.query(&k, 5);
+        c.patch(&k, 6, add_two());
+        assert_eq!(*c.resolve(&k, json!([1, 2]), 7), json!([1, 2]));
+    }
+}
+
+#[test]
+fn an_answer_to_a_fetch_overtaken_by_an_invalidation_is_kept_stale() {
+    let mut c = cache(1000);
+    let k = key(&["tasks", "p1"]);
+    c.query(&k, 0);
+    c.resolve(&k, json!([1]), 0);
+    c.invalidate(Filter::Exact(&k));
+    assert!(matches!(c.query(&k, 1), Lookup::Stale { fetch: true, .. }));
+    c.invalidate(Filter::Exact(&k)); // while the fetch is in flight
+    c.resolve(&k, json!([1]), 3);
+    assert!(matches!(c.query(&k, 4), Lookup::Stale { fetch: true, .. }));
+    c.resolve(&k, json!([1, 2]), 5);
+    assert!(matches!(c.query(&k, 6), Lookup::Fresh(_)));
+}
+
+#[test]
+fn past_the_replay_bound_an_answer_is_refetched_instead() {
+    let mut c = cache(1000);
+    let k = key(&["tasks", "p1"]);
+    c.query(&k, 0);
+    for _ in 0..=REPLAY_MAX {
+        c.patch(&k, 1, add_two());
+    }
+    c.resolve(&k, json!([1]), 2);
+    assert!(matches!(c.query(&k, 3), Lookup::Stale { fetch: true, .. }));
+}

@@ -119,7 +119,14 @@ impl Session {
                         op_id: e.op_id.clone(),
                         deleted: e.deleted,
                     }),
-                    _ => None,
+                    Change::Entity(e) => Some(Note::Confirmed {
+                        kind: e.entity,
+                        id: e.id.clone(),
+                    }),
+                    Change::Ack(op, _) => op.kind.entity_kind().map(|kind| Note::Confirmed {
+                        kind,
+                        id: op.entity_id.clone(),
+                    }),
                 };
                 self.apply(change, now_ms);
                 self.conn.set_resume(self.seq.resume_point());

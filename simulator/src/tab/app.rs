@@ -3,6 +3,8 @@
 //! report of the tab.
 
 use super::*;
+use rtsync_client::cache::Patch;
+use std::sync::Arc;
 
 /// The query cache's share of a tab's retained bytes once memory pressure was seen.
 const CACHE_SHARE_PCT: usize = 15;
@@ -36,6 +38,91 @@ impl Tab {
                 .and_then(|v| v.get("entities").cloned());
             let _ = tx.send(Input::Io(Io::Query(key, data)));
         });
+    }
+
+    /// The confirmed copy of `(kind, id)` changed: every cached task list of the
+    /// workspace is patched to match (TanStack's `setQueryData` from a realtime event,
+    /// as the seed's task store does with `TASK_CREATED` / `TASK_UPDATED`): the task
+    /// goes into its project's list and out of any other, without a refetch.
+    pub(super) fn patch_lists(&mut self, kind: EntityKind, id: &str, now: u64) {
+        if kind != EntityKind::Task || self.cache.is_empty() {
+            return;
+        }
+        let Some(e) = self.s.replica().get(kind, id) else {
+            return;
+        };
+        let e = Arc::new(serde_json::to_value(e).unwrap_or_default());
+        for p in 0..self.spec.workload.projects {
+            let key = self.query_key(p);
+            let (e, project) = (e.clone(), key[2].clone());
+            let patch: Patch = Arc::new(move |list| patched(list, &e, &project));
+            self.cache.patch(&key, now, patch);
+        }
+    }
+
+    /// Cached lists a query would serve without fetching whose tasks (ids and
+    /// versions) differ from what the replica says the project holds, with both sides.
+    fn unlike_replica(&self, now: u64) -> Vec<(QueryKey, Tasks<'_>, Tasks<'_>)> {
+        let mut want: BTreeMap<&str, Tasks<'_>> = BTreeMap::new();
+        for e in self
+            .s
+            .replica()
+            .live()
+            .filter(|e| e.entity == EntityKind::Task)
+        {
+            if let Some(p) = e.fields.get("projectId").and_then(Value::as_str) {
+                want.entry(p).or_default().push((e.id.as_str(), e.version));
+            }
+        }
+        self.cache
+            .fresh(now)
+            .filter_map(|(key, list)| {
+                let want = want.get(key.get(2)?.as_str()).cloned().unwrap_or_default();
+                let have: Tasks<'_> = list
+                    .as_array()?
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["id"].as_str().unwrap_or(""),
+                            e["version"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                (have != want).then(|| (key.clone(), have, want))
+            })
+            .collect()
+    }
+
+    /// After a snapshot resync the lists missed the events the snapshot stood in for:
+    /// those that no longer match the replica are invalidated (refetched on use).
+    pub(super) fn invalidate_unlike_replica(&mut self, now: u64) {
+        let keys: Vec<QueryKey> = self
+            .unlike_replica(now)
+            .into_iter()
+            .map(|(k, ..)| k)
+            .collect();
+        for k in keys {
+            self.cache.invalidate(Filter::Exact(&k));
+        }
+    }
+
+    /// Stale data served as fresh: checked at quiescence, when the replica equals the
+    /// server's state, so every fresh list must match it.
+    fn stale_cache_entries(&self, now: u64) -> Vec<String> {
+        self.unlike_replica(now)
+            .into_iter()
+            .map(|(key, have, want)| {
+                format!(
+                    "tab {} serves {key:?} as fresh with {} tasks where its replica has {} \
+                     (first only cached: {:?}; first only in the replica: {:?})",
+                    self.spec.id,
+                    have.len(),
+                    want.len(),
+                    have.iter().find(|h| !want.contains(h)),
+                    want.iter().find(|w| !have.contains(w)),
+                )
+            })
+            .collect()
     }
 
     /// Samples retained bytes per store; under pressure, runs the cleanup tasks. Also
@@ -161,7 +248,10 @@ impl Tab {
                 }
             }
         }
-        // The old session's socket goes; the new one starts over.
+        // The old session's socket goes; the new one starts over, and so does the
+        // in-memory query cache (the seed persists its stores, not the QueryClient).
+        self.cache.clear();
+        self.cache.subscribe(&self.query_key(0), now);
         self.set_link(None);
         self.connecting = None;
         self.s = fresh;
@@ -194,16 +284,17 @@ impl Tab {
 
     pub(super) fn finish(&mut self) {
         let trend = self.memory.trend();
+        let stale = if self.closed {
+            Vec::new() // a closed tab shows nothing; reopening invalidates its cache
+        } else {
+            self.stale_cache_entries(now_ms())
+        };
         {
             let mut rec = self.rec.borrow_mut();
-            let c = self.cache.stats;
-            let a = &mut rec.cache;
-            a.queries += c.queries;
-            a.hits += c.hits;
-            a.fetches += c.fetches;
-            a.invalidated += c.invalidated;
-            a.invalidated_refetched += c.invalidated_refetched;
-            a.false_positives += c.false_positives;
+            for s in stale {
+                rec.anomaly(Anomaly::new("stale_cache_entries", s));
+            }
+            rec.cache += self.cache.stats;
             rec.cache_bytes += self.cache.bytes() as u64;
             rec.retained_bytes += self.memory.current() as u64;
             let cl = self.memory.cleanup_total();
@@ -230,4 +321,32 @@ impl Tab {
         };
         self.rec.borrow_mut().tabs.push(t);
     }
+}
+
+/// A list's tasks as (id, version), in id order.
+type Tasks<'a> = Vec<(&'a str, u64)>;
+
+/// `list` (a project's tasks in id order, as the server answers) with task `e` as the
+/// replica now has it: replaced, inserted, or removed (deleted, or moved to another
+/// project). None when the list already shows that version or a later one (its answer
+/// overtook the event), or the task is neither in the list nor belongs there.
+fn patched(list: &Value, e: &Value, project: &str) -> Option<Value> {
+    let l = list.as_array()?;
+    let id = e["id"].as_str()?;
+    let version = e["version"].as_u64()?;
+    let belongs = e.get("deleted").and_then(Value::as_bool) != Some(true)
+        && e.get("projectId").and_then(Value::as_str) == Some(project);
+    let at = l.binary_search_by(|x| x["id"].as_str().unwrap_or("").cmp(id));
+    match at {
+        Ok(i) if l[i]["version"].as_u64() >= Some(version) => return None,
+        Err(_) if !belongs => return None,
+        _ => {}
+    }
+    let mut l = l.clone();
+    match at {
+        Ok(i) if belongs => l[i] = e.clone(),
+        Ok(i) => drop(l.remove(i)),
+        Err(i) => l.insert(i, e.clone()),
+    }
+    Some(Value::Array(l))
 }

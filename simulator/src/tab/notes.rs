@@ -11,8 +11,10 @@ impl Tab {
         match n {
             Note::Opened { at_ms, .. } => {
                 rec.count("connections_opened", &g, 1);
-                // refetchOnReconnect: observed queries are marked stale; the next read refetches.
-                self.cache.on_reconnect();
+                // No refetch on reconnect: the cached lists are patched from the stream,
+                // and a resume either replays what was missed (patched in turn) or
+                // answers `complete: false`, whose snapshot resync invalidates the lists
+                // it left unlike the replica (`Synced` below).
                 if let Some(lost) = self.lost_at.take() {
                     rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
                     self.reopened_at = Some(at_ms);
@@ -34,6 +36,11 @@ impl Tab {
                 }
                 if let Some(open) = self.reopened_at.take() {
                     rec.sample("resync_ms", &g, at_ms, at_ms - open);
+                }
+                drop(rec);
+                if by_snapshot {
+                    // The replica was replaced wholesale, not event by event.
+                    self.invalidate_unlike_replica(now);
                 }
             }
             Note::Applied {
@@ -70,33 +77,14 @@ impl Tab {
                         rec.sample(metric, &g, now, now.saturating_sub(sent));
                     }
                 }
-                if !self.cache.is_empty() {
-                    let project = self
-                        .s
-                        .replica()
-                        .get(kind, &id)
-                        .and_then(|e| e.fields.get("projectId"))
-                        .and_then(Value::as_str);
-                    if let Some(p) = project {
-                        let key = vec![
-                            "tasks".to_owned(),
-                            self.spec.workspace.clone(),
-                            p.to_owned(),
-                        ];
-                        // A list fetched after the server applied this change (its
-                        // answer overtook the event on the stream) already holds it:
-                        // invalidating would refetch the same data (a false positive).
-                        if !holds(self.cache.data(&key), &id, version) {
-                            self.cache.invalidate(Filter::Exact(&key));
-                            self.invalidated_by.insert(key, (kind, id.clone(), version));
-                        }
-                    }
-                }
                 if deleted {
-                    rec.deletes_seen
-                        .insert((self.epoch, self.spec.workspace.clone(), kind, id), version);
+                    rec.deletes_seen.insert(
+                        (self.epoch, self.spec.workspace.clone(), kind, id.clone()),
+                        version,
+                    );
                 }
                 drop(rec);
+                self.patch_lists(kind, &id, now);
                 self.cross_tab(now, op_id.map(Value::String));
             }
             Note::Acked { op, ack, at_ms } => {
@@ -192,6 +180,10 @@ impl Tab {
                     self.presence.remove(&p.user_id);
                 }
             }
+            Note::Confirmed { kind, id } => {
+                drop(rec);
+                self.patch_lists(kind, &id, now);
+            }
             Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
             Note::NeedsAuth => {
                 // The app asks its auth server for a fresh token: one round trip away.
@@ -223,14 +215,4 @@ impl Tab {
             .post(&self.spec.id, msg, now, |_| lo + rng.below(hi - lo + 1));
         d.wake.notify_one();
     }
-}
-
-/// Whether a cached list holds entity `id` at `version` or later.
-fn holds(list: Option<&Value>, id: &str, version: u64) -> bool {
-    list.and_then(Value::as_array).is_some_and(|l| {
-        l.iter().any(|e| {
-            e.get("id").and_then(Value::as_str) == Some(id)
-                && e.get("version").and_then(Value::as_u64) >= Some(version)
-        })
-    })
 }
