@@ -34,6 +34,13 @@ pub struct ServerConfig {
     /// storms; past it: 503 + Retry-After.
     pub admission_rate_per_s: f64,
     pub admission_burst: u32,
+    /// A connection must send a request's complete headers within this long of its
+    /// accept, and again of the end of each response (the idle timeout of a kept-alive
+    /// connection); else it is closed. Bounds slowloris.
+    pub header_read_timeout_ms: u64,
+    /// Connections waiting for their first request's headers; one more evicts the
+    /// oldest of them. With `connections_max`, bounds the file descriptors in use.
+    pub handshakes_max: usize,
     /// A WebSocket that sends nothing (not even `HEARTBEAT_ACK`) for this long is
     /// closed with 4000, so a half-open connection cannot keep a ghost online.
     pub heartbeat_timeout_ms: u64,
@@ -73,6 +80,8 @@ impl Default for ServerConfig {
             connections_per_user_max: 32,
             admission_rate_per_s: 1000.0,
             admission_burst: 2000,
+            header_read_timeout_ms: 10_000,
+            handshakes_max: 512,
             heartbeat_timeout_ms: 75_000,
             tick_ms: 50,
             drain_timeout_ms: 5_000,
@@ -103,6 +112,7 @@ impl ServerConfig {
             ("outbound_bytes_max", self.outbound_bytes_max),
             ("connections_max", self.connections_max),
             ("connections_per_user_max", self.connections_per_user_max),
+            ("handshakes_max", self.handshakes_max),
             ("history_events_max", self.core.history_events_max),
             ("entities_max", self.core.entities_max),
         ];
@@ -116,6 +126,9 @@ impl ServerConfig {
                 "heartbeat_timeout_ms ({}) must exceed heartbeat_ms ({}): clients answer pings",
                 self.heartbeat_timeout_ms, self.core.heartbeat_ms
             ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err("header_read_timeout_ms must be greater than 0".into());
         }
         if self.tick_ms == 0 {
             return Err("tick_ms must be greater than 0".into());

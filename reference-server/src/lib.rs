@@ -6,14 +6,16 @@
 //! - [`edge`] — axum: `/ws`, SSE, HTTP endpoints, auth and admission, bounded
 //!   outbound queues, `/metrics`, and [`serve`], which runs on any
 //!   `axum::serve::Listener` (tokio TCP, turmoil, tests).
-//! - [`config`] — every bound and policy with its default.
+//! - [`config`] — every bound and policy with its default; [`fdlimit`] — the
+//!   open-file limit against the connection limits, checked at start.
 //! - [`clock`] — real or simulated "now".
 
 pub mod clock;
 pub mod config;
 pub mod core;
 pub mod edge;
+pub mod fdlimit;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::ServerConfig;
-pub use edge::{ServeError, nodelay, serve};
+pub use edge::{ServeError, Tcp, serve, tcp};

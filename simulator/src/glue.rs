@@ -273,8 +273,10 @@ pub struct KeepAlive {
 
 /// Idle connections a tab keeps: a browser's six per origin, minus the stream.
 const KEEP_ALIVE_IDLE_MAX: usize = 5;
-/// An idle connection older than this is not reused (a browser closes unused sockets;
-/// the server's idle timeout is longer, so a reused one is not closed under us).
+/// An idle connection older than this is not reused (a browser closes unused sockets).
+/// A server may close one sooner (the reference server after `header_read_timeout_ms`,
+/// 10 s; Node after `keepAliveTimeout`, 5 s): a request that fails on a reused
+/// connection is sent again on a new one, as browsers do (ops are idempotent by opId).
 const KEEP_ALIVE_IDLE_MS: u64 = 30_000;
 /// How long a request may take before the app gives up on it (a `fetch` with an
 /// AbortController): a POST's op stays queued and is resent after the client's ack
@@ -310,12 +312,23 @@ pub async fn post(
 ) -> Option<(u16, Vec<u8>)> {
     let exchange = async {
         let warm = pool.borrow_mut().take(now_ms());
+        let reused = warm.is_some();
         let (mut sender, authority) = match warm {
             Some(s) => (s, authority(route)),
             None => handshake(route).await.ok()?,
         };
-        let req = build(&authority, "POST", path, headers, Some(body))?;
-        let resp = sender.send_request(req).await.ok()?;
+        let req = build(&authority, "POST", path, headers, Some(body.clone()))?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            // Closed by the server while idle: once more, on a new connection.
+            Err(_) if reused => {
+                let (s, authority) = handshake(route).await.ok()?;
+                sender = s;
+                let req = build(&authority, "POST", path, headers, Some(body))?;
+                sender.send_request(req).await.ok()?
+            }
+            Err(_) => return None,
+        };
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.ok()?.to_bytes();
         let mut pool = pool.borrow_mut();

@@ -107,7 +107,7 @@ impl SpawnedServer {
                 };
                 let _ = addr_tx.send(listener.local_addr().ok());
                 let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
-                let listener = rtsync_server::nodelay(listener);
+                let listener = rtsync_server::tcp(listener);
                 let serving = tokio::spawn(rtsync_server::serve(listener, cfg, clock, async {
                     let _ = graceful_rx.await;
                 }));

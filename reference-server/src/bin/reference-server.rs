@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rtsync_protocol::Strategy;
 use rtsync_protocol::auth::{Claims, mint};
-use rtsync_server::{ServerConfig, SystemClock, serve};
+use rtsync_server::{ServerConfig, SystemClock, fdlimit, serve};
 use std::sync::Arc;
 
 /// The secret `--dev` uses. Public by design: anyone can mint tokens for a dev server.
@@ -101,6 +101,13 @@ struct ServeArgs {
     connections_max: usize,
     #[arg(long, default_value_t = d().connections_per_user_max)]
     connections_per_user_max: usize,
+    /// A connection must send complete request headers within this long (from its
+    /// accept, and from the end of each response when kept alive).
+    #[arg(long, default_value_t = d().header_read_timeout_ms)]
+    header_read_timeout_ms: u64,
+    /// Connections waiting for their first request; one more evicts the oldest.
+    #[arg(long, default_value_t = d().handshakes_max)]
+    handshakes_max: usize,
     /// New connections per second (reconnect storms get 503 + Retry-After past it).
     #[arg(long, default_value_t = d().admission_rate_per_s)]
     admission_rate_per_s: f64,
@@ -190,6 +197,8 @@ impl ServeArgs {
             outbound_bytes_max: self.outbound_bytes_max,
             connections_max: self.connections_max,
             connections_per_user_max: self.connections_per_user_max,
+            header_read_timeout_ms: self.header_read_timeout_ms,
+            handshakes_max: self.handshakes_max,
             admission_rate_per_s: self.admission_rate_per_s,
             admission_burst: self.admission_burst,
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
@@ -274,6 +283,21 @@ fn main() -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            let need = fdlimit::needed(config.connections_max, config.handshakes_max);
+            if let Some(limit) = fdlimit::raise(need) {
+                if limit.soft > limit.was {
+                    tracing::info!(
+                        "open-file limit raised from {} to {}",
+                        limit.was,
+                        limit.soft
+                    );
+                }
+                if let Some(w) =
+                    fdlimit::check(limit, config.connections_max, config.handshakes_max)
+                {
+                    tracing::warn!("{w}");
+                }
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -286,7 +310,7 @@ fn main() -> anyhow::Result<()> {
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
                 serve(
-                    rtsync_server::nodelay(listener),
+                    rtsync_server::tcp(listener),
                     config,
                     Arc::new(SystemClock::new()),
                     shutdown_signal(),

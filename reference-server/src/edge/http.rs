@@ -286,6 +286,11 @@ pub async fn metrics(State(server): State<Arc<Server>>) -> Response {
             "Workspaces this server holds.",
             vec![(None, workspaces)],
         ),
+        (
+            "handshakes_waiting",
+            "Connections waiting for their first request's headers (bound: handshakes_max).",
+            vec![(None, server.handshakes.waiting() as u64)],
+        ),
         ("workspace_sessions", "Sessions in workspaces.", sessions),
         (
             "workspace_history_events",

@@ -56,6 +56,8 @@ counters! {
     closes_unsupported_total: "Connections closed 1003 (a binary frame).",
     auth_failures_total: "Connections or requests refused 401.",
     admission_refused_total: "Connections refused 503/429 (admission rate, connection limits).",
+    header_timeouts_total: "Connections closed without complete request headers within header_read_timeout_ms.",
+    handshakes_evicted_total: "Connections closed waiting for their first request, to make room (handshakes_max).",
     analytics_reports_total: "Performance reports accepted.",
 }
 

@@ -1,6 +1,7 @@
 //! The axum edge: sockets, locks and time around the sans-IO core.
 //!
-//! - [`serve`] — runs the server on any `axum::serve::Listener` until `shutdown`.
+//! - [`serve`] — runs the server on any `axum::serve::Listener` until `shutdown`;
+//!   `listen` — the accept loop (header-read timeout, handshake bound) and [`tcp`].
 //! - `ws` / `sse` / `http` — the endpoints; `auth` — tokens and admission;
 //!   `outbound` — bounded per-connection queues; `metrics` — `/metrics`; `error` — HTTP errors.
 //!
@@ -12,6 +13,7 @@
 mod auth;
 mod error;
 mod http;
+mod listen;
 mod log;
 pub mod metrics;
 pub mod outbound;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use error::ApiError;
+pub use listen::{Tcp, tcp};
 
 /// One workspace: its core and the outbound queues of its connections.
 #[derive(Debug)]
@@ -131,6 +134,8 @@ pub struct Server {
     workspaces: Mutex<BTreeMap<String, Arc<Shard>>>,
     next_conn: AtomicU64,
     limits: Mutex<auth::Admission>,
+    /// Connections that have not sent their first request yet (slowloris bound).
+    handshakes: listen::Handshakes,
     shutdown: watch::Receiver<bool>,
     idle: Notify,
 }
@@ -206,21 +211,6 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-/// A real TCP listener whose accepted sockets set `TCP_NODELAY`. Without it Nagle's
-/// algorithm and the peer's delayed ACK hold small frames: a ~40 ms floor under p90 of
-/// fan-out at any load, measured against a Node + `ws` server on this machine.
-/// (turmoil's simulated sockets model no Nagle; they need no such option.)
-pub fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set on an accepted socket: {e}");
-        }
-    })
-}
-
 /// Why `serve` did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -241,7 +231,6 @@ pub async fn serve<L>(
 ) -> Result<(), ServeError>
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
     config.validate().map_err(ServeError::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -250,6 +239,7 @@ where
     let epoch = config.epoch.unwrap_or_else(|| clock.now_ms());
     let server = Arc::new(Server {
         limits: Mutex::new(auth::Admission::new(&config)),
+        handshakes: listen::Handshakes::default(),
         cfg: Arc::new(config),
         clock,
         epoch,
@@ -264,13 +254,12 @@ where
     let app = router(server.clone());
     let drain = Duration::from_millis(server.cfg.drain_timeout_ms);
     let stop = stop_tx.clone();
-    let signal = async move {
+    tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
-    };
-    let http = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let result = http.await;
-    // Upgraded WebSockets are not tracked by axum's graceful shutdown: wait for ours.
+    });
+    listen::accept_loop(listener, app, server.clone(), drain).await;
+    // Upgraded WebSockets left hyper at their upgrade: wait for ours.
     let _ = tokio::time::timeout(drain, async {
         while server.active() > 0 {
             let idle = server.idle.notified();
@@ -283,7 +272,7 @@ where
     .await;
     ticker.abort();
     drop(stop_tx);
-    result.map_err(ServeError::Io)
+    Ok(())
 }
 
 /// Periodic work of every workspace: presence diffs, throttled cursors, history age.

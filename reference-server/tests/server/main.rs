@@ -12,3 +12,4 @@ mod presence;
 mod resume;
 mod shutdown;
 mod slow_consumer;
+mod slowloris;

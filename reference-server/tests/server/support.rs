@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use rtsync_protocol::auth::{Claims, mint};
 use rtsync_protocol::sse::{SseEvent, SseParser};
 use rtsync_protocol::{ClientEvent, ClientMsg, EventType, ServerMsg};
-use rtsync_server::{ServerConfig, SystemClock, nodelay, serve};
+use rtsync_server::{ServerConfig, SystemClock, serve, tcp};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
-            nodelay(listener),
+            tcp(listener),
             cfg,
             Arc::new(SystemClock::new()),
             async {
