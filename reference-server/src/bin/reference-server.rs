@@ -309,8 +309,11 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
+                let user_timeout = config
+                    .heartbeat_timeout()
+                    .saturating_sub(config.heartbeat());
                 serve(
-                    rtsync_server::tcp(listener),
+                    rtsync_server::tcp(listener).user_timeout(user_timeout),
                     config,
                     Arc::new(SystemClock::new()),
                     shutdown_signal(),

@@ -65,13 +65,27 @@ impl Handshakes {
     }
 }
 
-/// The router as hyper's service, leaving the handshake registry at the first request.
+/// Lets a handler cut its connection's socket at once: an SSE body that hyper no
+/// longer polls (its socket is blocked) cannot end the connection itself. In every
+/// request's extensions.
+#[derive(Debug, Clone)]
+pub struct Abort(Arc<Notify>);
+
+impl Abort {
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The router as hyper's service: leaves the handshake registry at the first request
+/// and hands every request its connection's [`Abort`].
 #[derive(Clone)]
 struct FirstRequest {
     app: TowerToHyperService<Router>,
     server: Arc<Server>,
     id: u64,
     seen: Arc<AtomicBool>,
+    abort: Abort,
 }
 
 impl<B> hyper::service::Service<hyper::Request<B>> for FirstRequest
@@ -84,10 +98,11 @@ where
     type Future =
         <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<B>>>::Future;
 
-    fn call(&self, req: hyper::Request<B>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
         if !self.seen.swap(true, Ordering::Relaxed) {
             self.server.handshakes.done(self.id);
         }
+        req.extensions_mut().insert(self.abort.clone());
         self.app.call(req)
     }
 }
@@ -127,11 +142,13 @@ where
     let (id, evict) = server
         .handshakes
         .admit(server.cfg.handshakes_max, &server.metrics);
+    let abort = Arc::new(Notify::new());
     let svc = FirstRequest {
         app: TowerToHyperService::new(app),
         server: server.clone(),
         id,
         seen: Arc::new(AtomicBool::new(false)),
+        abort: Abort(abort.clone()),
     };
     let mut builder = http1::Builder::new();
     builder
@@ -148,9 +165,13 @@ where
             warn_limited!(server, Kind::Refused, "connection closed: too many waiting for their first request (handshakes_max)");
             None
         }
+        () = abort.notified() => None,
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            Some(conn.await)
+            tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = abort.notified() => None,
+            }
         }
     };
     server.handshakes.done(id);
@@ -168,18 +189,44 @@ where
     }
 }
 
-/// A real TCP listener: accepted sockets set `TCP_NODELAY` — without it Nagle's
-/// algorithm and the peer's delayed ACK hold small frames, a ~40 ms floor under p90 of
-/// fan-out at any load, measured against a Node + `ws` server on this machine (turmoil
-/// models no Nagle) — and accept errors are retried with backoff (10 ms doubling to
-/// 1 s), logged once when they start and once when accepting works again.
+/// A real TCP listener. Accepted sockets set
+/// - `TCP_NODELAY`: without it Nagle's algorithm and the peer's delayed ACK hold small
+///   frames, a ~40 ms floor under p90 of fan-out at any load, measured against a Node +
+///   `ws` server on this machine (turmoil models no Nagle);
+/// - `TCP_USER_TIMEOUT` (Linux): data unacknowledged this long fails the socket. A
+///   vanished SSE client cannot answer heartbeats; its next `: keep-alive` comment then
+///   goes unacknowledged and its stream ends, so its presence converges like a silent
+///   WebSocket's. Default: heartbeat timeout minus heartbeat interval (75 − 30 = 45 s).
+///
+/// Accept errors are retried with backoff (10 ms doubling to 1 s), logged once when they
+/// start and once when accepting works again.
 pub fn tcp(listener: tokio::net::TcpListener) -> Tcp {
-    Tcp { inner: listener }
+    let d = crate::ServerConfig::default();
+    Tcp {
+        inner: listener,
+        user_timeout: d.heartbeat_timeout().saturating_sub(d.heartbeat()),
+    }
 }
 
 #[derive(Debug)]
 pub struct Tcp {
     inner: tokio::net::TcpListener,
+    user_timeout: Duration,
+}
+
+impl Tcp {
+    /// Sets `TCP_USER_TIMEOUT` for accepted sockets (see [`tcp`]).
+    pub fn user_timeout(mut self, d: Duration) -> Self {
+        self.user_timeout = d;
+        self
+    }
+
+    fn configure(&self, tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+        tcp.set_nodelay(true)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(self.user_timeout))?;
+        Ok(())
+    }
 }
 
 impl axum::serve::Listener for Tcp {
@@ -194,8 +241,8 @@ impl axum::serve::Listener for Tcp {
                     if failures > 0 {
                         tracing::warn!(failures, "accepting connections again");
                     }
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!("TCP_NODELAY not set on an accepted socket: {e}");
+                    if let Err(e) = self.configure(&tcp) {
+                        tracing::debug!("socket options not set on an accepted socket: {e}");
                     }
                     return (tcp, addr);
                 }
@@ -224,4 +271,27 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_sockets_set_nodelay_and_the_user_timeout() {
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let mut l = tcp(inner).user_timeout(Duration::from_secs(7));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server_side, _) = l.accept().await;
+        assert!(server_side.nodelay().unwrap());
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            socket2::SockRef::from(&server_side)
+                .tcp_user_timeout()
+                .unwrap(),
+            Some(Duration::from_secs(7))
+        );
+    }
 }

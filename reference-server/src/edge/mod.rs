@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub use error::ApiError;
-pub use listen::{Tcp, tcp};
+pub use listen::{Abort, Tcp, tcp};
 
 /// One workspace: its core and the outbound queues of its connections.
 #[derive(Debug)]

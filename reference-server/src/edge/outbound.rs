@@ -24,6 +24,10 @@ pub struct CloseReason {
 struct Control {
     close: Mutex<Option<CloseReason>>,
     notify: Notify,
+    /// A close was asked for (sticky, unlike `close`, which the writer takes), and
+    /// the wake-up of whoever waits in `Outbound::closed`.
+    closing: std::sync::atomic::AtomicBool,
+    closing_notify: Notify,
     queued_bytes: AtomicUsize,
     /// The core has more replay batches for this connection: the writer pulls them
     /// through its `Refill` whenever its queue is empty.
@@ -68,7 +72,24 @@ impl Outbound {
             *c = Some(reason);
         }
         drop(c);
+        self.ctl.closing.store(true, Ordering::Relaxed);
         self.ctl.notify.notify_one();
+        self.ctl.closing_notify.notify_waiters();
+    }
+
+    /// Resolves once a close was asked for: for a watcher beside the writer (hyper
+    /// stops polling an SSE body while its socket is blocked, so the body itself never
+    /// learns of a slow-consumer close).
+    pub async fn closed(&self) {
+        loop {
+            let n = self.ctl.closing_notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.ctl.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            n.await;
+        }
     }
 
     /// More replay batches are waiting in the core (see `Refill`).

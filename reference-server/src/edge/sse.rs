@@ -6,8 +6,9 @@
 use super::auth::{ConnPermit, admit, authenticate};
 use super::outbound::{Next, OutboundRx};
 use super::ws::{Expiry, session_id};
-use super::{ApiError, Metrics, Server, Shard, outbound};
+use super::{Abort, ApiError, Metrics, Server, Shard, outbound};
 use crate::core::{ConnId, Frame, SessionInfo};
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,8 +16,9 @@ use futures_util::Stream;
 use rtsync_protocol::{Device, ErrorCode, ErrorPayload, Resume, ServerMsg, sse};
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,8 +31,7 @@ pub struct SseQuery {
     device: Option<String>,
 }
 
-/// Leaves the workspace and frees the connection's place when the stream is dropped
-/// (the client went away, or the stream ended).
+/// Leaves the workspace and frees the connection's place when dropped.
 struct Guard {
     server: Arc<Server>,
     shard: Arc<Shard>,
@@ -45,18 +46,39 @@ impl Drop for Guard {
     }
 }
 
+/// The session's place, freed by whichever comes first: the stream ending (the client
+/// went away, its token expired, shutdown) or its slow-consumer close. hyper stops
+/// polling the body while the socket is blocked — exactly a slow consumer's state — so
+/// the body alone would hold the place until the client read again or went away.
+type Slot = Arc<Mutex<Option<Guard>>>;
+
+fn free(slot: &Slot) {
+    let guard = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(guard);
+}
+
 struct StreamState {
     rx: OutboundRx,
-    guard: Guard,
+    server: Arc<Server>,
+    slot: Slot,
+    /// Dropped with the stream: the slow-consumer watcher stops.
+    _gone: oneshot::Sender<()>,
     retry: Option<Duration>,
     expires: Expiry,
     /// The token expired: its `ERROR` was the last event.
     ended: bool,
 }
 
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        free(&self.slot);
+    }
+}
+
 pub async fn subscribe(
     State(server): State<Arc<Server>>,
     query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
+    abort: Option<Extension<Abort>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -85,6 +107,7 @@ pub async fn subscribe(
         server.shutdown_rx(),
     );
     let shard = server.shard(&claims.ws);
+    let watched = out.clone();
     {
         let now = server.now_ms();
         let mut s = shard.lock();
@@ -103,17 +126,27 @@ pub async fn subscribe(
     }
     rx.set_refill(super::replay_refill(shard.clone(), conn));
     let epoch = server.epoch;
+    let slot: Slot = Arc::new(Mutex::new(Some(Guard {
+        server: server.clone(),
+        shard,
+        conn,
+        _permit: permit,
+    })));
+    let (gone_tx, gone_rx) = oneshot::channel::<()>();
+    tokio::spawn(slow_consumer_watch(
+        watched,
+        slot.clone(),
+        abort.map(|a| a.0),
+        gone_rx,
+    ));
     let state = StreamState {
         rx,
+        server: server.clone(),
+        slot,
+        _gone: gone_tx,
         retry: Some(Duration::from_millis(cfg.sse_retry_ms)),
         expires: Expiry::at_s(claims.exp),
         ended: false,
-        guard: Guard {
-            server: server.clone(),
-            shard,
-            conn,
-            _permit: permit,
-        },
     };
     let stream = futures_util::stream::unfold(state, move |mut st| async move {
         if st.ended {
@@ -122,8 +155,8 @@ pub async fn subscribe(
         let next = tokio::select! {
             biased;
             next = st.rx.next() => next,
-            () = st.expires.wait(&st.guard.server) => {
-                Metrics::inc(&st.guard.server.metrics.closes_token_expired_total);
+            () = st.expires.wait(&st.server) => {
+                Metrics::inc(&st.server.metrics.closes_token_expired_total);
                 st.ended = true;
                 let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
                     code: ErrorCode::TokenExpired,
@@ -136,7 +169,7 @@ pub async fn subscribe(
         };
         match next {
             Next::Frame(frame, waited) => {
-                let m = &st.guard.server.metrics;
+                let m = &st.server.metrics;
                 m.observe_queue_wait(waited);
                 Metrics::inc(&m.messages_out_total);
                 m.bytes_out_total
@@ -160,4 +193,23 @@ pub async fn subscribe(
             .interval(cfg.heartbeat())
             .text("keep-alive"),
     ))
+}
+
+/// Frees a slow consumer's place the moment its queue overflows and cuts its socket
+/// (the client reconnects with `Last-Event-ID` and loses nothing); ends with the stream.
+async fn slow_consumer_watch(
+    out: outbound::Outbound,
+    slot: Slot,
+    abort: Option<Abort>,
+    gone: oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        () = out.closed() => {
+            free(&slot);
+            if let Some(a) = abort {
+                a.now();
+            }
+        }
+        _ = gone => {}
+    }
 }
