@@ -115,6 +115,11 @@ impl ServerConfig {
             ("handshakes_max", self.handshakes_max),
             ("history_events_max", self.core.history_events_max),
             ("entities_max", self.core.entities_max),
+            ("entity_bytes_max", self.core.entity_bytes_max),
+            (
+                "presence_field_bytes_max",
+                self.core.presence_field_bytes_max,
+            ),
         ];
         for (name, v) in nonzero {
             if v == 0 {

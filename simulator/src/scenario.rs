@@ -580,10 +580,12 @@ impl Scenario {
                 format!("expected 0 (never) or >= 5, got {}", w.token_ttl_s),
             );
         }
-        if w.presence_bytes > 60_000 {
+        // The server refuses a longer presence field (`presence_field_bytes_max`).
+        let presence_max = rtsync_server::core::CoreConfig::default().presence_field_bytes_max;
+        if w.presence_bytes > presence_max {
             return bad(
                 "workload.presence_bytes",
-                format!("expected 0..=60000, got {}", w.presence_bytes),
+                format!("expected 0..={presence_max}, got {}", w.presence_bytes),
             );
         }
         if w.cross_tab_ms_min > w.cross_tab_ms_max {

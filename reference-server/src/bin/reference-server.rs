@@ -137,6 +137,12 @@ struct ServeArgs {
     strategy_note: String,
     #[arg(long, default_value_t = d().core.entities_max)]
     entities_max: usize,
+    /// An entity's fields, encoded, at most this many bytes (a larger write: TOO_LARGE).
+    #[arg(long, default_value_t = d().core.entity_bytes_max)]
+    entity_bytes_max: usize,
+    /// Each presence string (currentPage, currentTask, currentProject) at most this long.
+    #[arg(long, default_value_t = d().core.presence_field_bytes_max)]
+    presence_field_bytes_max: usize,
     /// Answers kept per client for duplicate ops.
     #[arg(long, default_value_t = d().core.op_answers_per_client)]
     op_answers_per_client: usize,
@@ -224,6 +230,8 @@ impl ServeArgs {
         core.strategy_project = strategy(&self.strategy_project, "--strategy-project")?;
         core.strategy_note = strategy(&self.strategy_note, "--strategy-note")?;
         core.entities_max = self.entities_max;
+        core.entity_bytes_max = self.entity_bytes_max;
+        core.presence_field_bytes_max = self.presence_field_bytes_max;
         core.op_answers_per_client = self.op_answers_per_client;
         core.op_clients_max = self.op_clients_max;
         core.op_answers_bytes_max = self.op_answers_bytes_max;

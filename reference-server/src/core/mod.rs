@@ -83,6 +83,13 @@ pub struct CoreConfig {
     /// used clients are forgotten (counted as evictions; their next op sets a baseline).
     pub op_answers_bytes_max: usize,
     pub entities_max: usize,
+    /// An entity's fields, encoded, at most this large: every event carries the whole
+    /// entity, so one that grew past what a client may send in a message would cost
+    /// every reader that much per change. A write past it: `TOO_LARGE`, nothing applied.
+    pub entity_bytes_max: usize,
+    /// Each presence string (`currentPage`, `currentTask`, `currentProject`) at most
+    /// this long: presence is sent to every session of the workspace on join.
+    pub presence_field_bytes_max: usize,
     pub replay_batch_events: usize,
     /// A replay batch holds at most this many bytes of events (at least one event), so
     /// a batch fits well inside a connection's outbound bound.
@@ -107,6 +114,8 @@ impl Default for CoreConfig {
             op_clients_max: 100_000,
             op_answers_bytes_max: 16 << 20,
             entities_max: 100_000,
+            entity_bytes_max: 64 * 1024,
+            presence_field_bytes_max: 8 * 1024,
             replay_batch_events: 500,
             replay_batch_bytes: 256 * 1024,
             heartbeat_ms: 30_000,

@@ -22,6 +22,8 @@ struct Stored {
     updated_at: Timestamp,
     updated_by: String,
     op_id: Option<String>,
+    /// `fields`, encoded (`field_bytes` of each).
+    bytes: usize,
 }
 
 /// One mutation as the store sees it.
@@ -70,13 +72,15 @@ pub enum Outcome {
 pub struct EntityStore {
     entities: BTreeMap<(EntityKind, String), Stored>,
     entities_max: usize,
+    entity_bytes_max: usize,
 }
 
 impl EntityStore {
-    pub fn new(entities_max: usize) -> Self {
+    pub fn new(entities_max: usize, entity_bytes_max: usize) -> Self {
         EntityStore {
             entities: BTreeMap::new(),
             entities_max,
+            entity_bytes_max,
         }
     }
 
@@ -110,6 +114,18 @@ impl EntityStore {
 
     pub fn apply(&mut self, c: &Change<'_>) -> Outcome {
         let key = (c.kind, c.id.to_owned());
+        let max = self.entity_bytes_max;
+        let grown = grown_bytes(self.entities.get(&key), c);
+        if grown > max {
+            return refused(
+                ErrorCode::TooLarge,
+                format!(
+                    "{} {:?} would be {grown} bytes encoded with this write; at most {max} (nothing applied)",
+                    c.kind.plural(),
+                    c.id
+                ),
+            );
+        }
         let Some(cur) = self.entities.get_mut(&key) else {
             return self.create(key, c);
         };
@@ -231,10 +247,47 @@ impl EntityStore {
             updated_at: c.at,
             updated_by: c.by.to_owned(),
             op_id: None,
+            bytes: 0,
         });
         commit(cur, c, c.changes.keys());
         applied(c, cur, None, Vec::new(), Vec::new())
     }
+}
+
+/// What one field adds to an entity's encoding: `"name":value,`.
+fn field_bytes(name: &str, v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, v);
+    name.len() + 4 + n.0
+}
+
+/// The entity's fields, encoded, with every field of `c` applied (a delete: 0). A
+/// MERGE may apply fewer; bounding the whole write keeps the check before any strategy.
+fn grown_bytes(cur: Option<&Stored>, c: &Change<'_>) -> usize {
+    if c.delete {
+        return 0;
+    }
+    let (mut bytes, fields) = match cur {
+        Some(s) if !s.deleted => (s.bytes, Some(&s.fields)),
+        _ => (0, None),
+    };
+    for (f, v) in c.changes {
+        bytes += field_bytes(f, v);
+        if let Some(old) = fields.and_then(|m| m.get(f)) {
+            bytes -= field_bytes(f, old);
+        }
+    }
+    bytes
 }
 
 fn refused(code: ErrorCode, message: String) -> Outcome {
@@ -250,10 +303,15 @@ fn commit<'f>(cur: &mut Stored, c: &Change<'_>, fields: impl Iterator<Item = &'f
         cur.deleted = true;
         cur.fields.clear();
         cur.meta.clear();
+        cur.bytes = 0;
         return;
     }
     for f in fields {
-        cur.fields.insert(f.clone(), c.changes[f].clone());
+        let new = c.changes[f].clone();
+        cur.bytes += field_bytes(f, &new);
+        if let Some(old) = cur.fields.insert(f.clone(), new) {
+            cur.bytes -= field_bytes(f, &old);
+        }
         let meta = FieldMeta {
             version: cur.version,
             by: c.by.to_owned(),
@@ -323,7 +381,7 @@ mod tests {
 
     /// t1 at version 2: created with {title, status} by u1, then status changed by u2.
     fn store_at_v2() -> EntityStore {
-        let mut s = EntityStore::new(100);
+        let mut s = EntityStore::new(100, 1 << 20);
         let c1 = map(json!({"title": "a", "status": "todo"}));
         s.apply(&change("t1", 0, &c1, Strategy::Merge, "u1"));
         let c2 = map(json!({"status": "doing"}));
@@ -439,7 +497,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_entities_future_bases_and_overflow() {
-        let mut s = EntityStore::new(1);
+        let mut s = EntityStore::new(1, 1 << 20);
         let c = map(json!({"title": "a"}));
         assert!(matches!(
             s.apply(&change("x", 4, &c, Strategy::Merge, "u")),

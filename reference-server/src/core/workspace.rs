@@ -90,7 +90,7 @@ impl Workspace {
         Workspace {
             id: id.into(),
             sessions: BTreeMap::new(),
-            store: EntityStore::new(cfg.entities_max),
+            store: EntityStore::new(cfg.entities_max, cfg.entity_bytes_max),
             log: EventLog::new(epoch, cfg.history_events_max, cfg.history_age_ms),
             ops: OpTable::new(
                 cfg.op_answers_per_client,
@@ -361,6 +361,21 @@ impl Workspace {
             return vec![Delivery {
                 to: conn,
                 frame: error(ErrorCode::Forbidden, msg, None, None),
+            }];
+        }
+        let max = self.cfg.presence_field_bytes_max;
+        let long = [
+            ("currentPage", &change.current_page),
+            ("currentTask", &change.current_task),
+            ("currentProject", &change.current_project),
+        ]
+        .into_iter()
+        .find_map(|(f, v)| v.as_ref().filter(|v| v.len() > max).map(|v| (f, v.len())));
+        if let Some((field, len)) = long {
+            let msg = format!("presence {field} is {len} bytes; at most {max} (nothing changed)");
+            return vec![Delivery {
+                to: conn,
+                frame: error(ErrorCode::TooLarge, msg, None, None),
             }];
         }
         let Some(meta) = self.presence.update(user, conn, &change, Timestamp(now_ms)) else {

@@ -231,3 +231,86 @@ async fn a_binary_frame_closes_1003() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_entity_cannot_grow_past_its_bound_by_writes_that_each_fit_a_frame() {
+    let server = TestServer::start(|c| c.core.entity_bytes_max = 100_000).await;
+    let mut ws = server.ws("alice", "w1", "a").await;
+    connected(&mut ws).await;
+    let big = "x".repeat(60_000);
+    ws.send(&mutation(
+        EventType::TaskCreated,
+        "ca:1",
+        "t1",
+        0,
+        json!({"a": big}),
+    ))
+    .await;
+    assert!(matches!(ws.recv().await, ServerMsg::Ack(a) if a.version == 1));
+    // A second 60 KB field: each message fits the frame bound, the entity would not.
+    ws.send(&mutation(
+        EventType::TaskUpdated,
+        "ca:2",
+        "t1",
+        1,
+        json!({"b": big}),
+    ))
+    .await;
+    match ws.recv().await {
+        ServerMsg::Error(e) => {
+            assert_eq!(e.code, ErrorCode::TooLarge);
+            assert_eq!(e.op_id.as_deref(), Some("ca:2"));
+            assert!(e.message.contains("at most 100000"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Replacing the large field is fine: the entity stays the same size.
+    ws.send(&mutation(
+        EventType::TaskUpdated,
+        "ca:3",
+        "t1",
+        1,
+        json!({"a": "small"}),
+    ))
+    .await;
+    assert!(matches!(ws.recv().await, ServerMsg::Ack(a) if a.version == 2));
+    let (_, body) = server
+        .http(
+            "GET",
+            "/api/entities/tasks/t1",
+            Some(&token("alice", "w1")),
+            None,
+        )
+        .await;
+    assert!(
+        !body.contains("\"b\""),
+        "the refused field was not applied: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_presence_field_past_its_bound_is_refused_and_nothing_changes() {
+    let server = TestServer::start(|c| c.core.presence_field_bytes_max = 100).await;
+    let mut ws = server.ws("alice", "w1", "a").await;
+    connected(&mut ws).await;
+    let mut watcher = server.ws("bob", "w1", "b").await;
+    connected(&mut watcher).await;
+    let page = "p".repeat(101);
+    ws.send_text(&format!(
+        r#"{{"type":"REALTIME_EVENT","payload":{{"type":"USER_PRESENCE_CHANGED","payload":{{"status":"online","currentPage":"{page}"}}}}}}"#
+    ))
+    .await;
+    match ws.recv().await {
+        ServerMsg::Error(e) => {
+            assert_eq!(e.code, ErrorCode::TooLarge);
+            assert!(
+                e.message.contains("currentPage is 101 bytes"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nobody hears of it.
+    watcher.quiet_for(Duration::from_millis(200)).await;
+}
