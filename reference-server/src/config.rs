@@ -116,6 +116,8 @@ impl ServerConfig {
             ("history_events_max", self.core.history_events_max),
             ("entities_max", self.core.entities_max),
             ("entity_bytes_max", self.core.entity_bytes_max),
+            ("snapshot_page_entities", self.core.snapshot_page_entities),
+            ("snapshot_page_bytes", self.core.snapshot_page_bytes),
             (
                 "presence_field_bytes_max",
                 self.core.presence_field_bytes_max,

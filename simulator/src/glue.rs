@@ -244,6 +244,55 @@ pub async fn get_json(route: &str, token: &str, path: &str) -> Option<serde_json
     }
 }
 
+/// An entity list read page by page (`next` → `after=`): (epoch, the first page's
+/// watermark, every entity). Each page has its own watermark, and streaming from the
+/// first one's brings every change made while paging. `None` on any failure, or when
+/// the server restarted between two pages. A server that does not page answers once.
+pub async fn get_pages(
+    route: &str,
+    token: &str,
+    path: &str,
+) -> Option<(u64, u64, Vec<serde_json::Value>)> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (mut first, mut all, mut after) = (None, Vec::new(), None::<String>);
+    loop {
+        let page = match &after {
+            None => get_json(route, token, path).await?,
+            Some(a) => {
+                let a = query_escape(a);
+                get_json(route, token, &format!("{path}{sep}after={a}")).await?
+            }
+        };
+        let (epoch, seq) = (page.get("epoch")?.as_u64()?, page.get("seq")?.as_u64()?);
+        match first {
+            None => first = Some((epoch, seq)),
+            Some((e, _)) if e != epoch => return None,
+            Some(_) => {}
+        }
+        all.extend(page.get("entities")?.as_array()?.iter().cloned());
+        match page.get("next").and_then(|n| n.as_str()) {
+            Some(n) if after.as_deref() != Some(n) => after = Some(n.to_owned()),
+            Some(_) => return None, // a server that does not move on: give up
+            None => break,
+        }
+    }
+    let (epoch, seq) = first?;
+    Some((epoch, seq, all))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// One HTTP/1 request on a fresh connection: (status, body).
 pub async fn http(
     route: &str,

@@ -93,6 +93,8 @@ pub struct ServerSpec {
     pub outbound_bytes_max: usize,
     pub inbound_rate_per_s: f64,
     pub inbound_burst: u32,
+    /// Entities per page of `GET /api/entities/{kind}` (snapshots and list queries).
+    pub snapshot_page_entities: usize,
     /// Link latency between the server host and each client host unless the group says.
     pub latency_ms: u64,
 }
@@ -114,6 +116,7 @@ impl Default for ServerSpec {
             outbound_bytes_max: d.outbound_bytes_max,
             inbound_rate_per_s: d.inbound_rate_per_s,
             inbound_burst: d.inbound_burst,
+            snapshot_page_entities: d.core.snapshot_page_entities,
             latency_ms: 5,
         }
     }
@@ -578,6 +581,12 @@ impl Scenario {
             return bad(
                 "workload.token_ttl_s",
                 format!("expected 0 (never) or >= 5, got {}", w.token_ttl_s),
+            );
+        }
+        if self.server.snapshot_page_entities == 0 {
+            return bad(
+                "server.snapshot_page_entities",
+                "must be greater than 0".into(),
             );
         }
         // The server refuses a longer presence field (`presence_field_bytes_max`).

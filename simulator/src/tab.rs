@@ -622,14 +622,13 @@ pub async fn fetch_snapshots(route: &str, token: &str) -> Option<Snapshots> {
     let mut epoch = None;
     for kind in EntityKind::ALL {
         let path = format!("/api/entities/{}", kind.plural());
-        let v = glue::get_json(route, token, &path).await?;
-        let e = v.get("epoch")?.as_u64()?;
+        let (e, seq, entities) = glue::get_pages(route, token, &path).await?;
         if epoch.is_some_and(|x| x != e) {
             return None; // the server restarted between two reads
         }
         epoch = Some(e);
-        let entities: Vec<Entity> = serde_json::from_value(v.get("entities")?.clone()).ok()?;
-        parts.push((kind, v.get("seq")?.as_u64()?, entities));
+        let entities: Vec<Entity> = serde_json::from_value(Value::Array(entities)).ok()?;
+        parts.push((kind, seq, entities));
     }
     Some((epoch?, parts))
 }

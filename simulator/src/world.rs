@@ -109,6 +109,7 @@ pub fn server_config(sc: &Scenario) -> ServerConfig {
     c.outbound_bytes_max = s.outbound_bytes_max;
     c.inbound_rate_per_s = s.inbound_rate_per_s;
     c.inbound_burst = s.inbound_burst;
+    c.core.snapshot_page_entities = s.snapshot_page_entities;
     c.connections_per_user_max = 1024;
     c
 }

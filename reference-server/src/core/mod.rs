@@ -90,6 +90,10 @@ pub struct CoreConfig {
     /// Each presence string (`currentPage`, `currentTask`, `currentProject`) at most
     /// this long: presence is sent to every session of the workspace on join.
     pub presence_field_bytes_max: usize,
+    /// `GET /api/entities/{kind}` answers at most this many entities per page…
+    pub snapshot_page_entities: usize,
+    /// …and about this many bytes (at least one entity).
+    pub snapshot_page_bytes: usize,
     pub replay_batch_events: usize,
     /// A replay batch holds at most this many bytes of events (at least one event), so
     /// a batch fits well inside a connection's outbound bound.
@@ -116,6 +120,8 @@ impl Default for CoreConfig {
             entities_max: 100_000,
             entity_bytes_max: 64 * 1024,
             presence_field_bytes_max: 8 * 1024,
+            snapshot_page_entities: 1000,
+            snapshot_page_bytes: 1024 * 1024,
             replay_batch_events: 500,
             replay_batch_bytes: 256 * 1024,
             heartbeat_ms: 30_000,

@@ -112,6 +112,45 @@ impl EntityStore {
             .collect()
     }
 
+    /// One page of `list`: entities after id `after` (exclusive), at most `limit` of
+    /// them and about `bytes_max` encoded (at least one), and the id to continue after
+    /// when more follow.
+    pub fn page(
+        &self,
+        kind: EntityKind,
+        project: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> (Vec<Entity>, Option<String>) {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded((kind, a.to_owned())),
+            None => Bound::Included((kind, String::new())),
+        };
+        let mut page: Vec<Entity> = Vec::new();
+        let mut bytes = 0;
+        let live = self
+            .entities
+            .range((from, Bound::Unbounded))
+            .take_while(|((k, _), _)| *k == kind)
+            .filter(|(_, s)| !s.deleted)
+            .filter(|(_, s)| {
+                project.is_none_or(|p| s.fields.get("projectId").and_then(Value::as_str) == Some(p))
+            });
+        for ((_, id), s) in live {
+            let cost = s.bytes + id.len() + ENTITY_ENVELOPE_BYTES;
+            let full = page.len() >= limit.max(1) || bytes + cost > bytes_max;
+            if full && !page.is_empty() {
+                let last = page.last().map(|e| e.id.clone());
+                return (page, last);
+            }
+            page.push(wire(kind, id, s));
+            bytes += cost;
+        }
+        (page, None)
+    }
+
     pub fn apply(&mut self, c: &Change<'_>) -> Outcome {
         let key = (c.kind, c.id.to_owned());
         let max = self.entity_bytes_max;
@@ -253,6 +292,9 @@ impl EntityStore {
         applied(c, cur, None, Vec::new(), Vec::new())
     }
 }
+
+/// An entity's encoding beyond its fields and id (kind, version, updatedAt, ...).
+const ENTITY_ENVELOPE_BYTES: usize = 160;
 
 /// What one field adds to an entity's encoding: `"name":value,`.
 fn field_bytes(name: &str, v: &Value) -> usize {
@@ -520,6 +562,64 @@ mod tests {
                 code: ErrorCode::LimitExceeded,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn pages_are_bounded_by_count_and_bytes_and_hold_at_least_one_entity() {
+        let mut s = EntityStore::new(100, 1 << 20);
+        let big = map(json!({"pad": "x".repeat(1000)}));
+        for id in ["a", "b", "c", "d"] {
+            s.apply(&change(id, 0, &big, Strategy::Merge, "u1"));
+        }
+        let ids = |p: &[Entity]| p.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let (p, next) = s.page(EntityKind::Task, None, None, 3, 1 << 20);
+        assert_eq!(
+            (ids(&p), next.as_deref()),
+            (vec!["a".into(), "b".into(), "c".into()], Some("c"))
+        );
+        let (p, next) = s.page(EntityKind::Task, None, Some("c"), 3, 1 << 20);
+        assert_eq!((ids(&p), next), (vec!["d".to_string()], None));
+        // ~1 KB each: a 2 500-byte page holds two; a 10-byte one still holds one.
+        assert_eq!(s.page(EntityKind::Task, None, None, 10, 2500).0.len(), 2);
+        assert_eq!(s.page(EntityKind::Task, None, None, 10, 10).0.len(), 1);
+    }
+
+    #[test]
+    fn an_entity_may_not_grow_past_its_encoded_bound() {
+        let mut s = EntityStore::new(100, 2500);
+        let a = map(json!({"a": "x".repeat(1000)}));
+        let b = map(json!({"b": "x".repeat(1000)}));
+        let c = map(json!({"c": "x".repeat(1000)}));
+        assert!(matches!(
+            s.apply(&change("t", 0, &a, Strategy::Merge, "u")),
+            Outcome::Applied { .. }
+        ));
+        assert!(matches!(
+            s.apply(&change("t", 1, &b, Strategy::Merge, "u")),
+            Outcome::Applied { .. }
+        ));
+        let third = s.apply(&change("t", 2, &c, Strategy::Merge, "u"));
+        assert!(
+            matches!(
+                &third,
+                Outcome::Refused {
+                    code: ErrorCode::TooLarge,
+                    ..
+                }
+            ),
+            "{third:?}"
+        );
+        // Replacing a field with one of the same size keeps it within the bound.
+        assert!(matches!(
+            s.apply(&change(
+                "t",
+                2,
+                &map(json!({"a": "y".repeat(1000)})),
+                Strategy::Merge,
+                "u"
+            )),
+            Outcome::Applied { .. }
         ));
     }
 }

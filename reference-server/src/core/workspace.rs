@@ -69,6 +69,9 @@ pub struct Snapshot {
     pub epoch: u64,
     pub seq: u64,
     pub entities: Vec<Entity>,
+    /// More pages follow: ask again with `after=` this (docs/protocol.md, Snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 fn error(
@@ -139,6 +142,32 @@ impl Workspace {
             epoch: self.epoch(),
             seq: self.head(),
             entities: self.store.list(kind, project),
+            next: None,
+        }
+    }
+
+    /// One page of [`snapshot`](Self::snapshot): entities after id `after`, at most
+    /// `limit` (capped at `snapshot_page_entities`) and about `snapshot_page_bytes`.
+    /// Each page has its own watermark; a client that streams from the first page's
+    /// gets every change made while it paged (versions only move forward).
+    pub fn snapshot_page(
+        &self,
+        kind: EntityKind,
+        project: Option<&str>,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Snapshot {
+        let cap = self.cfg.snapshot_page_entities;
+        let limit = limit.map_or(cap, |l| l.clamp(1, cap));
+        let (entities, next) =
+            self.store
+                .page(kind, project, after, limit, self.cfg.snapshot_page_bytes);
+        Snapshot {
+            workspace_id: self.id.clone(),
+            epoch: self.epoch(),
+            seq: self.head(),
+            entities,
+            next,
         }
     }
 

@@ -26,6 +26,10 @@ pub struct AuthQuery {
     token: Option<String>,
     session_id: Option<String>,
     project_id: Option<String>,
+    /// Snapshot paging: continue after this id (the previous page's `next`)…
+    after: Option<String>,
+    /// …with at most this many entities (capped by `snapshot_page_entities`).
+    limit: Option<usize>,
 }
 
 /// A body whose `Content-Length` is over the limit is refused (413) before a byte of it
@@ -182,19 +186,21 @@ fn kind_of(plural: &str) -> Result<EntityKind, ApiError> {
     })
 }
 
-/// `GET /api/entities/{kind}[?projectId=]`: live entities plus the `seq` watermark a
-/// client streams from (resume with `epoch` and `lastSeq = seq`: no gap, no overlap).
+/// `GET /api/entities/{kind}[?projectId=][&after=][&limit=]`: one page of live entities
+/// in id order, the `seq` watermark a client streams from (resume with `epoch` and
+/// `lastSeq = seq`: no gap, no overlap), and `next` when more pages follow.
 pub async fn list_entities(
     State(server): State<Arc<Server>>,
     Path(kind): Path<String>,
     Caller { claims, q }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let snap = server
-        .shard(&claims.ws)
-        .lock()
-        .core
-        .snapshot(kind, q.project_id.as_deref());
+    let snap = server.shard(&claims.ws).lock().core.snapshot_page(
+        kind,
+        q.project_id.as_deref(),
+        q.after.as_deref(),
+        q.limit,
+    );
     Ok(Json(snap).into_response())
 }
 

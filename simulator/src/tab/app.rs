@@ -33,9 +33,9 @@ impl Tab {
         let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
         tokio::task::spawn_local(async move {
             let path = format!("/api/entities/tasks?projectId={project}");
-            let data = glue::get_json(&route, &token, &path)
+            let data = glue::get_pages(&route, &token, &path)
                 .await
-                .and_then(|v| v.get("entities").cloned());
+                .map(|(_, _, entities)| Value::Array(entities));
             let _ = tx.send(Input::Io(Io::Query(key, data)));
         });
     }
