@@ -121,6 +121,8 @@ pub struct Outbox {
     /// The `n` an `OUT_OF_ORDER` made us replay from on this connection (one replay
     /// per gap, however many answers report it).
     replaying_from: Option<u64>,
+    /// The server said `RATE_LIMITED`: nothing is sent before this time.
+    hold_until_ms: Option<u64>,
 }
 
 const DROPPED_IDS_KEPT: usize = 64;
@@ -141,6 +143,7 @@ impl Outbox {
             stats: OutboxStats::default(),
             server_window: INITIAL_WINDOW,
             replaying_from: None,
+            hold_until_ms: None,
         }
     }
 
@@ -236,6 +239,10 @@ impl Outbox {
     }
 
     pub fn poll_send(&mut self, now_ms: u64) -> Option<ClientMsg> {
+        if self.hold_until_ms.is_some_and(|t| now_ms < t) {
+            return None;
+        }
+        self.hold_until_ms = None;
         let window = self.cfg.inflight_max.min(self.server_window).max(1);
         if self.inflight() >= window {
             return None;
@@ -299,6 +306,23 @@ impl Outbox {
         }
     }
 
+    /// The server refused `op_id` with `RATE_LIMITED` (nothing applied): it and every op
+    /// sent after it go again, in order, once `until_ms` has come. Ops sent after it may
+    /// have been refused too, or answered `OUT_OF_ORDER`; one that did apply gets its
+    /// answer again from the server's op table.
+    pub fn retry_later(&mut self, op_id: &str, until_ms: u64) {
+        let Some(from) = self.ops.iter().position(|o| o.op_id == op_id) else {
+            return;
+        };
+        for op in self.ops.iter_mut().skip(from) {
+            if op.sent_at_ms.take().is_some() {
+                self.stats.resent += 1;
+            }
+        }
+        self.replaying_from = None;
+        self.hold_until_ms = Some(self.hold_until_ms.map_or(until_ms, |t| t.max(until_ms)));
+    }
+
     /// The connection is gone. Sequenced: everything unanswered is sent again after
     /// the reconnect. Legacy: sent ops are not retried (the seed forgets them).
     pub fn on_disconnect(&mut self) {
@@ -337,11 +361,17 @@ impl Outbox {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.ops
+        let ack = self
+            .ops
             .iter()
             .filter_map(|o| o.sent_at_ms)
             .min()
-            .map(|t| t + self.cfg.ack_timeout_ms)
+            .map(|t| t + self.cfg.ack_timeout_ms);
+        // A hold ends with ops to send: the shell must come back then.
+        let hold = self
+            .hold_until_ms
+            .filter(|_| self.ops.iter().any(|o| o.sent_at_ms.is_none()));
+        [ack, hold].into_iter().flatten().min()
     }
 
     /// Restores a persisted queue (after a reload); nothing counts as sent.

@@ -50,6 +50,9 @@ impl Default for SessionConfig {
 /// per origin, and the event stream takes one.
 pub const SSE_POSTS_MAX: usize = 5;
 
+/// How long to hold writes after a `RATE_LIMITED` that does not say (`retryAfterMs`).
+pub const RATE_LIMITED_WAIT_MS: u64 = 1000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Open a WebSocket (`/ws` with epoch and lastSeq) or an SSE stream (`Last-Event-ID`).

@@ -161,6 +161,10 @@ pub struct ErrorPayload {
     /// With `OUT_OF_ORDER`: the n the server expects next from that client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_n: Option<u64>,
+    /// With `RATE_LIMITED`: send this op (and what followed it) again after this long;
+    /// nothing was applied. (Over HTTP also as the `Retry-After` header, in seconds.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// WebSocket close codes (PROTOCOL.md).

@@ -293,6 +293,7 @@ fn every_server_frame_round_trips() {
             message: "expected n=3".into(),
             op_id: Some("c:5".into()),
             expected_n: Some(3),
+            retry_after_ms: None,
         }),
     ];
     for f in frames {

@@ -246,3 +246,39 @@ fn persisted_ops_restore_unsent() {
         .unwrap();
     assert_eq!(restored.ops().last().unwrap().op_id, "c1:2");
 }
+
+#[test]
+fn a_rate_limited_op_and_those_after_it_go_again_in_order_after_the_hold() {
+    let mut o = sequenced(10);
+    for i in 0..3 {
+        o.enqueue(
+            EventType::TaskUpdated,
+            "t",
+            1,
+            changes(json!({"i": i})),
+            None,
+            vec![],
+            0,
+        )
+        .unwrap();
+    }
+    let sent: Vec<String> = std::iter::from_fn(|| o.poll_send(0))
+        .map(|m| op_id(&m))
+        .collect();
+    assert_eq!(sent, ["c1:1", "c1:2", "c1:3"]);
+    // c1:1 answered; c1:2 refused: it and c1:3 wait until 500, then go in order.
+    o.answer("c1:1", false);
+    o.retry_later("c1:2", 500);
+    assert_eq!(o.poll_timeout(), Some(500));
+    assert!(o.poll_send(499).is_none(), "held");
+    let again: Vec<String> = std::iter::from_fn(|| o.poll_send(500))
+        .map(|m| op_id(&m))
+        .collect();
+    assert_eq!(again, ["c1:2", "c1:3"]);
+    assert_eq!(o.stats.resent, 2);
+    // A later refusal never shortens a hold already set.
+    o.retry_later("c1:2", 900);
+    o.retry_later("c1:3", 700);
+    assert!(o.poll_send(800).is_none());
+    assert!(o.poll_send(900).is_some());
+}

@@ -289,6 +289,12 @@ impl Session {
                     self.outbox.rewind_to(n);
                 }
             }
+            ErrorCode::RateLimited => {
+                // Nothing was applied: send it again when the server says, not roll back.
+                let wait_ms = e.retry_after_ms.unwrap_or(RATE_LIMITED_WAIT_MS);
+                self.outbox.retry_later(&op_id, now_ms + wait_ms);
+                self.pump(now_ms);
+            }
             ErrorCode::StaleOp => {
                 // Applied long ago, answer lost: drop it and refetch to learn the result.
                 self.outbox.answer(&op_id, false);

@@ -85,6 +85,7 @@ fn error(
         message,
         op_id,
         expected_n,
+        retry_after_ms: None,
     }))
 }
 

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use rtsync_protocol::auth::Claims;
 use rtsync_protocol::event::ID_BYTES_MAX;
 use rtsync_protocol::{
-    ClientEvent, ClientMsg, DecodeError, EntityKind, ErrorCode, PerformanceMetrics, ServerMsg,
+    ClientEvent, ClientMsg, DecodeError, EntityKind, ErrorCode, ErrorPayload, PerformanceMetrics,
+    ServerMsg,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -135,6 +136,13 @@ pub async fn post_event(
     let now = server.now_ms();
     let answer = {
         let mut s = shard.lock();
+        // The user's budget, as one WebSocket connection's: without it one user could
+        // write thousands of times a second, each fanned out to every session.
+        if let Err(wait_ms) = s.posts.take(&claims.sub, now) {
+            drop(s);
+            Metrics::inc(&server.metrics.rate_limited_total);
+            return Ok(rate_limited(&server, &ev, wait_ms));
+        }
         let (answer, out) = s.core.mutate(
             &Sender {
                 user_id: &claims.sub,
@@ -161,6 +169,35 @@ pub async fn post_event(
         answer.text.to_string(),
     )
         .into_response())
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1) and the `ERROR RATE_LIMITED`
+/// frame, whose `retryAfterMs` is exact; nothing was applied.
+fn rate_limited(server: &Server, ev: &ClientEvent, wait_ms: u64) -> Response {
+    let frame = ServerMsg::Error(ErrorPayload {
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "over {} writes/s for this user; send it again after {wait_ms} ms",
+            server.cfg.inbound_rate_per_s
+        ),
+        op_id: ev
+            .payload
+            .get("opId")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        expected_n: None,
+        retry_after_ms: Some(wait_ms),
+    });
+    Metrics::inc(&server.metrics.errors_sent_total);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::RETRY_AFTER, wait_ms.div_ceil(1000).to_string()),
+        ],
+        frame.encode(),
+    )
+        .into_response()
 }
 
 fn status_of(code: ErrorCode) -> StatusCode {

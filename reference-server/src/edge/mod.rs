@@ -42,6 +42,8 @@ pub use listen::{Abort, Tcp, tcp};
 pub struct ShardInner {
     pub core: Workspace,
     outs: BTreeMap<ConnId, Outbound>,
+    /// Each user's budget for `POST /api/events` (a WebSocket counts per connection).
+    posts: crate::core::ratelimit::PerUser,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,9 @@ impl ShardInner {
     }
 }
 
+/// Users per workspace with a `POST /api/events` budget kept (`PerUser`).
+const POST_BUDGET_USERS_MAX: usize = 4096;
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct Server {
@@ -158,6 +163,11 @@ impl Server {
                     inner: Mutex::new(ShardInner {
                         core,
                         outs: BTreeMap::new(),
+                        posts: crate::core::ratelimit::PerUser::new(
+                            self.cfg.inbound_rate_per_s,
+                            self.cfg.inbound_burst,
+                            POST_BUDGET_USERS_MAX,
+                        ),
                     }),
                 })
             })

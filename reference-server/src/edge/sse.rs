@@ -163,6 +163,7 @@ pub async fn subscribe(
                     message: "token expired; reconnect with a fresh token".into(),
                     op_id: None,
                     expected_n: None,
+                    retry_after_ms: None,
                 }));
                 return Some((Ok(Event::default().data(&*frame.text)), st));
             }

@@ -363,13 +363,29 @@ impl Reader<'_> {
                 if self.strikes.1 > self.server.cfg.rate_strikes_per_s_max {
                     return reason(close::POLICY, "sustained rate-limit abuse");
                 }
-                self.reply_error(
-                    ErrorCode::RateLimited,
-                    format!(
+                // The op it refused, when it was one: the client sends it again after
+                // `retryAfterMs` instead of waiting for an answer that never comes.
+                let op_id = match &msg {
+                    Message::Text(t) => match ClientMsg::decode(t.as_str()) {
+                        Ok(ClientMsg::RealtimeEvent(ev)) if ev.kind.is_mutation() => ev
+                            .payload
+                            .get("opId")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                self.send_error(ErrorPayload {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
                         "over {} messages/s; this one was not processed",
                         self.server.cfg.inbound_rate_per_s
                     ),
-                );
+                    op_id,
+                    expected_n: None,
+                    retry_after_ms: Some(self.bucket.wait_ms().max(1)),
+                });
                 continue;
             }
             // Pings and pongs (tungstenite answers pings itself) count, then are done.
@@ -414,12 +430,17 @@ impl Reader<'_> {
     }
 
     fn reply_error(&self, code: ErrorCode, message: String) {
-        let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
+        self.send_error(ErrorPayload {
             code,
             message,
             op_id: None,
             expected_n: None,
-        }));
+            retry_after_ms: None,
+        });
+    }
+
+    fn send_error(&self, e: ErrorPayload) {
+        let frame = Frame::of(&ServerMsg::Error(e));
         let mut s = self.shard.lock();
         s.deliver(
             vec![crate::core::Delivery {

@@ -314,3 +314,71 @@ async fn a_presence_field_past_its_bound_is_refused_and_nothing_changes() {
     // Nobody hears of it.
     watcher.quiet_for(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn posts_share_the_users_budget_429_with_retry_after_and_nothing_applied() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start(|c| {
+        c.inbound_rate_per_s = 5.0;
+        c.inbound_burst = 5;
+    })
+    .await;
+    let post = |user: &'static str, n: u64| {
+        let server = &server;
+        async move {
+            let body = mutation(
+                EventType::TaskCreated,
+                &format!("p{user}:{n}"),
+                &format!("{user}-{n}"),
+                0,
+                json!({"title": "x"}),
+            )
+            .encode();
+            let headers = [
+                ("authorization", format!("Bearer {}", token(user, "w1"))),
+                ("content-type", "application/json".to_owned()),
+            ];
+            let resp = server
+                .request("POST", "/api/events?sessionId=s", &headers, Some(body))
+                .await;
+            let status = resp.status().as_u16();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, retry, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    for n in 1..=5 {
+        assert_eq!(post("alice", n).await.0, 200, "within the burst");
+    }
+    let (status, retry, body) = post("alice", 6).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    match ServerMsg::decode(&body).unwrap() {
+        ServerMsg::Error(e) => {
+            assert_eq!(e.code, ErrorCode::RateLimited);
+            assert_eq!(e.op_id.as_deref(), Some("palice:6"));
+            assert!(
+                e.retry_after_ms.is_some_and(|ms| (1..=200).contains(&ms)),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (status, _) = server
+        .http(
+            "GET",
+            "/api/entities/tasks/alice-6",
+            Some(&token("alice", "w1")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "the refused write was not applied");
+    // Another user's budget is their own.
+    assert_eq!(post("bob", 1).await.0, 200);
+    // After the wait, the same op goes through.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(post("alice", 6).await.0, 200);
+}
