@@ -372,7 +372,12 @@ pub fn run_world(
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total_ms + 60_000))
         .tick_duration(Duration::from_millis(sc.tick_ms))
-        .tcp_capacity((tabs_total * 4).max(64))
+        // turmoil panics when a listener's accept queue is full, where a kernel would
+        // drop the SYN and let the client retry. A tab opens about a dozen connections
+        // at once at most (its stream, SSE_POSTS_MAX POSTs, snapshot and list reads):
+        // after a server bounce every tab does so in the same tick, and 4 per tab was
+        // hit (34-swarm-tokens seed 62). 64 per tab is a panic threshold, not a budget.
+        .tcp_capacity((tabs_total * 64).max(64))
         .min_message_latency(Duration::from_millis(sc.server.latency_ms))
         .max_message_latency(Duration::from_millis(sc.server.latency_ms))
         // Shard 0 keeps the unsharded seed, so `shards = 1` runs are unchanged.

@@ -93,3 +93,11 @@ fn caching_efficiency_seeds_83_and_103_patch_lists_from_events_instead_of_refetc
     passes("13-caching-efficiency.toml", 83);
     passes("13-caching-efficiency.toml", 103);
 }
+
+/// After a server bounce 28 mostly-SSE tabs reconnected, re-posted and read their
+/// snapshots in one tick: more SYNs than turmoil's accept queue (4 per tab), which
+/// panics where a kernel would drop them. Sized for a tab's connections since.
+#[test]
+fn swarm_tokens_seed_62_survives_a_reconnect_burst_past_four_connections_per_tab() {
+    passes("34-swarm-tokens.toml", 62);
+}
