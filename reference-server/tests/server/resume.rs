@@ -236,3 +236,59 @@ async fn a_garbage_last_event_id_opens_the_sse_stream_with_an_incomplete_answer(
         );
     }
 }
+
+/// The unlucky user: away for the whole history (10 000 events of ~1 KB, ten
+/// times the outbound bound) under the default limits. The replay is paced in batches
+/// that fit, so the resume completes instead of ending 1013 before `CONNECTED`.
+#[tokio::test]
+async fn a_client_away_for_the_whole_history_resumes_under_the_default_limits() {
+    let server = TestServer::start(|c| {
+        // Only the writer's own rate is raised, to write 10 000 events quickly.
+        c.inbound_rate_per_s = 100_000.0;
+        c.inbound_burst = 100_000;
+    })
+    .await;
+    let mut writer = server.ws("alice", "w1", "a").await;
+    connected(&mut writer).await;
+    let mut reader = server.ws("bob", "w1", "b").await;
+    let (epoch, last_seq) = connected(&mut reader).await;
+    reader.close().await;
+    let note = "n".repeat(1000);
+    let total = 10_000u64;
+    for window in (1..=total).collect::<Vec<_>>().chunks(200) {
+        for &n in window {
+            writer
+                .send(&mutation(
+                    EventType::TaskCreated,
+                    &format!("ca:{n}"),
+                    &format!("t{n}"),
+                    0,
+                    json!({"note": note}),
+                ))
+                .await;
+        }
+        for _ in window {
+            assert!(matches!(writer.recv().await, ServerMsg::Ack(_)));
+        }
+    }
+    let mut back = server
+        .ws_query(&format!(
+            "token={}&sessionId=b&epoch={epoch}&lastSeq={last_seq}",
+            token("bob", "w1")
+        ))
+        .await;
+    connected(&mut back).await;
+    let mut next = last_seq + 1;
+    while next <= last_seq + total {
+        match back.recv().await {
+            ServerMsg::RecentEvents(r) => {
+                assert!(r.complete, "the whole history is still there");
+                for e in &r.events {
+                    assert_eq!(e.seq, next, "in order, no gap, no repeat");
+                    next += 1;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

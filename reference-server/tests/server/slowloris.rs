@@ -125,3 +125,19 @@ async fn upgraded_websockets_and_sse_streams_outlive_the_header_read_timeout() {
         }
     }
 }
+
+#[tokio::test]
+async fn at_the_connection_limit_new_sessions_get_503_and_healthz_still_answers() {
+    let server = TestServer::start(|c| c.connections_max = 2).await;
+    let mut a = server.ws("a", "w1", "a").await;
+    let mut b = server.ws("b", "w1", "b").await;
+    connected(&mut a).await;
+    connected(&mut b).await;
+    let (status, body) = server
+        .ws_refused(&format!("token={}", token("c", "w1")))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let (status, health) = server.http("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains("\"connections\":2"), "{health}");
+}
