@@ -1,0 +1,270 @@
+//! `fanout`: the load generator of the side-by-side benchmark (`benches/fanout/run`).
+//!
+//! N WebSocket clients in rooms of R (one workspace each), each updating its own task
+//! at a fixed rate; every update is fanned out to the room's R − 1 others. Open model:
+//! each update is sent at its *intended* time and carries it (`sentAtUs`), and each
+//! receiver counts latency from that time — a generator or server that falls behind is
+//! charged for the wait (coordinated omission corrected). The generator reports its own
+//! CPU share, so a saturated generator is visible rather than mistaken for the server.
+//! It speaks only the protocol subset both servers implement: connect with a token,
+//! `CONNECTED`, mutations, `ACK`, `REALTIME_EVENT`. Prints one JSON line.
+//!
+//! `--idle-s` instead connects the clients, holds them idle and reports the server's
+//! resident memory per connection (`--server-pid`).
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rtsync_protocol::auth::{Claims, mint};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+#[derive(Parser, Debug)]
+#[command(about = "Open-model WebSocket fan-out load generator (benches/fanout)")]
+struct Args {
+    /// host:port of a server speaking docs/protocol.md's basic subset.
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Clients per workspace: each update reaches room − 1 others.
+    #[arg(long, default_value_t = 10)]
+    room: usize,
+    /// Updates per second per client.
+    #[arg(long, default_value_t = 1.0)]
+    rate_per_client: f64,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Deliveries of updates intended in the first seconds are not counted.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    #[arg(long, default_value = "fanout-bench-secret")]
+    jwt_secret: String,
+    /// The server's process, for its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connect, stay idle this long, report memory per connection, and exit.
+    #[arg(long)]
+    idle_s: Option<u64>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if a.clients == 0 || a.room < 2 || a.rate_per_client <= 0.0 || a.duration_s <= a.warmup_s {
+        bail!("need clients > 0, room >= 2, rate_per_client > 0, duration_s > warmup_s");
+    }
+    let t0 = Instant::now();
+    let rss_before = a.server_pid.and_then(rss_bytes);
+    let mut clients = Vec::with_capacity(a.clients);
+    // In waves, so the connects themselves stay within any server's admission burst.
+    for wave in (0..a.clients).collect::<Vec<_>>().chunks(100) {
+        let connects = wave.iter().map(|&i| connect(&a, i));
+        for c in futures_util::future::join_all(connects).await {
+            clients.push(c?);
+        }
+    }
+    if let Some(idle) = a.idle_s {
+        tokio::time::sleep(Duration::from_secs(idle)).await;
+        let after = a.server_pid.and_then(rss_bytes);
+        let per = match (rss_before, after) {
+            (Some(b), Some(x)) => Some(x.saturating_sub(b) / a.clients as u64),
+            _ => None,
+        };
+        println!(
+            "{}",
+            json!({"clients": a.clients, "rss_before_bytes": rss_before,
+                   "rss_after_bytes": after, "bytes_per_connection": per})
+        );
+        return Ok(());
+    }
+    // Every client creates its task (version 1) before the clock starts.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(update(i, 1, 0, 0, true))).await?;
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let want = format!("\"opId\":\"g{i}:1\"");
+        loop {
+            let m = ws
+                .next()
+                .await
+                .context("closed before the create's ACK")??;
+            if let Message::Text(t) = m
+                && t.starts_with(r#"{"type":"ACK""#)
+                && t.contains(&want)
+            {
+                break;
+            }
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(500);
+    let end = start + Duration::from_secs(a.duration_s);
+    let counted_from_us = (start - t0 + Duration::from_secs(a.warmup_s)).as_micros() as u64;
+    let cpu_before = cpu_ticks();
+    let (mut writers, mut readers) = (Vec::new(), Vec::new());
+    for (i, ws) in clients.into_iter().enumerate() {
+        let (mut tx, mut rx) = ws.split();
+        let period = Duration::from_secs_f64(1.0 / a.rate_per_client);
+        // Spread the clients' phases over one period.
+        let phase = period.mul_f64(i as f64 / a.clients as f64);
+        writers.push(tokio::spawn(async move {
+            let mut k = 1u64;
+            loop {
+                let intended = start + phase + period.mul_f64((k - 1) as f64);
+                if intended >= end {
+                    return Ok::<u64, anyhow::Error>(k - 1);
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let sent_us = (intended - t0).as_micros() as u64;
+                tx.send(Message::text(update(i, k + 1, k, sent_us, false)))
+                    .await?;
+                k += 1;
+            }
+        }));
+        let drain_until = end + Duration::from_secs(2);
+        readers.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            loop {
+                let m = tokio::select! {
+                    m = rx.next() => m,
+                    () = tokio::time::sleep_until(drain_until.into()) => break,
+                };
+                let Some(Ok(Message::Text(t))) = m else { break };
+                if let Some(sent) = sent_at_us(&t)
+                    && sent >= counted_from_us
+                {
+                    let now_us = t0.elapsed().as_micros() as u64;
+                    h.saturating_record(now_us.saturating_sub(sent).max(1));
+                }
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut sent = 0;
+    for w in writers {
+        sent += w.await??;
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for r in readers {
+        all.add(r.await??)?;
+    }
+    let wall = end.saturating_duration_since(start) + Duration::from_secs(2);
+    let cpu = cpu_ticks()
+        .zip(cpu_before)
+        .map(|(a, b)| (a - b) as f64 / ticks_per_s() / wall.as_secs_f64());
+    let measured_s = (a.duration_s - a.warmup_s) as f64;
+    let offered = a.clients as f64 * a.rate_per_client * (a.room - 1) as f64;
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "clients": a.clients, "room": a.room, "rate_per_client": a.rate_per_client,
+            "updates_sent": sent,
+            "offered_deliveries_per_s": offered,
+            "deliveries_per_s": (all.len() as f64 / measured_s).round(),
+            "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
+            "max_ms": all.max() as f64 / 1000.0,
+            "generator_cpu": cpu,
+        })
+    );
+    Ok(())
+}
+
+/// Client `i`: user `u{i}`, session `s{i}`, workspace `w{i / room}`; waits for `CONNECTED`.
+async fn connect(a: &Args, i: usize) -> anyhow::Result<Ws> {
+    let claims = Claims {
+        sub: format!("u{i}"),
+        ws: format!("w{}", i / a.room),
+        exp: u64::MAX / 2,
+    };
+    let token = mint(&claims, a.jwt_secret.as_bytes());
+    let tcp = TcpStream::connect(&a.target)
+        .await
+        .with_context(|| format!("connect {}", a.target))?;
+    // Our own sends must not wait on Nagle either.
+    tcp.set_nodelay(true)?;
+    let url = format!("ws://{}/ws?token={token}&sessionId=s{i}", a.target);
+    let (mut ws, _) = client_async(url, tcp).await.context("upgrade")?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.starts_with(r#"{"type":"CONNECTED""#) => Ok(ws),
+        other => bail!("client {i}: expected CONNECTED, got {other:?}"),
+    }
+}
+
+/// Client `i`'s op `n` on its own task at version `base` (a create when `create`).
+fn update(i: usize, n: u64, base: u64, sent_us: u64, create: bool) -> String {
+    let kind = if create {
+        "TASK_CREATED"
+    } else {
+        "TASK_UPDATED"
+    };
+    json!({"type": "REALTIME_EVENT", "payload": {
+        "type": kind, "version": base,
+        "payload": {"opId": format!("g{i}:{n}"), "id": format!("t{i}"),
+                    "changes": {"sentAtUs": sent_us}}}})
+    .to_string()
+}
+
+/// The intended send time an event carries (both servers copy the field into it).
+fn sent_at_us(text: &str) -> Option<u64> {
+    if !text.starts_with(r#"{"type":"REALTIME_EVENT""#) {
+        return None;
+    }
+    let at = text.find("\"sentAtUs\":")? + "\"sentAtUs\":".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// This process's user + system CPU time, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_s() -> f64 {
+    100.0 // USER_HZ on Linux
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_intended_time_from_either_servers_event() {
+        let rtsync = r#"{"type":"REALTIME_EVENT","seq":7,"payload":{"id":"E:7","type":"TASK_UPDATED","payload":{"id":"t1","entity":"TASK","version":3,"sentAtUs":123456}}}"#;
+        assert_eq!(sent_at_us(rtsync), Some(123_456));
+        assert_eq!(
+            sent_at_us(r#"{"type":"ACK","payload":{"sentAtUs":1}}"#),
+            None
+        );
+        let u = update(3, 2, 1, 99, false);
+        assert!(
+            u.contains(r#""opId":"g3:2""#) && u.contains(r#""sentAtUs":99"#),
+            "{u}"
+        );
+    }
+}
