@@ -107,12 +107,13 @@ where
     }
 }
 
-/// Accepts until shutdown; then waits, at most `drain`, for the HTTP connections.
-pub async fn accept_loop<L>(mut listener: L, app: Router, server: Arc<Server>, drain: Duration)
+/// Accepts until shutdown. Returns a receiver whose `recv` yields `None` once every
+/// HTTP connection has finished (each task holds a sender).
+pub async fn accept_loop<L>(mut listener: L, app: Router, server: Arc<Server>) -> mpsc::Receiver<()>
 where
     L: axum::serve::Listener,
 {
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let mut stop = server.shutdown_rx();
     loop {
         let (io, _) = tokio::select! {
@@ -126,8 +127,7 @@ where
         });
     }
     drop((listener, done_tx));
-    // Every task holds a sender: `recv` returns None once the last one has finished.
-    let _ = tokio::time::timeout(drain, done_rx.recv()).await;
+    done_rx
 }
 
 /// Resolves once shutdown has begun (the guard `wait_for` returns is not `Send`).

@@ -268,9 +268,11 @@ where
         shutdown.await;
         let _ = stop.send(true);
     });
-    listen::accept_loop(listener, app, server.clone(), drain).await;
-    // Upgraded WebSockets left hyper at their upgrade: wait for ours.
+    let mut http = listen::accept_loop(listener, app, server.clone()).await;
+    // One drain time for everything: the HTTP connections (SSE streams end themselves
+    // at shutdown), then the WebSockets, which left hyper at their upgrade.
     let _ = tokio::time::timeout(drain, async {
+        let _ = http.recv().await;
         while server.active() > 0 {
             let idle = server.idle.notified();
             if server.active() == 0 {
