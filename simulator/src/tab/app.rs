@@ -285,7 +285,7 @@ impl Tab {
     pub(super) fn finish(&mut self) {
         let trend = self.memory.trend();
         let stale = if self.closed {
-            Vec::new() // a closed tab shows nothing; reopening invalidates its cache
+            Vec::new() // a closed tab shows nothing; reopening starts with an empty cache
         } else {
             self.stale_cache_entries(now_ms())
         };
