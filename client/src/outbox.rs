@@ -123,6 +123,10 @@ pub struct Outbox {
     replaying_from: Option<u64>,
     /// The server said `RATE_LIMITED`: nothing is sent before this time.
     hold_until_ms: Option<u64>,
+    /// After a `RATE_LIMITED`, ops in flight at most: 1, and one more per answer until
+    /// the usual window (additive increase). Resending the whole window at once after
+    /// the hold would be refused again, and a burst of refusals is a 1008 close.
+    rate_window: Option<usize>,
 }
 
 const DROPPED_IDS_KEPT: usize = 64;
@@ -144,6 +148,7 @@ impl Outbox {
             server_window: INITIAL_WINDOW,
             replaying_from: None,
             hold_until_ms: None,
+            rate_window: None,
         }
     }
 
@@ -243,7 +248,12 @@ impl Outbox {
             return None;
         }
         self.hold_until_ms = None;
-        let window = self.cfg.inflight_max.min(self.server_window).max(1);
+        let window = self
+            .cfg
+            .inflight_max
+            .min(self.server_window)
+            .min(self.rate_window.unwrap_or(usize::MAX))
+            .max(1);
         if self.inflight() >= window {
             return None;
         }
@@ -267,6 +277,10 @@ impl Outbox {
         let idx = self.ops.iter().position(|o| o.op_id == op_id)?;
         let op = self.ops.remove(idx)?;
         self.stats.answered += 1;
+        self.rate_window = self
+            .rate_window
+            .map(|w| w + 1)
+            .filter(|&w| w < self.cfg.inflight_max);
         let mut cascaded = Vec::new();
         if failed {
             let mut dead = vec![op.op_id.clone()];
@@ -321,6 +335,7 @@ impl Outbox {
         }
         self.replaying_from = None;
         self.hold_until_ms = Some(self.hold_until_ms.map_or(until_ms, |t| t.max(until_ms)));
+        self.rate_window = Some(1);
     }
 
     /// The connection is gone. Sequenced: everything unanswered is sent again after

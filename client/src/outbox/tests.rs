@@ -271,14 +271,33 @@ fn a_rate_limited_op_and_those_after_it_go_again_in_order_after_the_hold() {
     o.retry_later("c1:2", 500);
     assert_eq!(o.poll_timeout(), Some(500));
     assert!(o.poll_send(499).is_none(), "held");
-    let again: Vec<String> = std::iter::from_fn(|| o.poll_send(500))
-        .map(|m| op_id(&m))
-        .collect();
-    assert_eq!(again, ["c1:2", "c1:3"]);
+    // One at a time after a refusal, one more per answer (not the whole window).
+    let sends = |o: &mut Outbox| -> Vec<String> {
+        std::iter::from_fn(|| o.poll_send(500))
+            .map(|m| op_id(&m))
+            .collect()
+    };
+    assert_eq!(sends(&mut o), ["c1:2"]);
+    o.answer("c1:2", false);
+    assert_eq!(sends(&mut o), ["c1:3"]);
     assert_eq!(o.stats.resent, 2);
+    for i in 0..8 {
+        o.enqueue(
+            EventType::TaskUpdated,
+            "t",
+            1,
+            changes(json!({"j": i})),
+            None,
+            vec![],
+            0,
+        )
+        .unwrap();
+    }
+    o.answer("c1:3", false);
+    assert_eq!(sends(&mut o).len(), 3, "window 1, then 2, then 3");
     // A later refusal never shortens a hold already set.
-    o.retry_later("c1:2", 900);
-    o.retry_later("c1:3", 700);
+    o.retry_later("c1:4", 900);
+    o.retry_later("c1:5", 700);
     assert!(o.poll_send(800).is_none());
     assert!(o.poll_send(900).is_some());
 }

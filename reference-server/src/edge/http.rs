@@ -136,9 +136,9 @@ pub async fn post_event(
     let now = server.now_ms();
     let answer = {
         let mut s = shard.lock();
-        // The user's budget, as one WebSocket connection's: without it one user could
-        // write thousands of times a second, each fanned out to every session.
-        if let Err(wait_ms) = s.posts.take(&claims.sub, now) {
+        // Without a budget one user could write thousands of times a second, each
+        // fanned out to every session (`PostBudgets`).
+        if let Err(wait_ms) = s.posts.take(&claims.sub, &session, now) {
             drop(s);
             Metrics::inc(&server.metrics.rate_limited_total);
             return Ok(rate_limited(&server, &ev, wait_ms));
@@ -177,7 +177,7 @@ fn rate_limited(server: &Server, ev: &ClientEvent, wait_ms: u64) -> Response {
     let frame = ServerMsg::Error(ErrorPayload {
         code: ErrorCode::RateLimited,
         message: format!(
-            "over {} writes/s for this user; send it again after {wait_ms} ms",
+            "over the write rate of this session ({}/s) or user; send it again after {wait_ms} ms",
             server.cfg.inbound_rate_per_s
         ),
         op_id: ev

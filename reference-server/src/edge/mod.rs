@@ -42,8 +42,43 @@ pub use listen::{Abort, Tcp, tcp};
 pub struct ShardInner {
     pub core: Workspace,
     outs: BTreeMap<ConnId, Outbound>,
-    /// Each user's budget for `POST /api/events` (a WebSocket counts per connection).
-    posts: crate::core::ratelimit::PerUser,
+    /// Budgets of `POST /api/events`: per session (`user` + `sessionId`), as one
+    /// WebSocket connection's, and per user, as its most connections' together.
+    posts: PostBudgets,
+}
+
+/// A POST takes a token from its session's bucket and from its user's. Per session,
+/// because every tab of a user writes over its own connection; per user too, because
+/// `sessionId` is the client's to choose and must not multiply a flooder's budget.
+#[derive(Debug)]
+pub struct PostBudgets {
+    session: crate::core::ratelimit::PerUser,
+    user: crate::core::ratelimit::PerUser,
+}
+
+impl PostBudgets {
+    fn new(cfg: &ServerConfig) -> Self {
+        let per_user = cfg.connections_per_user_max.max(1) as f64;
+        PostBudgets {
+            session: crate::core::ratelimit::PerUser::new(
+                cfg.inbound_rate_per_s,
+                cfg.inbound_burst,
+                POST_BUDGET_KEYS_MAX,
+            ),
+            user: crate::core::ratelimit::PerUser::new(
+                cfg.inbound_rate_per_s * per_user,
+                cfg.inbound_burst.saturating_mul(per_user as u32),
+                POST_BUDGET_KEYS_MAX,
+            ),
+        }
+    }
+
+    /// Ok, or the milliseconds to wait.
+    pub fn take(&mut self, user: &str, session: &str, now_ms: u64) -> Result<(), u64> {
+        self.session
+            .take(&format!("{user}\u{0}{session}"), now_ms)?;
+        self.user.take(user, now_ms)
+    }
 }
 
 #[derive(Debug)]
@@ -124,8 +159,8 @@ impl ShardInner {
     }
 }
 
-/// Users per workspace with a `POST /api/events` budget kept (`PerUser`).
-const POST_BUDGET_USERS_MAX: usize = 4096;
+/// Sessions (and users) per workspace whose `POST /api/events` budget is kept.
+const POST_BUDGET_KEYS_MAX: usize = 4096;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -163,11 +198,7 @@ impl Server {
                     inner: Mutex::new(ShardInner {
                         core,
                         outs: BTreeMap::new(),
-                        posts: crate::core::ratelimit::PerUser::new(
-                            self.cfg.inbound_rate_per_s,
-                            self.cfg.inbound_burst,
-                            POST_BUDGET_USERS_MAX,
-                        ),
+                        posts: PostBudgets::new(&self.cfg),
                     }),
                 })
             })

@@ -316,40 +316,14 @@ async fn a_presence_field_past_its_bound_is_refused_and_nothing_changes() {
 }
 
 #[tokio::test]
-async fn posts_share_the_users_budget_429_with_retry_after_and_nothing_applied() {
-    use http_body_util::BodyExt;
+async fn posts_have_a_session_and_a_user_budget_429_with_retry_after_and_nothing_applied() {
     let server = TestServer::start(|c| {
         c.inbound_rate_per_s = 5.0;
         c.inbound_burst = 5;
+        c.connections_per_user_max = 2; // the user's budget: two connections' worth
     })
     .await;
-    let post = |user: &'static str, n: u64| {
-        let server = &server;
-        async move {
-            let body = mutation(
-                EventType::TaskCreated,
-                &format!("p{user}:{n}"),
-                &format!("{user}-{n}"),
-                0,
-                json!({"title": "x"}),
-            )
-            .encode();
-            let headers = [
-                ("authorization", format!("Bearer {}", token(user, "w1"))),
-                ("content-type", "application/json".to_owned()),
-            ];
-            let resp = server
-                .request("POST", "/api/events?sessionId=s", &headers, Some(body))
-                .await;
-            let status = resp.status().as_u16();
-            let retry = resp
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, retry, String::from_utf8_lossy(&bytes).into_owned())
-        }
-    };
+    let post = |user: &'static str, n: u64| post_as(&server, user, "s", n);
     for n in 1..=5 {
         assert_eq!(post("alice", n).await.0, 200, "within the burst");
     }
@@ -359,7 +333,7 @@ async fn posts_share_the_users_budget_429_with_retry_after_and_nothing_applied()
     match ServerMsg::decode(&body).unwrap() {
         ServerMsg::Error(e) => {
             assert_eq!(e.code, ErrorCode::RateLimited);
-            assert_eq!(e.op_id.as_deref(), Some("palice:6"));
+            assert_eq!(e.op_id.as_deref(), Some("salice:6"));
             assert!(
                 e.retry_after_ms.is_some_and(|ms| (1..=200).contains(&ms)),
                 "{e:?}"
@@ -370,15 +344,60 @@ async fn posts_share_the_users_budget_429_with_retry_after_and_nothing_applied()
     let (status, _) = server
         .http(
             "GET",
-            "/api/entities/tasks/alice-6",
+            "/api/entities/tasks/alice-s-6",
             Some(&token("alice", "w1")),
             None,
         )
         .await;
     assert_eq!(status, 404, "the refused write was not applied");
-    // Another user's budget is their own.
+    // Another user's budget is their own; so is another tab's of the same user, up to
+    // the user's (2 connections × 5): a third session finds it spent.
     assert_eq!(post("bob", 1).await.0, 200);
+    for n in 1..=5 {
+        assert_eq!(
+            post_as(&server, "alice", "tab2", n).await.0,
+            200,
+            "tab2 {n}"
+        );
+    }
+    assert_eq!(
+        post_as(&server, "alice", "tab3", 1).await.0,
+        429,
+        "the user's budget"
+    );
     // After the wait, the same op goes through.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(post("alice", 6).await.0, 200);
+}
+
+/// POSTs mutation `{session}{user}:{n}` creating `{user}-{session}-{n}`: (status,
+/// Retry-After, body).
+async fn post_as(
+    server: &TestServer,
+    user: &'static str,
+    session: &'static str,
+    n: u64,
+) -> (u16, Option<String>, String) {
+    use http_body_util::BodyExt;
+    let body = mutation(
+        EventType::TaskCreated,
+        &format!("{session}{user}:{n}"),
+        &format!("{user}-{session}-{n}"),
+        0,
+        json!({"title": "x"}),
+    )
+    .encode();
+    let headers = [
+        ("authorization", format!("Bearer {}", token(user, "w1"))),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let path = format!("/api/events?sessionId={session}");
+    let resp = server.request("POST", &path, &headers, Some(body)).await;
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -101,3 +101,12 @@ fn caching_efficiency_seeds_83_and_103_patch_lists_from_events_instead_of_refetc
 fn swarm_tokens_seed_62_survives_a_reconnect_burst_past_four_connections_per_tab() {
     passes("34-swarm-tokens.toml", 62);
 }
+
+/// Twelve tabs of one user (six on each of two devices, mostly SSE) bursting 181 ops
+/// shared one `POST /api/events` budget, 50/s for the user: their queues could not drain
+/// by quiescence. POSTs now have a budget per session, as each WebSocket connection has,
+/// beside a user's (its most connections' together).
+#[test]
+fn swarm_clients_seed_62_drains_a_burst_from_twelve_tabs_of_one_user_over_post() {
+    passes("31-swarm-clients.toml", 62);
+}
