@@ -49,8 +49,11 @@ pub struct ServerConfig {
     /// After shutdown starts (every client gets 1001), how long to wait for
     /// connections to finish before `serve` returns anyway.
     pub drain_timeout_ms: u64,
-    /// tungstenite buffers. The 128 KiB default read buffer is zero-filled on every
-    /// read; 4 KiB gave 5× simulation throughput in the spike (DESIGN.md).
+    /// tungstenite buffers. The read buffer is allocated up front for every
+    /// connection and zero-filled on every read: tungstenite's 128 KiB default cost 5×
+    /// in simulation throughput (DESIGN.md); 2 KiB holds any usual client frame in one
+    /// read and keeps an idle connection at ≈ 15 KB (4 KiB: ≈ 17 KB; a larger frame
+    /// only takes more reads). docs/performance.md, "Side by side", has the figures.
     pub ws_read_buffer_bytes: usize,
     pub ws_write_buffer_bytes: usize,
     /// `retry:` sent once on every SSE stream.
@@ -85,7 +88,7 @@ impl Default for ServerConfig {
             heartbeat_timeout_ms: 75_000,
             tick_ms: 50,
             drain_timeout_ms: 5_000,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 2048,
             ws_write_buffer_bytes: 4096,
             sse_retry_ms: 3000,
             cors_origins: Vec::new(),
