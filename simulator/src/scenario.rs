@@ -211,7 +211,12 @@ pub struct Workload {
     pub think_time_ms: u64,
     /// …keeping their own values with this probability.
     pub keep_local_p: f64,
-    /// The delay model of the cross-tab bus (measured in Chromium: p50 0.3 ms, p99 2.3 ms).
+    /// The delay model of the cross-tab bus: exponential with this mean, rounded to
+    /// the simulator's millisecond and clamped into `min..=max`. Fitted to Chromium 156
+    /// on this machine (two tabs, BroadcastChannel: p50 0.4 ms, p99 2.1–3.3 ms, max
+    /// 4.3 ms): an exponential's p50 is 0.69 × mean and its p99 4.6 × mean, so a mean of
+    /// 0.58 ms gives 0.4 and 2.7 ms (docs/performance.md, "Simulator fidelity").
+    pub cross_tab_ms_mean: f64,
     pub cross_tab_ms_min: u64,
     pub cross_tab_ms_max: u64,
     /// Tasks get `projectId = p0 … p(projects-1)`.
@@ -252,8 +257,9 @@ impl Default for Workload {
             zipf_s: 1.0,
             think_time_ms: 300,
             keep_local_p: 0.5,
+            cross_tab_ms_mean: 0.58,
             cross_tab_ms_min: 0,
-            cross_tab_ms_max: 3,
+            cross_tab_ms_max: 5,
             projects: 10,
             queries_per_s: 0.0,
             stale_time_ms: 0,
@@ -595,6 +601,12 @@ impl Scenario {
             return bad(
                 "workload.presence_bytes",
                 format!("expected 0..={presence_max}, got {}", w.presence_bytes),
+            );
+        }
+        if !(w.cross_tab_ms_mean.is_finite() && (0.0..=60_000.0).contains(&w.cross_tab_ms_mean)) {
+            return bad(
+                "workload.cross_tab_ms_mean",
+                format!("expected 0..=60000 ms, got {}", w.cross_tab_ms_mean),
             );
         }
         if w.cross_tab_ms_min > w.cross_tab_ms_max {
