@@ -51,6 +51,12 @@ pub fn go_live(
     });
 }
 
+/// Back to simulation on this thread (after a live run: a later simulated run on the
+/// same thread must not reach for real sockets).
+pub fn leave_live() {
+    LIVE.with(|l| *l.borrow_mut() = None);
+}
+
 fn live_addr(route: &str) -> Option<std::net::SocketAddr> {
     LIVE.with(|l| {
         l.borrow()

@@ -21,11 +21,13 @@
 //! - [`hgrm`] — `.hgrm` percentile distributions and `.hlog` interval logs.
 //! - [`html`] — the self-contained HTML report (plotters SVG charts) and the index page.
 //! - [`compare`] — `simulate compare`: change per metric against a noise band.
+//! - [`fidelity`] — `simulate fidelity`: simulated and live percentiles side by side.
 //! - [`metrics`] — metric and invariant names.
 //! - [`catalog`] — every scenario of `scenarios/`, embedded.
 
 pub mod check;
 pub mod compare;
+pub mod fidelity;
 
 /// The scenario catalog, embedded at build time (see build.rs).
 pub mod catalog {

@@ -330,6 +330,7 @@ pub fn run(
             rec.borrow_mut().server.insert(ws, ServerFinal { epoch, entities, presence: Default::default() });
         }
     });
+    glue::leave_live();
     let wall_s = started.elapsed().as_secs_f64();
     drop(local);
     Ok(conclude(

@@ -100,6 +100,30 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         band_ms: f64,
     },
+    /// Run scenarios simulated and then live against a reference server this process
+    /// spawns, and print their latency percentiles side by side with a tolerance
+    /// (docs/performance.md, "Simulator fidelity"). Live runs take real time.
+    Fidelity {
+        /// Scenario files or folders of them (default: the whole embedded catalog).
+        scenarios: Vec<PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Skip scenarios that run longer than this in real time (the hour-long soak).
+        #[arg(long, default_value_t = 300)]
+        max_s: u64,
+        /// Live may differ from simulated by this many ms…
+        #[arg(long, default_value_t = 5.0)]
+        tolerance_ms: f64,
+        /// …or by this share of the simulated figure, whichever is larger.
+        #[arg(long, default_value_t = 50.0)]
+        tolerance_percent: f64,
+        /// Reports go to OUT/sim/<scenario>/ and OUT/live/<scenario>/; the table to
+        /// OUT/fidelity.md and OUT/fidelity.json.
+        #[arg(long, default_value = "reports/fidelity")]
+        out: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List the scenarios in a folder (default: scenarios/), or the metrics.
     List {
         #[arg(default_value = "scenarios")]
@@ -260,6 +284,9 @@ fn real_main() -> anyhow::Result<i32> {
                     return Ok(EXIT_INVALID);
                 }
             };
+            let seed = seed.unwrap_or(sc.seed);
+            // A swarm scenario's server settings are drawn per seed, like the rest.
+            let sc = sc.for_seed(seed)?;
             let mut spawned = if spawn_server {
                 Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
             } else {
@@ -278,16 +305,7 @@ fn real_main() -> anyhow::Result<i32> {
                     anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
                 }
             };
-            // Every tab holds a socket (two with the proxies): raise the open-file limit
-            // to what the system allows, and say so if that is still too low.
-            let want = (sc.tabs() as u64) * if direct { 1 } else { 2 } + 256;
-            match rlimit::increase_nofile_limit(want) {
-                Ok(got) if got < want => eprintln!(
-                    "warning: open-file limit is {got}, below the {want} this run needs; raise the hard limit (ulimit -Hn)"
-                ),
-                Ok(_) => {}
-                Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
-            }
+            raise_nofile_for(&sc, direct);
             println!("  live: {} tabs against {addr}", sc.tabs());
             let r = run_in(
                 Mode::Live {
@@ -300,12 +318,27 @@ fn real_main() -> anyhow::Result<i32> {
                 },
                 &sc,
                 &scenario.display().to_string(),
-                seed.unwrap_or(sc.seed),
+                seed,
                 &out,
                 quiet,
             )?;
             drop(spawned);
             Ok(r.code)
+        }
+        Some(Cmd::Fidelity {
+            scenarios,
+            seed,
+            max_s,
+            tolerance_ms,
+            tolerance_percent,
+            out,
+            quiet,
+        }) => {
+            let tol = rtsync_simulator::fidelity::Tolerance {
+                absolute_ms: tolerance_ms,
+                relative: tolerance_percent / 100.0,
+            };
+            run_fidelity(&scenarios, seed, max_s, &tol, &out, quiet)
         }
         Some(Cmd::Compare {
             base,
@@ -413,6 +446,86 @@ fn real_main() -> anyhow::Result<i32> {
             Ok(worst)
         }
     }
+}
+
+/// Every tab holds a socket (two with the proxies): raises the open-file limit to what
+/// the system allows, and says so if that is still too low.
+fn raise_nofile_for(sc: &Scenario, direct: bool) {
+    let want = (sc.tabs() as u64) * if direct { 1 } else { 2 } + 256;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => eprintln!(
+            "warning: open-file limit is {got}, below the {want} this run needs; raise the hard limit (ulimit -Hn)"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
+    }
+}
+
+/// `simulate fidelity`: each scenario simulated, then live through its fault proxies
+/// against a freshly spawned reference server; then the side-by-side table.
+fn run_fidelity(
+    paths: &[PathBuf],
+    seed: Option<u64>,
+    max_s: u64,
+    tol: &rtsync_simulator::fidelity::Tolerance,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    use rtsync_simulator::{compare, fidelity, live::SpawnedServer};
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut skipped = Vec::new();
+    for (source, sc) in load_sources(paths)? {
+        let sc = sc.map_err(|e| anyhow::anyhow!("invalid scenario: {e}"))?;
+        let real_s = sc.duration_s + sc.quiescence_s;
+        if real_s > max_s {
+            skipped.push(format!(
+                "{}: {real_s} s in real time (--max-s {max_s})",
+                sc.name
+            ));
+            continue;
+        }
+        let seed = seed.unwrap_or(sc.seed);
+        run_one(&sc, &source, seed, &out.join("sim"), quiet)?;
+        let sc = sc.for_seed(seed)?;
+        let mut server = SpawnedServer::start(&sc)?;
+        raise_nofile_for(&sc, false);
+        let addr = server.addr;
+        let mode = Mode::Live {
+            addr,
+            server: Some(&mut server),
+            direct: false,
+            threads,
+        };
+        run_in(mode, &sc, &source, seed, &out.join("live"), quiet)?;
+    }
+    let (sim, live) = match (
+        compare::load(&out.join("sim")),
+        compare::load(&out.join("live")),
+    ) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(e), _) | (_, Err(e)) => anyhow::bail!(e),
+    };
+    let rows = fidelity::rows(&sim, &live, tol);
+    let mut md = fidelity::table(&rows);
+    for s in &skipped {
+        md.push_str(&format!("\nskipped: {s}"));
+    }
+    println!("\n{md}");
+    std::fs::write(out.join("fidelity.md"), &md)?;
+    let json = serde_json::json!({"tolerance": tol, "rows": rows, "skipped": skipped});
+    std::fs::write(
+        out.join("fidelity.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let beyond = rows.iter().filter(|r| r.within == Some(false)).count();
+    println!(
+        "  fidelity: {} rows, {beyond} beyond the tolerance ({} ms or {:.0}%); table in {}",
+        rows.len(),
+        tol.absolute_ms,
+        tol.relative * 100.0,
+        out.join("fidelity.md").display()
+    );
+    Ok(EXIT_PASS)
 }
 
 /// The scenarios to run: the files and folders given, or the embedded catalog; each
