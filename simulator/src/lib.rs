@@ -17,6 +17,7 @@
 //! - [`record`] — histograms, counters and the history the checkers read.
 //! - [`check`] — the checkers (SLO.md's invariants), each anomaly explained.
 //! - [`threshold`] — k6-style thresholds.
+//! - [`timeline`] — the fault timeline, applied once for simulated and live runs.
 //! - [`report`] — verdicts, the console summary and `summary.json`.
 //! - [`hgrm`] — `.hgrm` percentile distributions and `.hlog` interval logs.
 //! - [`html`] — the self-contained HTML report (plotters SVG charts) and the index page.
@@ -49,4 +50,5 @@ pub mod swarm;
 pub mod sweep;
 pub mod tab;
 pub mod threshold;
+pub mod timeline;
 pub mod world;

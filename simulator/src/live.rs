@@ -16,8 +16,9 @@
 use crate::glue;
 use crate::proxy::FaultProxy;
 use crate::record::{Recorder, ServerFinal};
-use crate::scenario::{FaultKind, Scenario};
-use crate::tab::{Command, Inbox, TabSpec, fetch_snapshots};
+use crate::scenario::Scenario;
+use crate::tab::{Inbox, TabSpec, fetch_snapshots};
+use crate::timeline::{Faults, Timeline};
 use crate::world::{
     Controls, RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token, unshare,
     workspaces, zipf_cdf,
@@ -29,18 +30,59 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// A server fault of the timeline, on the spawned server.
-fn server_fault(s: &mut SpawnedServer, kind: FaultKind) -> Result<(), RunError> {
-    match kind {
-        FaultKind::ServerCrash => s.crash(),
-        FaultKind::ServerRestart => s.restart()?,
-        FaultKind::ServerBounce => {
-            s.crash();
-            s.restart()?;
-        }
-        _ => {}
+/// The timeline's faults for real: network faults on the groups' fault proxies,
+/// server faults on a server this process spawned (skipped, with one warning, against
+/// anyone else's).
+struct LiveFaults<'a> {
+    /// Group → its proxy and base latency (none with `--direct`).
+    proxies: &'a BTreeMap<String, (FaultProxy, u64)>,
+    server: Option<&'a mut SpawnedServer>,
+    warned: bool,
+}
+
+impl LiveFaults<'_> {
+    fn proxy(&self, group: &str) -> Option<&FaultProxy> {
+        self.proxies.get(group).map(|(p, _)| p)
     }
-    Ok(())
+
+    fn server(&mut self) -> Option<&mut SpawnedServer> {
+        if self.server.is_none() && !self.warned {
+            self.warned = true;
+            eprintln!(
+                "live mode: server faults are applied only to a server spawned by --spawn-server; skipped"
+            );
+        }
+        self.server.as_deref_mut()
+    }
+}
+
+impl Faults for LiveFaults<'_> {
+    /// The groups with a fault proxy, by name.
+    fn groups(&self) -> Vec<String> {
+        self.proxies.keys().cloned().collect()
+    }
+    fn base_latency_ms(&self, group: &str) -> u64 {
+        self.proxies.get(group).map_or(0, |(_, base)| *base)
+    }
+    fn partition(&mut self, group: &str, on: bool) {
+        self.proxy(group).inspect(|p| p.partition(on));
+    }
+    fn hold(&mut self, group: &str, on: bool) {
+        self.proxy(group).inspect(|p| p.hold(on));
+    }
+    fn set_latency(&mut self, group: &str, ms: u64) {
+        self.proxy(group).inspect(|p| p.set_latency(ms));
+    }
+    fn crash_server(&mut self) {
+        if let Some(s) = self.server() {
+            s.crash();
+        }
+    }
+    fn start_server(&mut self) {
+        if let Some(Err(e)) = self.server().map(SpawnedServer::restart) {
+            eprintln!("live mode: {e}; the run goes on without a server");
+        }
+    }
 }
 
 /// A reference server on 127.0.0.1 with the scenario's settings, on its own
@@ -183,10 +225,8 @@ pub fn run(
         .build()
         .map_err(|e| RunError::Sim(e.to_string()))?;
     let local = tokio::task::LocalSet::new();
-    let workload_end_ms = sc.duration_s * 1000;
-    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
-    let mut faults = sc.faults.clone();
-    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut timeline = Timeline::new(sc);
+    let total_ms = timeline.total_ms();
     let fresh = || new_recorder(sc);
     let rec = Rc::new(RefCell::new(fresh()));
     let mut root = Rng::new(seed);
@@ -212,8 +252,6 @@ pub fn run(
         let b = *ws_index.entry(spec.workspace.clone()).or_insert(next) % threads;
         buckets[b].push((spec, inbox));
     }
-    let send =
-        |group: &Option<String>, fraction: f64, cmd: Command| controls.send(group, fraction, cmd);
     let workspaces = workspaces(sc, &run_tag);
     local.block_on(&rt, async {
         let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();
@@ -223,26 +261,28 @@ pub fn run(
                 Ok(p) => {
                     proxies.insert(g.name.clone(), (p, base));
                 }
-                Err(e) => eprintln!("live mode: no fault proxy for {}: {e}; its tabs connect directly", g.name),
+                Err(e) => eprintln!(
+                    "live mode: no fault proxy for {}: {e}; its tabs connect directly",
+                    g.name
+                ),
             }
         }
-        let routes: BTreeMap<String, SocketAddr> = proxies.iter().map(|(g, (p, _))| (g.clone(), p.addr)).collect();
+        let routes: BTreeMap<String, SocketAddr> = proxies
+            .iter()
+            .map(|(g, (p, _))| (g.clone(), p.addr))
+            .collect();
         let origin = std::time::Instant::now(); // live: real time is the point
         glue::go_live(target, routes.clone(), origin);
-        let for_group = |group: &Option<String>, f: &dyn Fn(&FaultProxy, u64)| {
-            for (g, (p, base)) in &proxies {
-                if group.as_ref().is_none_or(|x| x == g) {
-                    f(p, *base);
-                }
-            }
-        };
         let workers: Vec<std::thread::JoinHandle<Option<Recorder>>> = buckets
             .into_iter()
             .filter(|b| !b.is_empty())
             .map(|bucket| {
                 let (routes, zipf, template) = (routes.clone(), zipf.clone(), fresh());
                 std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
                     let local = tokio::task::LocalSet::new();
                     let rec = Rc::new(RefCell::new(template));
                     local.block_on(&rt, async {
@@ -256,64 +296,30 @@ pub fn run(
                 })
             })
             .collect();
+        let mut world = LiveFaults {
+            proxies: &proxies,
+            server: server.as_deref_mut(),
+            warned: false,
+        };
         let start = tokio::time::Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut warned = false;
-        for f in &faults {
-            tokio::time::sleep_until(at((f.at_s * 1000.0) as u64)).await;
-            progress((f.at_s) as u64, total_ms / 1000);
-            rec.borrow_mut().fault_marks.push((glue::now_ms(), format!("{:?}{}", f.kind, f.group.as_ref().map_or(String::new(), |g| format!(" {g}")))));
-            let cmd = Command::of_fault(f);
-            match (cmd, f.kind) {
-                (Some(c), _) => send(&f.group, f.fraction, c),
-                (None, FaultKind::Partition) => for_group(&f.group, &|p, _| p.partition(true)),
-                (None, FaultKind::Repair) => for_group(&f.group, &|p, _| p.partition(false)),
-                (None, FaultKind::Hold) => for_group(&f.group, &|p, _| p.hold(true)),
-                (None, FaultKind::Release) => for_group(&f.group, &|p, _| p.hold(false)),
-                (None, FaultKind::Latency) => {
-                    let ms = f.latency_ms.unwrap_or(0);
-                    for_group(&f.group, &|p, _| p.set_latency(ms));
-                }
-                (None, FaultKind::ServerCrash | FaultKind::ServerRestart | FaultKind::ServerBounce) => {
-                    match server.as_deref_mut() {
-                        Some(s) => {
-                            if let Err(e) = server_fault(s, f.kind) {
-                                eprintln!("live mode: {e}; the run goes on without it");
-                            }
-                        }
-                        None if !warned => {
-                            warned = true;
-                            eprintln!("live mode: server faults ({:?} and the like) are applied only to a server spawned by --spawn-server; skipped", f.kind);
-                        }
-                        None => {}
-                    }
-                }
-                (None, _) => {}
-            }
-        }
         let mut next_progress = 0;
-        while start.elapsed() < Duration::from_millis(workload_end_ms) {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let s = start.elapsed().as_secs();
-            if s >= next_progress {
-                progress(s, total_ms / 1000);
-                next_progress = s + 1;
+        while let Some(due) = timeline.next_due_ms() {
+            // Until it is due, a quarter second at a time for the progress line.
+            loop {
+                let now = start.elapsed().as_millis() as u64;
+                if now >= due {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis((due - now).min(250))).await;
+                let s = start.elapsed().as_secs();
+                if s >= next_progress {
+                    progress(s, total_ms / 1000);
+                    next_progress = s + 1;
+                }
             }
+            let now = start.elapsed().as_millis() as u64;
+            timeline.advance(now, &mut world, &controls, &rec);
         }
-        send(&None, 1.0, Command::StopWorkload);
-        // The liveness phase: every fault healed.
-        if let Some(Err(e)) = server.as_deref_mut().map(SpawnedServer::restart) {
-            eprintln!("live mode: {e}; the liveness phase runs without a server");
-        }
-        for_group(&None, &|p, base| {
-            p.partition(false);
-            p.hold(false);
-            p.set_latency(base);
-        });
-        send(&None, 1.0, Command::Online);
-        send(&None, 1.0, Command::Stall(false));
-        tokio::time::sleep_until(at(total_ms)).await;
-        send(&None, 1.0, Command::Finish);
         // Wait for the workers without blocking this runtime (it runs the proxies).
         while workers.iter().any(|w| !w.is_finished()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -321,13 +327,24 @@ pub fn run(
         for w in workers {
             match w.join() {
                 Ok(Some(r)) => rec.borrow_mut().absorb(r),
-                _ => eprintln!("live mode: a worker thread failed; its tabs are missing from the report"),
+                _ => eprintln!(
+                    "live mode: a worker thread failed; its tabs are missing from the report"
+                ),
             }
         }
         for ws in workspaces {
-            let (epoch, parts) = fetch_snapshots("probe", &token("probe", &ws)).await.unwrap_or_default();
+            let (epoch, parts) = fetch_snapshots("probe", &token("probe", &ws))
+                .await
+                .unwrap_or_default();
             let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
-            rec.borrow_mut().server.insert(ws, ServerFinal { epoch, entities, presence: Default::default() });
+            rec.borrow_mut().server.insert(
+                ws,
+                ServerFinal {
+                    epoch,
+                    entities,
+                    presence: Default::default(),
+                },
+            );
         }
     });
     glue::leave_live();

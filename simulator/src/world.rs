@@ -5,10 +5,11 @@
 
 use crate::glue::{SERVER_PORT, SimClock, SimListener};
 use crate::record::{Phases, Recorder, ServerFinal};
-use crate::scenario::{FaultKind, OutboxKind, ReconnectKind, Scenario};
+use crate::scenario::{OutboxKind, ReconnectKind, Scenario};
 use crate::tab::{
     Command, DeviceBus, Inbox, Input, TabSpec, fetch_snapshots, run_device_bus, run_tab,
 };
+use crate::timeline::{Faults, Timeline};
 use rtsync_client::connection::{ConnectionConfig, ReconnectPolicy, Transport};
 use rtsync_client::crosstab::Bus;
 use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
@@ -343,6 +344,53 @@ pub fn run(
     ))
 }
 
+/// The timeline's faults on turmoil: each group is a client host, linked to "server".
+struct SimFaults<'a, 'b> {
+    sim: &'a mut turmoil::Sim<'b>,
+    sc: &'a Scenario,
+    /// The groups with tabs in this world.
+    groups: &'a [String],
+}
+
+impl Faults for SimFaults<'_, '_> {
+    fn groups(&self) -> Vec<String> {
+        self.groups.to_vec()
+    }
+    fn base_latency_ms(&self, group: &str) -> u64 {
+        let g = self.sc.groups.iter().find(|x| x.name == group);
+        g.and_then(|x| x.latency_ms)
+            .unwrap_or(self.sc.server.latency_ms)
+    }
+    fn partition(&mut self, group: &str, on: bool) {
+        if on {
+            self.sim.partition(group, "server");
+        } else {
+            self.sim.repair(group, "server");
+        }
+    }
+    fn hold(&mut self, group: &str, on: bool) {
+        if on {
+            self.sim.hold(group, "server");
+        } else {
+            self.sim.release(group, "server");
+        }
+    }
+    fn set_latency(&mut self, group: &str, ms: u64) {
+        self.sim
+            .set_link_latency(group, "server", Duration::from_millis(ms));
+    }
+    fn crash_server(&mut self) {
+        self.sim.crash("server");
+    }
+    /// turmoil's `bounce` starts a crashed host again (and restarts a running one).
+    fn start_server(&mut self) {
+        self.sim.bounce("server");
+    }
+    fn bounce_server(&mut self) {
+        self.sim.bounce("server");
+    }
+}
+
 /// Runs one world: the tabs of `shard`'s workspaces against their own server.
 pub fn run_world(
     sc: &Scenario,
@@ -351,11 +399,7 @@ pub fn run_world(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<WorldOutput, RunError> {
     let mut root = Rng::new(seed);
-    let workload_end_ms = sc.duration_s * 1000;
-    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
-    let mut faults = sc.faults.clone();
-    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let fault_ms: Vec<u64> = faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
+    let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let rec = Rc::new(RefCell::new(new_recorder(sc)));
     // Every shard draws the whole scenario's tabs (the same RNG stream), then keeps its own.
     let workspaces: Vec<String> = workspaces(sc, "")
@@ -452,16 +496,6 @@ pub fn run_world(
         }
     }
 
-    let send =
-        |group: &Option<String>, fraction: f64, cmd: Command| controls.send(group, fraction, cmd);
-    // A fault on a group with no tabs in this world has nothing to act on.
-    let targets = |g: &Option<String>| -> Vec<String> {
-        g.clone()
-            .map_or(groups.clone(), |x| vec![x])
-            .into_iter()
-            .filter(|x| groups.contains(x))
-            .collect()
-    };
     let deliveries = |rec: &Rc<RefCell<Recorder>>| -> u64 {
         rec.borrow()
             .counters
@@ -472,91 +506,31 @@ pub fn run_world(
     // Wall-clock reads for the measured section only (the load window's speed).
     let mut load_from: Option<(std::time::Instant, u64)> = None;
     let mut load = LoadWindow::default();
-    let (mut next_fault, mut stopped, mut finished, mut server_down) = (0, false, false, false);
+    let mut timeline = Timeline::new(sc);
+    let total_ms = timeline.total_ms();
     let mut last_progress_s = u64::MAX;
     loop {
         let t = sim.elapsed().as_millis() as u64;
-        while next_fault < faults.len() && fault_ms[next_fault] <= t {
-            let f = &faults[next_fault];
-            rec.borrow_mut().fault_marks.push((
-                t,
-                format!(
-                    "{:?}{}",
-                    f.kind,
-                    f.group.as_ref().map_or(String::new(), |g| format!(" {g}"))
-                ),
-            ));
-            for g in targets(&f.group) {
-                match f.kind {
-                    FaultKind::Partition => sim.partition(g.as_str(), "server"),
-                    FaultKind::Repair => sim.repair(g.as_str(), "server"),
-                    FaultKind::Hold => sim.hold(g.as_str(), "server"),
-                    FaultKind::Release => sim.release(g.as_str(), "server"),
-                    FaultKind::Latency => sim.set_link_latency(
-                        g.as_str(),
-                        "server",
-                        Duration::from_millis(f.latency_ms.unwrap_or(0)),
-                    ),
-                    _ => {}
-                }
-            }
-            match f.kind {
-                FaultKind::ServerCrash if !server_down => {
-                    sim.crash("server");
-                    server_down = true;
-                }
-                FaultKind::ServerRestart if server_down => {
-                    sim.bounce("server");
-                    server_down = false;
-                }
-                FaultKind::ServerBounce => {
-                    sim.bounce("server");
-                    server_down = false;
-                }
-                _ => {
-                    if let Some(cmd) = Command::of_fault(f) {
-                        send(&f.group, f.fraction, cmd);
-                    }
-                }
-            }
-            next_fault += 1;
-        }
         if load_from.is_none() && t >= warmup_end_ms {
             // Measured section only: the load window's wall time, never in the results.
             load_from = Some((std::time::Instant::now(), deliveries(&rec)));
         }
-        if !stopped && t >= workload_end_ms {
-            // The liveness phase: no more workload, every fault healed.
-            stopped = true;
-            if let Some((at, n)) = load_from {
-                load = LoadWindow {
-                    simulated_s: (t - warmup_end_ms.min(t)) as f64 / 1000.0,
-                    wall_s: at.elapsed().as_secs_f64(),
-                    deliveries: deliveries(&rec) - n,
-                };
-            }
-            send(&None, 1.0, Command::StopWorkload);
-            for g in &groups {
-                sim.repair(g.as_str(), "server");
-                sim.release(g.as_str(), "server");
-                let l = sc
-                    .groups
-                    .iter()
-                    .find(|x| &x.name == g)
-                    .and_then(|x| x.latency_ms)
-                    .unwrap_or(sc.server.latency_ms);
-                sim.set_link_latency(g.as_str(), "server", Duration::from_millis(l));
-            }
-            if server_down {
-                sim.bounce("server");
-                server_down = false;
-            }
-            send(&None, 1.0, Command::Online);
-            send(&None, 1.0, Command::Stall(false));
+        let mut world = SimFaults {
+            sim: &mut sim,
+            sc,
+            groups: &groups,
+        };
+        let reached = timeline.advance(t, &mut world, &controls, &rec);
+        if reached.liveness
+            && let Some((at, n)) = load_from
+        {
+            load = LoadWindow {
+                simulated_s: (t - warmup_end_ms.min(t)) as f64 / 1000.0,
+                wall_s: at.elapsed().as_secs_f64(),
+                deliveries: deliveries(&rec) - n,
+            };
         }
-        if !finished && t >= total_ms {
-            finished = true;
-            send(&None, 1.0, Command::Finish);
+        if reached.finish {
             let _ = finish_tx.send(true);
         }
         if t / 1000 != last_progress_s {
