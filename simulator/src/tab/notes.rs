@@ -69,10 +69,11 @@ impl Tab {
                         .get(op)
                         .and_then(|o| o.first_sent_ms.map(|t| t.saturating_sub(o.late_ms)))
                     {
-                        let metric = if self.spec.sse {
-                            "sse_delivery_ms"
-                        } else {
-                            "ws_delivery_ms"
+                        // By the transport the event came over, not the one the tab
+                        // started on: a WebSocket tab may have fallen back to SSE.
+                        let metric = match self.link {
+                            Some(Link::Sse(_)) => "sse_delivery_ms",
+                            _ => "ws_delivery_ms",
                         };
                         rec.sample(metric, &g, now, now.saturating_sub(sent));
                     }
