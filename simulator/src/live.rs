@@ -15,13 +15,13 @@
 
 use crate::glue;
 use crate::proxy::FaultProxy;
-use crate::record::{Recorder, ServerFinal};
+use crate::record::Recorder;
 use crate::scenario::Scenario;
-use crate::tab::{Inbox, TabSpec, fetch_snapshots};
+use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
 use crate::world::{
-    Controls, RunError, RunOutput, conclude, new_recorder, spawn_tabs, tab_specs, token, unshare,
-    workspaces, zipf_cdf,
+    Controls, RunError, RunOutput, conclude, new_recorder, probe_final_state, spawn_tabs,
+    tab_specs, unshare, workspaces, zipf_cdf,
 };
 use rtsync_client::rng::Rng;
 use std::cell::RefCell;
@@ -332,20 +332,7 @@ pub fn run(
                 ),
             }
         }
-        for ws in workspaces {
-            let (epoch, parts) = fetch_snapshots("probe", &token("probe", &ws))
-                .await
-                .unwrap_or_default();
-            let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
-            rec.borrow_mut().server.insert(
-                ws,
-                ServerFinal {
-                    epoch,
-                    entities,
-                    presence: Default::default(),
-                },
-            );
-        }
+        probe_final_state(workspaces, &rec).await;
     });
     glue::leave_live();
     let wall_s = started.elapsed().as_secs_f64();

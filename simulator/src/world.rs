@@ -391,6 +391,24 @@ impl Faults for SimFaults<'_, '_> {
     }
 }
 
+/// The final probe, simulated and live: every workspace's state as the server holds it,
+/// read over HTTP after the tabs finished, for the convergence checkers.
+pub async fn probe_final_state(workspaces: Vec<String>, rec: &RefCell<Recorder>) {
+    for ws in workspaces {
+        let snap = fetch_snapshots("probe", &token("probe", &ws)).await;
+        let (epoch, parts) = snap.unwrap_or_default();
+        let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
+        rec.borrow_mut().server.insert(
+            ws,
+            ServerFinal {
+                epoch,
+                entities,
+                presence: Default::default(),
+            },
+        );
+    }
+}
+
 /// Runs one world: the tabs of `shard`'s workspaces against their own server.
 pub fn run_world(
     sc: &Scenario,
@@ -474,19 +492,7 @@ pub fn run_world(
         let (rec, mut finish) = (rec.clone(), finish_rx.clone());
         sim.client("probe", async move {
             let _ = finish.wait_for(|f| *f).await;
-            for ws in workspaces {
-                let snap = fetch_snapshots("probe", &token("probe", &ws)).await;
-                let (epoch, parts) = snap.unwrap_or_default();
-                let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
-                rec.borrow_mut().server.insert(
-                    ws,
-                    ServerFinal {
-                        epoch,
-                        entities,
-                        presence: Default::default(),
-                    },
-                );
-            }
+            probe_final_state(workspaces, &rec).await;
             Ok(())
         });
     }
