@@ -25,6 +25,7 @@ struct Live {
     server: std::net::SocketAddr,
     /// Group → its fault proxy; routes without one go straight to the server.
     routes: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// Live mode only (wall clock is what it measures); `None` of `Live` under simulation.
     start: std::time::Instant,
 }
 
@@ -65,6 +66,7 @@ fn live_addr(route: &str) -> Option<std::net::SocketAddr> {
     })
 }
 
+/// The live run's time origin; `None` under simulation, which never reads the wall clock.
 fn live_start() -> Option<std::time::Instant> {
     LIVE.with(|l| l.borrow().as_ref().map(|l| l.start))
 }
