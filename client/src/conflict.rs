@@ -1,7 +1,7 @@
 //! Conflict resolution on the client: a last-write-wins register ordered by
 //! (version, clientId) — a join-semilattice, so merging is commutative, associative
-//! and idempotent — the `MANUAL` path that surfaces the seed's `ConflictResolution`
-//! and resolves it with a new mutation, and the policies simulated users follow.
+//! and idempotent — and the `MANUAL` path that surfaces the seed's `ConflictResolution`
+//! and resolves it with a new mutation.
 
 use rtsync_protocol::{ConflictDetected, ConflictResolution, EntityKind, Timestamp};
 use serde_json::{Map, Value};
@@ -52,29 +52,13 @@ pub enum ConflictChoice {
     TakeRemote,
 }
 
-/// How a simulated user resolves conflicts: after a think time, keep theirs or mine.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConflictPolicy {
-    pub think_time_ms: u64,
-    /// Probability of keeping the local values (else the remote ones win).
-    pub keep_local_p: f64,
-}
-
-impl Default for ConflictPolicy {
-    fn default() -> Self {
-        ConflictPolicy {
-            think_time_ms: 200,
-            keep_local_p: 0.5,
-        }
-    }
-}
-
-/// The mutation that resolves a conflict: the chosen values on the server's current version.
+/// The mutation that resolves a conflict: the chosen values, to queue with
+/// `Session::mutate`. It carries no base version: the session learned the server's
+/// (`current.version`) from the conflict itself and bases the change on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
     pub kind: EntityKind,
     pub entity_id: String,
-    pub base: u64,
     pub changes: Map<String, Value>,
 }
 
@@ -94,7 +78,6 @@ pub fn resolve(c: &ConflictDetected, choice: ConflictChoice) -> Option<Resolutio
     (!changes.is_empty()).then(|| Resolution {
         kind: c.resolution.kind,
         entity_id: c.resolution.entity_id.clone(),
-        base: c.current.version,
         changes,
     })
 }
@@ -166,10 +149,6 @@ impl ManualConflicts {
             .filter(|(_, (t, _))| *t <= cutoff_ms)
             .map(|(k, _)| k.clone())
             .collect()
-    }
-
-    pub fn oldest_ms(&self) -> Option<u64> {
-        self.open.values().map(|(t, _)| *t).min()
     }
 }
 
@@ -260,9 +239,12 @@ mod tests {
     }
 
     #[test]
-    fn keep_local_rewrites_on_the_current_version_take_remote_sends_nothing() {
+    fn keep_local_writes_my_values_again_take_remote_sends_nothing() {
         let r = resolve(&conflict(), ConflictChoice::KeepLocal).unwrap();
-        assert_eq!((r.base, r.changes["title"].clone()), (7, json!("mine")));
+        assert_eq!(
+            (r.entity_id.as_str(), r.changes["title"].clone()),
+            ("t1", json!("mine"))
+        );
         assert!(resolve(&conflict(), ConflictChoice::TakeRemote).is_none());
     }
 

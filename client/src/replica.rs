@@ -8,10 +8,8 @@
 use crate::outbox::PendingOp;
 use rtsync_protocol::{Entity, EntityKind, EventType, Timestamp};
 use serde_json::Map;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher};
-
-pub type Key = (EntityKind, String);
 
 /// One hash map per kind: every delivery looks an entity up, and a `BTreeMap<String, _>`
 /// walk compared a dozen cold strings per lookup (~5% of a large simulation). Hashed with
@@ -28,10 +26,6 @@ fn sorted(map: &ById) -> Vec<&Entity> {
     let mut v: Vec<&Entity> = map.values().collect();
     v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     v
-}
-
-fn key_of(kind: EntityKind, id: &str) -> Key {
-    (kind, id.to_owned())
 }
 
 impl Replica {
@@ -152,28 +146,6 @@ impl Replica {
             overlay(cur, op);
         }
         e.filter(|e| !e.deleted)
-    }
-
-    /// The whole optimistic view (live entities).
-    pub fn view_all<'a>(
-        &self,
-        pending: impl Iterator<Item = &'a PendingOp> + Clone,
-    ) -> BTreeMap<Key, Entity> {
-        // Sorted below.
-        let mut keys: Vec<Key> = EntityKind::ALL
-            .into_iter()
-            .flat_map(|k| self.of(k).keys().map(move |id| key_of(k, id)))
-            .collect();
-        keys.extend(
-            pending
-                .clone()
-                .filter_map(|o| Some(key_of(o.kind.entity_kind()?, &o.entity_id))),
-        );
-        keys.sort();
-        keys.dedup();
-        keys.into_iter()
-            .filter_map(|k| Some((k.clone(), self.view(k.0, &k.1, pending.clone())?)))
-            .collect()
     }
 
     /// Approximate retained bytes (ids, field names and JSON values).
