@@ -11,12 +11,16 @@ use std::collections::BTreeMap;
 /// the clientId breaks ties between concurrent writes of the same version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lww<T> {
+    /// The written value.
     pub value: T,
+    /// The version it was written at: higher wins.
     pub version: u64,
+    /// The writer: breaks ties between writes of the same version.
     pub client_id: String,
 }
 
 impl<T: Clone> Lww<T> {
+    /// The winner of the two: commutative, associative and idempotent.
     pub fn merge(&self, other: &Lww<T>) -> Lww<T> {
         if (other.version, &other.client_id) > (self.version, &self.client_id) {
             other.clone()
@@ -57,8 +61,11 @@ pub enum ConflictChoice {
 /// (`current.version`) from the conflict itself and bases the change on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
+    /// The kind of the entity in conflict.
     pub kind: EntityKind,
+    /// The entity in conflict.
     pub entity_id: String,
+    /// The local values of the conflicting fields, written again.
     pub changes: Map<String, Value>,
 }
 
@@ -82,8 +89,13 @@ pub fn resolve(c: &ConflictDetected, choice: ConflictChoice) -> Option<Resolutio
     })
 }
 
-/// Conflicts waiting for the app's (the user's) decision, by conflict id. Bounded: past
-/// `max`, the oldest is resolved remote-wins and reported, never silently forgotten.
+/// Conflicts waiting for the app's (the user's) decision, by conflict id: the seed's
+/// `conflictResolutions` map and `resolveConflict`. Bounded: past `max`, the oldest is
+/// dropped (remote wins: nothing is sent) and counted in `overflowed`.
+///
+/// No scenario drives it yet: the simulator keeps its simulated users' open conflicts
+/// in a list of its own and calls [`resolve`] directly, so only the unit test uses
+/// this type.
 #[derive(Debug)]
 pub struct ManualConflicts {
     open: BTreeMap<String, (u64, ConflictDetected)>,
@@ -93,6 +105,7 @@ pub struct ManualConflicts {
 }
 
 impl ManualConflicts {
+    /// Holds at most `max` open conflicts (at least 1).
     pub fn new(max: usize) -> Self {
         ManualConflicts {
             open: BTreeMap::new(),
@@ -101,10 +114,12 @@ impl ManualConflicts {
         }
     }
 
+    /// Conflicts waiting for a decision.
     pub fn len(&self) -> usize {
         self.open.len()
     }
 
+    /// None waiting.
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }

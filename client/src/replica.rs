@@ -36,13 +36,16 @@ impl Replica {
         &mut self.by_kind[kind as usize]
     }
 
+    /// Confirmed entities, tombstones included.
     pub fn len(&self) -> usize {
         self.by_kind.iter().map(HashMap::len).sum()
     }
+    /// No confirmed entity.
     pub fn is_empty(&self) -> bool {
         self.by_kind.iter().all(HashMap::is_empty)
     }
 
+    /// The confirmed entity `(kind, id)`, tombstone or not; pending ops not applied.
     pub fn get(&self, kind: EntityKind, id: &str) -> Option<&Entity> {
         self.of(kind).get(id)
     }
@@ -100,6 +103,7 @@ impl Replica {
         *self.of_mut(kind) = entities.into_iter().map(|e| (e.id.clone(), e)).collect();
     }
 
+    /// Forgets every entity (a reset before a refetch).
     pub fn clear(&mut self) {
         self.by_kind.iter_mut().for_each(HashMap::clear);
     }
@@ -173,6 +177,8 @@ fn overlay(e: &mut Entity, op: &PendingOp) {
     }
 }
 
+/// Approximate bytes one entity retains (id, author, field names and values), for
+/// memory accounting: not exact, but growing with the data.
 pub fn entity_bytes(e: &Entity) -> usize {
     64 + e.id.len()
         + e.updated_by.len()
