@@ -12,12 +12,18 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+/// TanStack's array key, e.g. `["tasks", "project-7"]`; prefixes group related queries.
 pub type QueryKey = Vec<String>;
 
+/// The cache's settings; the defaults are in `Default`.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    /// Data younger than this is fresh: served without a fetch (default 0: always stale).
     pub stale_time_ms: u64,
+    /// An unobserved entry unused this long is removed by `gc` (default 5 min).
     pub gc_time_ms: u64,
+    /// The most entries kept; past it the least recently used unobserved one goes
+    /// (default 10 000).
     pub entries_max: usize,
 }
 
@@ -78,17 +84,31 @@ pub enum Lookup {
     Fresh(Arc<Value>),
     /// Stale data to show now; `fetch` says whether this call must start the refetch
     /// (false: one is already in flight).
-    Stale { data: Arc<Value>, fetch: bool },
+    Stale {
+        /// The cached data.
+        data: Arc<Value>,
+        /// This call must fetch, then `resolve` or `fail`.
+        fetch: bool,
+    },
     /// Nothing cached; `fetch` as above.
-    Miss { fetch: bool },
+    Miss {
+        /// This call must fetch, then `resolve` or `fail`.
+        fetch: bool,
+    },
 }
 
+/// Counters for reports (hit ratio, false positives, requests per query).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
+    /// `query` calls.
     pub queries: u64,
+    /// Queries answered fresh, without a fetch.
     pub hits: u64,
+    /// Fetches started.
     pub fetches: u64,
+    /// Queries that joined a fetch already in flight instead of starting one.
     pub deduplicated: u64,
+    /// Entries marked stale by `invalidate`.
     pub invalidated: u64,
     /// Entries changed in place by `patch` (no fetch).
     pub patched: u64,
@@ -99,12 +119,16 @@ pub struct CacheStats {
     pub superseded: u64,
     /// Invalidated entries refetched (the denominator of the false-positive ratio).
     pub invalidated_refetched: u64,
+    /// Entries removed by `gc`.
     pub gc_removed: u64,
+    /// Entries (or their data) evicted by a bound: `entries_max` or the byte budget.
     pub evicted: u64,
+    /// Entries removed by the seed's `cleanup`.
     pub cleaned: u64,
 }
 
 impl CacheStats {
+    /// Hits over queries (0 with no queries).
     pub fn hit_ratio(&self) -> f64 {
         if self.queries == 0 {
             0.0
@@ -112,6 +136,7 @@ impl CacheStats {
             self.hits as f64 / self.queries as f64
         }
     }
+    /// False positives over invalidated entries refetched (0 with none).
     pub fn false_positive_ratio(&self) -> f64 {
         if self.invalidated_refetched == 0 {
             0.0
@@ -119,6 +144,7 @@ impl CacheStats {
             self.false_positives as f64 / self.invalidated_refetched as f64
         }
     }
+    /// Fetches over queries (0 with no queries).
     pub fn requests_per_query(&self) -> f64 {
         if self.queries == 0 {
             0.0
@@ -162,8 +188,11 @@ impl std::ops::AddAssign for CacheStats {
 
 /// Which entries an invalidation hits.
 pub enum Filter<'a> {
+    /// The entry with this key.
     Exact(&'a [String]),
+    /// Every entry whose key starts with this (TanStack's default matching).
     Prefix(&'a [String]),
+    /// Every entry whose key the function accepts (a full scan).
     Predicate(&'a dyn Fn(&[String]) -> bool),
 }
 
@@ -187,6 +216,8 @@ impl Filter<'_> {
     }
 }
 
+/// One tab's query cache: entries by key, each with its data, freshness, observers
+/// and any fetch in flight. The caller does the fetching: `query` says when.
 #[derive(Debug)]
 pub struct QueryCache {
     cfg: CacheConfig,
@@ -194,10 +225,12 @@ pub struct QueryCache {
     bytes: usize,
     /// The byte budget the memory manager set (None: bounded by `entries_max` only).
     bytes_max: Option<usize>,
+    /// Counters for reports.
     pub stats: CacheStats,
 }
 
 impl QueryCache {
+    /// An empty cache with no byte budget.
     pub fn new(cfg: CacheConfig) -> Self {
         QueryCache {
             cfg,
@@ -208,9 +241,11 @@ impl QueryCache {
         }
     }
 
+    /// Entries held (with or without data).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+    /// No entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -218,6 +253,7 @@ impl QueryCache {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+    /// The byte budget the memory manager set, if any.
     pub fn bytes_max(&self) -> Option<usize> {
         self.bytes_max
     }
@@ -262,6 +298,8 @@ impl QueryCache {
         self.entries.get(key).and_then(|e| e.data.as_deref())
     }
 
+    /// `useQuery`: what the cache holds for `key` at `now_ms`, and whether this call
+    /// must fetch (then answer with `resolve` or `fail`). Counted in the statistics.
     pub fn query(&mut self, key: &[String], now_ms: u64) -> Lookup {
         self.stats.queries += 1;
         let stale_time = self.cfg.stale_time_ms;
@@ -434,7 +472,8 @@ impl QueryCache {
         })
     }
 
-    /// Marks matching entries stale; returns how many. Observed ones need a refetch.
+    /// Marks matching entries that hold data stale; returns their keys. Observed ones
+    /// need a refetch.
     pub fn invalidate(&mut self, filter: Filter<'_>) -> Vec<QueryKey> {
         let mut hit = Vec::new();
         let mut mark = |k: &QueryKey, e: &mut Entry| {
@@ -475,10 +514,18 @@ impl QueryCache {
         hit
     }
 
+    /// A component starts observing `key`: observed entries are refetched on reconnect
+    /// and never removed by `gc`, `trim_to` or `entries_max`.
     pub fn subscribe(&mut self, key: &[String], now_ms: u64) {
         self.entry(key, now_ms).observers += 1;
     }
 
+    /// A component stops observing `key` (TanStack: the last observer unmounts): once
+    /// no observer is left, the entry can be collected `gc_time_ms` after `now_ms`.
+    /// Without it an entry once observed is kept for good.
+    ///
+    /// No scenario drives it yet: the simulator's tabs subscribe their home query and
+    /// never navigate away, so only the unit tests call it.
     pub fn unsubscribe(&mut self, key: &[String], now_ms: u64) {
         if let Some(e) = self.entries.get_mut(key) {
             e.observers = e.observers.saturating_sub(1);

@@ -1,7 +1,7 @@
 //! Conflict resolution on the client: a last-write-wins register ordered by
 //! (version, clientId) — a join-semilattice, so merging is commutative, associative
-//! and idempotent — the `MANUAL` path that surfaces the seed's `ConflictResolution`
-//! and resolves it with a new mutation, and the policies simulated users follow.
+//! and idempotent — and the `MANUAL` path that surfaces the seed's `ConflictResolution`
+//! and resolves it with a new mutation.
 
 use rtsync_protocol::{ConflictDetected, ConflictResolution, EntityKind, Timestamp};
 use serde_json::{Map, Value};
@@ -11,12 +11,16 @@ use std::collections::BTreeMap;
 /// the clientId breaks ties between concurrent writes of the same version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lww<T> {
+    /// The written value.
     pub value: T,
+    /// The version it was written at: higher wins.
     pub version: u64,
+    /// The writer: breaks ties between writes of the same version.
     pub client_id: String,
 }
 
 impl<T: Clone> Lww<T> {
+    /// The winner of the two: commutative, associative and idempotent.
     pub fn merge(&self, other: &Lww<T>) -> Lww<T> {
         if (other.version, &other.client_id) > (self.version, &self.client_id) {
             other.clone()
@@ -52,29 +56,16 @@ pub enum ConflictChoice {
     TakeRemote,
 }
 
-/// How a simulated user resolves conflicts: after a think time, keep theirs or mine.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConflictPolicy {
-    pub think_time_ms: u64,
-    /// Probability of keeping the local values (else the remote ones win).
-    pub keep_local_p: f64,
-}
-
-impl Default for ConflictPolicy {
-    fn default() -> Self {
-        ConflictPolicy {
-            think_time_ms: 200,
-            keep_local_p: 0.5,
-        }
-    }
-}
-
-/// The mutation that resolves a conflict: the chosen values on the server's current version.
+/// The mutation that resolves a conflict: the chosen values, to queue with
+/// `Session::mutate`. It carries no base version: the session learned the server's
+/// (`current.version`) from the conflict itself and bases the change on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
+    /// The kind of the entity in conflict.
     pub kind: EntityKind,
+    /// The entity in conflict.
     pub entity_id: String,
-    pub base: u64,
+    /// The local values of the conflicting fields, written again.
     pub changes: Map<String, Value>,
 }
 
@@ -94,13 +85,17 @@ pub fn resolve(c: &ConflictDetected, choice: ConflictChoice) -> Option<Resolutio
     (!changes.is_empty()).then(|| Resolution {
         kind: c.resolution.kind,
         entity_id: c.resolution.entity_id.clone(),
-        base: c.current.version,
         changes,
     })
 }
 
-/// Conflicts waiting for the app's (the user's) decision, by conflict id. Bounded: past
-/// `max`, the oldest is resolved remote-wins and reported, never silently forgotten.
+/// Conflicts waiting for the app's (the user's) decision, by conflict id: the seed's
+/// `conflictResolutions` map and `resolveConflict`. Bounded: past `max`, the oldest is
+/// dropped (remote wins: nothing is sent) and counted in `overflowed`.
+///
+/// No scenario drives it yet: the simulator keeps its simulated users' open conflicts
+/// in a list of its own and calls [`resolve`] directly, so only the unit test uses
+/// this type.
 #[derive(Debug)]
 pub struct ManualConflicts {
     open: BTreeMap<String, (u64, ConflictDetected)>,
@@ -110,6 +105,7 @@ pub struct ManualConflicts {
 }
 
 impl ManualConflicts {
+    /// Holds at most `max` open conflicts (at least 1).
     pub fn new(max: usize) -> Self {
         ManualConflicts {
             open: BTreeMap::new(),
@@ -118,10 +114,12 @@ impl ManualConflicts {
         }
     }
 
+    /// Conflicts waiting for a decision.
     pub fn len(&self) -> usize {
         self.open.len()
     }
 
+    /// None waiting.
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
@@ -166,10 +164,6 @@ impl ManualConflicts {
             .filter(|(_, (t, _))| *t <= cutoff_ms)
             .map(|(k, _)| k.clone())
             .collect()
-    }
-
-    pub fn oldest_ms(&self) -> Option<u64> {
-        self.open.values().map(|(t, _)| *t).min()
     }
 }
 
@@ -260,9 +254,12 @@ mod tests {
     }
 
     #[test]
-    fn keep_local_rewrites_on_the_current_version_take_remote_sends_nothing() {
+    fn keep_local_writes_my_values_again_take_remote_sends_nothing() {
         let r = resolve(&conflict(), ConflictChoice::KeepLocal).unwrap();
-        assert_eq!((r.base, r.changes["title"].clone()), (7, json!("mine")));
+        assert_eq!(
+            (r.entity_id.as_str(), r.changes["title"].clone()),
+            ("t1", json!("mine"))
+        );
         assert!(resolve(&conflict(), ConflictChoice::TakeRemote).is_none());
     }
 

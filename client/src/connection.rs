@@ -11,8 +11,10 @@ use crate::rng::Rng;
 use rtsync_protocol::{ClientMsg, Heartbeat, Resume, ServerMsg, Timestamp};
 use std::collections::VecDeque;
 
+/// Which kind of connection carries the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Transport {
+    /// One WebSocket, both ways (the default).
     WebSocket,
     /// SSE for reads, HTTP POST for writes: the seed's fallback.
     Sse,
@@ -23,7 +25,12 @@ pub enum Transport {
 pub enum ReconnectPolicy {
     /// Exponential backoff with full jitter (delay uniform in `0..=min(cap, base·2ⁿ)`),
     /// no attempt limit, reconnects after every unintended close (1001 included).
-    Jittered { base_ms: u64, cap_ms: u64 },
+    Jittered {
+        /// The first ceiling, ms (default 500).
+        base_ms: u64,
+        /// The largest ceiling, ms (default 20 000).
+        cap_ms: u64,
+    },
     /// The seed's WebSocketManager, kept to show what it does in a storm: 1 s·2ⁿ capped
     /// at 30 s, no jitter, gives up after 5 attempts, and does not reconnect after a
     /// 1000 or 1001 close.
@@ -63,21 +70,26 @@ impl ReconnectPolicy {
 /// Every knob of the connection, with the seed's values where it has them.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
+    /// When to reconnect (default: jittered, 500 ms doubling to 20 s).
     pub reconnect: ReconnectPolicy,
     /// A connect that has not opened by then is abandoned and counts as a failure
     /// (turmoil: connects to a crashed host hang forever).
+    /// Default 10 s.
     pub connect_timeout_ms: u64,
     /// How often the client pings (`HEARTBEAT`) an open WebSocket; seed: 30 s.
     pub ping_interval_ms: u64,
-    /// No frame at all for this long after a ping: the connection is half-open.
+    /// No frame at all for this long after a ping: the connection is half-open
+    /// (default 10 s).
     pub pong_timeout_ms: u64,
-    /// SSE cannot ping: no event or keep-alive comment for this long means dead.
+    /// SSE cannot ping: no event or keep-alive comment for this long means dead
+    /// (default 75 s, the server's heartbeat timeout).
     pub sse_idle_timeout_ms: u64,
     /// After this many consecutive failed WebSocket attempts, fall back to SSE
-    /// (0 = never).
+    /// (default 3; 0 = never).
     pub sse_fallback_after: u32,
-    /// On SSE, try the WebSocket again after this long.
+    /// On SSE, try the WebSocket again after this long (default 60 s).
     pub ws_retry_after_ms: u64,
+    /// The transport of the first attempt (default WebSocket).
     pub start_transport: Transport,
 }
 
@@ -96,11 +108,17 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
+    /// A connect attempt is out; waiting for `handle_open` or a failure.
     Connecting,
+    /// Open: frames flow, heartbeats and idle checks run.
     Open,
+    /// The app closed it; waiting for `handle_closed`.
     Closing,
+    /// No socket: waiting for the reconnect time, for `go_online`, or for good
+    /// (after the app's close, or a close the legacy policy does not retry).
     Closed,
     /// The server refused the token (401): no retry until new credentials.
     NeedsAuth,
@@ -111,9 +129,11 @@ pub enum ConnState {
 /// Why a connect attempt failed, as the shell saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectError {
+    /// 401: the token was refused. No retry until `reauthorize`.
     Unauthorized,
     /// 503/429 with `Retry-After`: the server asks us to wait at least this long.
     Refused {
+        /// The server's `Retry-After`, ms: the next attempt waits at least this long.
         retry_after_ms: u64,
     },
     /// Refused connection, reset, timeout, DNS … anything else.
@@ -128,16 +148,24 @@ pub type Attempt = u64;
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Open a connection; report its outcome with `handle_open` or
+    /// `handle_connect_failed`, quoting `attempt`.
     Connect {
+        /// WebSocket or SSE.
         transport: Transport,
+        /// Where to resume the stream from; `None`: no position yet.
         resume: Option<Resume>,
+        /// This attempt's number.
         attempt: Attempt,
     },
+    /// Send this frame on the open socket (heartbeats and their answers).
     Send(ClientMsg),
     /// Close (or abandon) the socket of `attempt` with this code, then report it with
     /// `handle_closed(attempt, …)`.
     Close {
+        /// The close code to send.
         code: u16,
+        /// The socket to close.
         attempt: Attempt,
     },
 }
@@ -145,28 +173,44 @@ pub enum Action {
 /// What the app may want to know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnEvent {
+    /// A connection opened.
     Opened {
+        /// On which transport.
         transport: Transport,
+        /// When, ms.
         at_ms: u64,
     },
-    /// The connection was lost (or a connect failed); `code` is the close code if any.
+    /// An open connection was lost, or the tab went offline while open or connecting.
+    /// A failed connect attempt is not a loss.
     Lost {
+        /// The close code, if a close frame came.
         code: Option<u16>,
+        /// When, ms.
         at_ms: u64,
     },
+    /// The token was refused (401) or expired (4001): call `reauthorize` with a new one.
     NeedsAuth,
+    /// The reconnect policy gave up (legacy policy only).
     GaveUp,
 }
 
+/// Counters for reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConnStats {
+    /// Connect attempts.
     pub attempts: u64,
+    /// Attempts that opened.
     pub opens: u64,
+    /// Open connections lost (offline included).
     pub losses: u64,
+    /// Open connections given up as half-open (no pong, SSE idle, or an overdue ack).
     pub half_open_detected: u64,
+    /// Switches from WebSocket to SSE.
     pub sse_fallbacks: u64,
 }
 
+/// One tab's connection as a sans-IO state machine: it says when to connect, send a
+/// heartbeat or close, and the shell does it and reports back.
 #[derive(Debug)]
 pub struct Connection {
     cfg: ConnectionConfig,
@@ -188,10 +232,12 @@ pub struct Connection {
     attempt: Attempt,
     actions: VecDeque<Action>,
     events: VecDeque<ConnEvent>,
+    /// Counters for reports.
     pub stats: ConnStats,
 }
 
 impl Connection {
+    /// Closed and online: `start` makes the first attempt. `rng` draws the jitter.
     pub fn new(cfg: ConnectionConfig, rng: Rng) -> Self {
         Connection {
             transport: cfg.start_transport,
@@ -216,15 +262,19 @@ impl Connection {
 
     // ---- getters ----
 
+    /// Where the connection stands.
     pub fn state(&self) -> ConnState {
         self.state
     }
+    /// The transport of the current (or next) attempt.
     pub fn transport(&self) -> Transport {
         self.transport
     }
+    /// Open: frames can be sent.
     pub fn is_open(&self) -> bool {
         self.state == ConnState::Open
     }
+    /// False between `go_offline` and `go_online` (the browser's offline state).
     pub fn is_online(&self) -> bool {
         self.online
     }
@@ -236,16 +286,19 @@ impl Connection {
         self.resume = resume;
     }
 
+    /// Makes the first connect attempt (if online and closed).
     pub fn start(&mut self, now_ms: u64) {
         if self.online && matches!(self.state, ConnState::Closed) {
             self.connect(now_ms);
         }
     }
 
+    /// The number of the current (or last) connect attempt.
     pub fn attempt(&self) -> Attempt {
         self.attempt
     }
 
+    /// Attempt `attempt` opened (ignored if it is not the current one).
     pub fn handle_open(&mut self, attempt: Attempt, now_ms: u64) {
         if self.state != ConnState::Connecting || attempt != self.attempt {
             return;
@@ -267,6 +320,8 @@ impl Connection {
         });
     }
 
+    /// Attempt `attempt` failed before opening: back off, fall back to SSE after
+    /// enough WebSocket failures, or wait for auth.
     pub fn handle_connect_failed(&mut self, attempt: Attempt, err: ConnectError, now_ms: u64) {
         if self.state != ConnState::Connecting || attempt != self.attempt {
             return;
@@ -318,7 +373,8 @@ impl Connection {
         self.events.push_back(ConnEvent::NeedsAuth);
     }
 
-    /// A frame arrived. Returns what the connection itself answers (heartbeats).
+    /// A frame arrived: the connection is alive. A `HEARTBEAT` queues its
+    /// `HEARTBEAT_ACK` as an `Action::Send`.
     pub fn handle_frame(&mut self, msg: &ServerMsg, now_ms: u64) {
         self.last_rx_ms = now_ms;
         self.pong_deadline_ms = None;
@@ -335,6 +391,7 @@ impl Connection {
         self.last_rx_ms = now_ms;
     }
 
+    /// The device went offline: close any socket and make no attempt until `go_online`.
     pub fn go_offline(&mut self, now_ms: u64) {
         if !self.online {
             return;
@@ -357,6 +414,7 @@ impl Connection {
         self.clear_timers();
     }
 
+    /// The device is back online: connect now, with the backoff reset.
     pub fn go_online(&mut self, now_ms: u64) {
         if self.online {
             return;
@@ -395,6 +453,8 @@ impl Connection {
         }
     }
 
+    /// Time passed `poll_timeout`: abandon a slow connect, reconnect after a backoff,
+    /// send a heartbeat, give up a silent connection, or retry the WebSocket from SSE.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         match self.state {
             ConnState::Connecting if self.deadline_ms.is_some_and(|d| now_ms >= d) => {
@@ -450,10 +510,12 @@ impl Connection {
 
     // ---- outputs ----
 
+    /// The next thing the shell must do, in order; `None` when there is nothing.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
+    /// The next thing the app should know, in order.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
     }

@@ -1,17 +1,29 @@
-//! Cross-tab sync with BroadcastChannel semantics, and leader election with Web Locks
-//! semantics, for the tabs of one device.
+//! Cross-tab sync for the tabs of one device: a bus with BroadcastChannel semantics,
+//! and a lock with Web Locks semantics.
 //!
-//! BroadcastChannel: a message reaches every *other* tab that is on the channel when it
-//! is posted (never the sender, never a tab that joins later), in order per sender. The
-//! delay of each delivery is the caller's model (measured in a browser: p50 0.3 ms, p99
-//! 2.3 ms — DESIGN.md); the bus keeps FIFO per sender whatever the draws.
+//! [`Bus`] (BroadcastChannel): a message reaches every *other* tab that is on the
+//! channel when it is posted (never the sender, never a tab that joins later), in order
+//! per sender. The delay of each delivery is the caller's model (measured in a browser:
+//! p50 0.3 ms, p99 2.3 ms — `../shared/DESIGN.md`); the bus keeps FIFO per sender
+//! whatever the draws. The simulator gives each device one bus: a tab posts a
+//! `STATE_UPDATE` for each change it applies and the receivers record the delay
+//! (`cross_tab_ms`). Every tab still holds its own connection to the server and takes
+//! the change from it; the bus carries no state a tab depends on.
+//!
+//! [`WebLock`] (one exclusive `navigator.locks` lock): the primitive a leader-tab mode
+//! would elect its leader with. **The leader-tab mode is not implemented**: nothing
+//! makes one tab hold the device's only connection and relay for the others over the
+//! bus, and nothing uses `WebLock` outside its unit test.
 
 use rtsync_protocol::CrossTabMessage;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Counters for reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BusStats {
+    /// Messages posted (each counted once, whatever the number of receivers).
     pub posted: u64,
+    /// Deliveries handed out by `poll` (one per receiver).
     pub delivered: u64,
     /// Deliveries cancelled because the receiving tab closed first (the channel's semantics).
     pub dropped_closed: u64,
@@ -24,6 +36,7 @@ pub struct BusStats {
 #[error("cross-tab bus full ({0} messages in flight)")]
 pub struct BusFull(pub usize);
 
+/// One device's BroadcastChannel: members, and deliveries in flight ordered by due time.
 #[derive(Debug)]
 pub struct Bus {
     members: BTreeSet<String>,
@@ -33,10 +46,12 @@ pub struct Bus {
     last_due: BTreeMap<(String, String), u64>,
     order: u64,
     inflight_max: usize,
+    /// Counters for reports.
     pub stats: BusStats,
 }
 
 impl Bus {
+    /// An empty bus holding at most `inflight_max` deliveries in flight (at least 1).
     pub fn new(inflight_max: usize) -> Self {
         Bus {
             members: BTreeSet::new(),
@@ -48,10 +63,12 @@ impl Bus {
         }
     }
 
+    /// `tab` opens the channel: it receives what is posted from now on.
     pub fn join(&mut self, tab: &str) {
         self.members.insert(tab.to_owned());
     }
 
+    /// `tab` closes: deliveries still in flight to it are cancelled (`dropped_closed`).
     pub fn leave(&mut self, tab: &str) {
         self.members.remove(tab);
         let before = self.inflight.len();
@@ -61,6 +78,7 @@ impl Bus {
             .retain(|(from, to), _| from != tab && to != tab);
     }
 
+    /// The tabs on the channel, by id.
     pub fn members(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(String::as_str)
     }
@@ -107,6 +125,7 @@ impl Bus {
         Some((to, msg))
     }
 
+    /// When (ms) the next delivery is due; `None`: nothing in flight.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.inflight.first_key_value().map(|((due, _), _)| *due)
     }
@@ -114,7 +133,12 @@ impl Bus {
 
 /// One exclusive Web Lock (`navigator.locks.request(name, cb)`): at most one holder;
 /// requests queue in order; when the holder releases or its tab closes, the next
-/// request is granted. The holder is the device's leader tab (it owns the connection).
+/// request is granted.
+///
+/// Meant for electing a device's leader tab (the one that would own the connection),
+/// as `../shared/DESIGN.md` plans ("cross-tab bus + leader tab"; the seed has no Web
+/// Locks). That mode is not implemented and no scenario drives this type yet: only its
+/// unit test uses it.
 #[derive(Debug, Default)]
 pub struct WebLock {
     holder: Option<String>,
@@ -122,6 +146,7 @@ pub struct WebLock {
 }
 
 impl WebLock {
+    /// The tab holding the lock, if any.
     pub fn holder(&self) -> Option<&str> {
         self.holder.as_deref()
     }

@@ -11,14 +11,17 @@
 //! - [`seq`] — which seqs were applied: resume point, duplicates, gaps.
 //! - [`outbox`] — the offline queue: contiguous opIds, replay, dependencies, bounds.
 //! - [`replica`] — confirmed state and the optimistic view (confirmed ⊕ pending).
-//! - [`conflict`] — LWW register laws, the MANUAL path, simulated users' policies.
-//! - [`crosstab`] — BroadcastChannel bus and Web Locks leader election.
+//! - [`conflict`] — LWW register laws and the MANUAL path.
+//! - [`crosstab`] — BroadcastChannel bus; a Web Locks lock (the leader-tab mode it is
+//!   meant for is not implemented).
 //! - [`cache`] — TanStack-Query-style query cache with statistics.
 //! - [`persist`] — snapshot dehydrate/hydrate: checksum, gzip, base64, migrations.
 //! - [`memory`] — retained-bytes accounting, pressure, cleanup, trend.
 //! - [`perf`] — the seed's performance monitor.
 //! - [`virtual_list`] — the virtual list window.
 //! - [`rng`] — the seeded RNG every random choice draws from.
+
+#![warn(missing_docs)]
 
 pub mod cache;
 pub mod conflict;

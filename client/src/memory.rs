@@ -7,30 +7,41 @@ use std::collections::{BTreeMap, VecDeque};
 /// The seed keeps the last 100 samples.
 pub const HISTORY_SAMPLES: usize = 100;
 
+/// One measurement of the total retained bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
+    /// When it was taken, ms.
     pub at_ms: u64,
+    /// Retained bytes, all stores together.
     pub bytes: usize,
 }
 
 /// The seed's trend report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trend {
+    /// Samples in the history (at most [`HISTORY_SAMPLES`]).
     pub samples: usize,
+    /// The latest sample's bytes.
     pub current_bytes: usize,
+    /// The largest sample still in the history.
     pub peak_bytes: usize,
     /// Least-squares slope over the history.
     pub growth_bytes_per_hour: f64,
+    /// The latest sample is at or over the pressure threshold.
     pub under_pressure: bool,
 }
 
+/// How often a cleanup task reached its goal.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupStats {
+    /// Times it ran.
     pub runs: u64,
+    /// Times it reached its goal.
     pub succeeded: u64,
 }
 
 impl CleanupStats {
+    /// Succeeded over runs (1 when it never ran: nothing failed).
     pub fn success_ratio(&self) -> f64 {
         if self.runs == 0 {
             1.0
@@ -40,6 +51,7 @@ impl CleanupStats {
     }
 }
 
+/// The seed's `MemoryManager`: samples, pressure, cleanup outcomes and the trend.
 #[derive(Debug)]
 pub struct MemoryManager {
     history: VecDeque<Sample>,
@@ -50,6 +62,7 @@ pub struct MemoryManager {
 }
 
 impl MemoryManager {
+    /// An empty history; at or over `pressure_bytes` retained, the tab is under pressure.
     pub fn new(pressure_bytes: usize) -> Self {
         MemoryManager {
             history: VecDeque::new(),
@@ -59,7 +72,8 @@ impl MemoryManager {
         }
     }
 
-    /// Records each store's retained bytes and their total as one sample.
+    /// Records each store's retained bytes and their total as one sample; returns the
+    /// total. The history keeps the last [`HISTORY_SAMPLES`].
     pub fn sample(&mut self, now_ms: u64, stores: &[(&str, usize)]) -> usize {
         self.by_store.clear();
         for (name, b) in stores {
@@ -76,10 +90,12 @@ impl MemoryManager {
         total
     }
 
+    /// The latest sample's total bytes (0 before the first).
     pub fn current(&self) -> usize {
         self.history.back().map_or(0, |s| s.bytes)
     }
 
+    /// Store `name`'s bytes in the latest sample (0 if it was not in it).
     pub fn store_bytes(&self, name: &str) -> usize {
         self.by_store.get(name).copied().unwrap_or(0)
     }
@@ -94,6 +110,7 @@ impl MemoryManager {
         others * share_pct / (100 - share_pct)
     }
 
+    /// The latest sample is at or over the pressure threshold: time to clean up.
     pub fn under_pressure(&self) -> bool {
         self.current() >= self.pressure_bytes
     }
@@ -108,6 +125,7 @@ impl MemoryManager {
         }
     }
 
+    /// Every task's outcomes together.
     pub fn cleanup_total(&self) -> CleanupStats {
         self.cleanups
             .values()
@@ -117,10 +135,12 @@ impl MemoryManager {
             })
     }
 
+    /// The samples kept, oldest first.
     pub fn history(&self) -> impl Iterator<Item = &Sample> {
         self.history.iter()
     }
 
+    /// The seed's trend report over the history.
     pub fn trend(&self) -> Trend {
         let pts: Vec<(f64, f64)> = self
             .history

@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 
+/// How the queue numbers, bounds and retries ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxPolicy {
     /// opIds `clientId:n`, n contiguous from 1, assigned at enqueue; at most `capacity`
     /// ops, past which `enqueue` fails; every op is resent until answered.
-    Sequenced { capacity: usize },
+    Sequenced {
+        /// The most ops queued at once (default 1 000).
+        capacity: usize,
+    },
     /// The seed's WebSocketManager queue: a fresh id per op (no ordering, no
     /// deduplication), at most 100 ops with the oldest dropped silently, an op sent on a
     /// connection that dies is never retried, and an op unanswered for the ack timeout
@@ -24,10 +28,13 @@ pub enum OutboxPolicy {
 /// The seed's queue length.
 pub const LEGACY_CAPACITY: usize = 100;
 
+/// The queue's settings; the defaults are in `Default`.
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
+    /// Sequenced (default, 1 000 ops) or the seed's legacy queue.
     pub policy: OutboxPolicy,
-    /// Ops sent and not yet answered, at most.
+    /// Ops sent and not yet answered, at most (default 64; the server's
+    /// `inflightMax` may lower it).
     pub inflight_max: usize,
     /// Seed: 10 s. Sequenced: an op unanswered this long on an open connection makes
     /// the connection suspect (reconnect and replay). Legacy: the op is rolled back.
@@ -44,27 +51,36 @@ impl Default for OutboxConfig {
     }
 }
 
-/// One queued mutation. Serialisable: it is persisted before the app is told it is queued.
+/// One queued mutation. Serialisable: the session has it persisted before it is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingOp {
+    /// `clientId:n` (sequenced) or `clientId-n:1` (legacy: each op its own client).
     pub op_id: String,
+    /// The mutation type.
     pub kind: EventType,
+    /// The entity it changes.
     pub entity_id: String,
     /// The version the change was made on (0 = create).
     pub base: u64,
+    /// Field name → new value (empty for a delete).
     pub changes: Map<String, Value>,
+    /// A conflict strategy other than the server's default, if asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
     /// opIds that must be answered before this one is sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    /// When the app queued it.
     pub enqueued_at_ms: u64,
+    /// When it was last sent on the current connection; `None`: waiting to be sent.
+    /// Not persisted: after a reload nothing counts as sent.
     #[serde(skip)]
     pub sent_at_ms: Option<u64>,
 }
 
 impl PendingOp {
+    /// The `REALTIME_EVENT` frame that carries this op (`version` = `base`).
     pub fn message(&self) -> ClientMsg {
         let mut payload =
             json!({"opId": self.op_id, "id": self.entity_id, "changes": self.changes});
@@ -86,26 +102,39 @@ impl PendingOp {
 /// Why `enqueue` refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboxError {
+    /// The sequenced queue holds `capacity` ops: the app must tell the user.
     #[error("offline queue is full ({capacity} ops); the change was not queued")]
-    Full { capacity: usize },
+    Full {
+        /// The queue's bound.
+        capacity: usize,
+    },
+    /// The event type changes no entity (presence, cursor, notification).
     #[error("{0} is not a mutation type")]
     NotAMutation(&'static str),
 }
 
+/// Counters for reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxStats {
+    /// Ops queued.
     pub enqueued: u64,
+    /// Ops the server answered (ACK, conflict or error).
     pub answered: u64,
+    /// `enqueue` calls refused because the queue was full.
     pub refused_full: u64,
     /// Legacy only: ops dropped without telling anyone.
     pub dropped_silently: u64,
     /// Ops failed because an op they depend on failed.
     pub cascaded: u64,
+    /// Sends, first or repeated.
     pub sent: u64,
+    /// Ops marked to be sent again (reconnect, `OUT_OF_ORDER`, `RATE_LIMITED`).
     pub resent: u64,
+    /// Ack timeouts: sequenced, checks that found an op overdue; legacy, ops rolled back.
     pub timed_out: u64,
 }
 
+/// One tab's queue of mutations not yet answered, oldest first.
 #[derive(Debug)]
 pub struct Outbox {
     client_id: String,
@@ -114,6 +143,7 @@ pub struct Outbox {
     ops: VecDeque<PendingOp>,
     /// The opIds of the last ops dropped silently (legacy), for the checker's report.
     pub dropped_ids: VecDeque<String>,
+    /// Counters for reports.
     pub stats: OutboxStats,
     /// The server's window: `INITIAL_WINDOW` until its `CONNECTED` says (`inflightMax`;
     /// unlimited when it does not advertise one).
@@ -137,6 +167,7 @@ const DROPPED_IDS_KEPT: usize = 64;
 pub const INITIAL_WINDOW: usize = 8;
 
 impl Outbox {
+    /// An empty queue whose opIds start with `client_id` and count from 1.
     pub fn new(client_id: impl Into<String>, cfg: OutboxConfig) -> Self {
         Outbox {
             client_id: client_id.into(),
@@ -152,27 +183,35 @@ impl Outbox {
         }
     }
 
+    /// The prefix of this queue's opIds.
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
+    /// Ops queued and not yet answered.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
+    /// Nothing waits for an answer.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// The queued ops, oldest first (the order the view replays them in).
     pub fn ops(&self) -> impl Iterator<Item = &PendingOp> {
         self.ops.iter()
     }
+    /// The queued op `op_id`, if it is still waiting.
     pub fn get(&self, op_id: &str) -> Option<&PendingOp> {
         self.ops.iter().find(|o| o.op_id == op_id)
     }
+    /// The n the next op will get (persisted, so a reload never reuses one).
     pub fn next_n(&self) -> u64 {
         self.next_n
     }
+    /// Ops sent on the current connection and not yet answered.
     pub fn inflight(&self) -> usize {
         self.ops.iter().filter(|o| o.sent_at_ms.is_some()).count()
     }
+    /// The configured policy.
     pub fn policy(&self) -> OutboxPolicy {
         self.cfg.policy
     }
@@ -234,8 +273,6 @@ impl Outbox {
             .unwrap_or_else(|| unreachable!("just pushed")))
     }
 
-    /// The next op to send on an open connection, in order; `None` when the window is
-    /// full, the queue is drained, or the next op waits for a dependency.
     /// Adopts the server's window (`CONNECTED.inflightMax`): at most the smaller of it
     /// and our own ops are sent unanswered.
     pub fn set_server_window(&mut self, inflight_max: Option<u64>) {
@@ -243,6 +280,9 @@ impl Outbox {
             inflight_max.map_or(usize::MAX, |n| n.clamp(1, usize::MAX as u64) as usize);
     }
 
+    /// The next op to send on an open connection, in order; `None` when the window is
+    /// full, the queue is drained, the next op waits for a dependency, or a
+    /// `RATE_LIMITED` hold has not ended at `now_ms`.
     pub fn poll_send(&mut self, now_ms: u64) -> Option<ClientMsg> {
         if self.hold_until_ms.is_some_and(|t| now_ms < t) {
             return None;
@@ -351,8 +391,9 @@ impl Outbox {
         }
     }
 
-    /// Sequenced: true once when the oldest in-flight op is overdue (the session then
-    /// suspects the connection). Legacy: overdue ops are removed and returned for rollback.
+    /// Sequenced: true when an in-flight op is overdue at `now_ms` (the session then
+    /// suspects the connection; the reconnect resends the op). Legacy: overdue ops are
+    /// removed and returned for rollback.
     pub fn handle_timeout(&mut self, now_ms: u64) -> (bool, Vec<PendingOp>) {
         let overdue = |o: &PendingOp| {
             o.sent_at_ms
@@ -375,6 +416,9 @@ impl Outbox {
         }
     }
 
+    /// When (ms) something is due: the oldest in-flight op's ack deadline (call
+    /// `handle_timeout`), or the end of a `RATE_LIMITED` hold with ops waiting (call
+    /// `poll_send`). `None`: nothing to wait for.
     pub fn poll_timeout(&self) -> Option<u64> {
         let ack = self
             .ops

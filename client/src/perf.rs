@@ -12,6 +12,11 @@ use std::collections::VecDeque;
 /// Network requests kept for the next report (the seed sends them all; we bound it).
 pub const NETWORK_KEPT: usize = 100;
 
+/// The seed's `PerformanceMonitor`, for one tab: what it records and the report it
+/// makes for `POST /api/analytics/performance`.
+///
+/// No scenario drives it yet: the simulator's tabs measure latencies with their own
+/// recorder and send no performance reports, so only the unit test uses it.
 #[derive(Debug)]
 pub struct PerformanceMonitor {
     /// Applying a change to local state, µs.
@@ -19,8 +24,11 @@ pub struct PerformanceMonitor {
     /// Query start → data available, ms.
     pub query_resolution_ms: Histogram<u64>,
     network: VecDeque<NetworkMetric>,
+    /// Requests dropped from the list past [`NETWORK_KEPT`] since the monitor began.
     pub network_dropped: u64,
+    /// Errors counted by the app (reported as `errorCount`).
     pub errors: u64,
+    /// Warnings counted by the app (reported as `warningCount`).
     pub warnings: u64,
 }
 
@@ -43,14 +51,17 @@ impl Default for PerformanceMonitor {
 }
 
 impl PerformanceMonitor {
+    /// Records one state update's duration (0 counts as 1 µs).
     pub fn record_state_update_us(&mut self, us: u64) {
         self.state_update_us.saturating_record(us.max(1));
     }
 
+    /// Records one query's resolution time (0 counts as 1 ms).
     pub fn record_query_ms(&mut self, ms: u64) {
         self.query_resolution_ms.saturating_record(ms.max(1));
     }
 
+    /// Keeps one request for the next report; past [`NETWORK_KEPT`] the oldest goes.
     pub fn record_request(&mut self, request: NetworkMetric) {
         if self.network.len() >= NETWORK_KEPT {
             self.network.pop_front();
@@ -60,7 +71,8 @@ impl PerformanceMonitor {
     }
 
     /// The seed's report. Means stand for the seed's single figures; the histograms
-    /// hold the distributions.
+    /// hold the distributions. Drains the kept requests; the histograms and counters
+    /// keep counting. `memory_bytes` is reported as used and total.
     pub fn report(
         &mut self,
         id: &str,

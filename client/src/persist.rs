@@ -17,12 +17,15 @@ use std::io::{Read, Write};
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 3;
 
+/// Persistence settings; the defaults are in `Default`.
 #[derive(Debug, Clone)]
 pub struct PersistConfig {
     /// Older snapshots are discarded (seed: 24 h).
     pub max_age_ms: u64,
+    /// A snapshot written under another buster is discarded, so a deploy can
+    /// invalidate every saved state (default empty).
     pub buster: String,
-    /// Decompressed size limit.
+    /// Decompressed size limit, bytes (default 64 MiB).
     pub bytes_max: usize,
 }
 
@@ -36,30 +39,66 @@ impl Default for PersistConfig {
     }
 }
 
+/// Why a stored snapshot could not be loaded. Every one but `Downgrade` makes the
+/// snapshot unusable: the caller resets the state and refetches
+/// (`Session::reset_state`); the queue, stored apart, survives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
+    /// The blob is not base64.
     #[error("persisted state is not base64: {0}")]
     Base64(String),
+    /// The decoded bytes are not gzip.
     #[error("persisted state is not gzip: {0}")]
     Gzip(String),
+    /// Decompression passed `bytes_max` (holds the bound).
     #[error("persisted state decompresses past {0} bytes")]
     TooLarge(usize),
+    /// The decompressed text is not JSON.
     #[error("persisted state is not JSON: {0}")]
     Json(String),
+    /// JSON, but not a `StateSnapshot`.
     #[error("persisted state has the wrong shape: {0}")]
     Shape(String),
+    /// The stores do not hash to the stored checksum.
     #[error("persisted state checksum mismatch: stored {stored}, computed {computed}")]
-    Checksum { stored: String, computed: String },
+    Checksum {
+        /// The checksum in the snapshot.
+        stored: String,
+        /// The checksum of the stores as read.
+        computed: String,
+    },
+    /// Older than `max_age_ms`.
     #[error("persisted state is {age_ms} ms old; the limit is {max_ms} ms")]
-    TooOld { age_ms: u64, max_ms: u64 },
+    TooOld {
+        /// The snapshot's age, ms.
+        age_ms: u64,
+        /// The limit, ms.
+        max_ms: u64,
+    },
+    /// Written under another buster string.
     #[error("persisted state was written under another buster ({found:?})")]
-    Busted { found: String },
+    Busted {
+        /// The snapshot's buster.
+        found: String,
+    },
+    /// Written by a newer build: refused, and the stored state is kept.
     #[error(
         "persisted state has schema v{found}, newer than this build's v{current}: refusing to downgrade (the stored state is kept)"
     )]
-    Downgrade { found: u32, current: u32 },
+    Downgrade {
+        /// The snapshot's schema version.
+        found: u32,
+        /// This build's, [`SCHEMA_VERSION`].
+        current: u32,
+    },
+    /// A migration step refused the stores.
     #[error("migration from schema v{from} failed: {why}")]
-    Migration { from: u32, why: String },
+    Migration {
+        /// The schema version the failing step starts from.
+        from: u32,
+        /// What the step found wrong.
+        why: String,
+    },
 }
 
 impl PersistError {

@@ -8,10 +8,8 @@
 use crate::outbox::PendingOp;
 use rtsync_protocol::{Entity, EntityKind, EventType, Timestamp};
 use serde_json::Map;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher};
-
-pub type Key = (EntityKind, String);
 
 /// One hash map per kind: every delivery looks an entity up, and a `BTreeMap<String, _>`
 /// walk compared a dozen cold strings per lookup (~5% of a large simulation). Hashed with
@@ -30,10 +28,6 @@ fn sorted(map: &ById) -> Vec<&Entity> {
     v
 }
 
-fn key_of(kind: EntityKind, id: &str) -> Key {
-    (kind, id.to_owned())
-}
-
 impl Replica {
     fn of(&self, kind: EntityKind) -> &ById {
         &self.by_kind[kind as usize]
@@ -42,13 +36,16 @@ impl Replica {
         &mut self.by_kind[kind as usize]
     }
 
+    /// Confirmed entities, tombstones included.
     pub fn len(&self) -> usize {
         self.by_kind.iter().map(HashMap::len).sum()
     }
+    /// No confirmed entity.
     pub fn is_empty(&self) -> bool {
         self.by_kind.iter().all(HashMap::is_empty)
     }
 
+    /// The confirmed entity `(kind, id)`, tombstone or not; pending ops not applied.
     pub fn get(&self, kind: EntityKind, id: &str) -> Option<&Entity> {
         self.of(kind).get(id)
     }
@@ -106,6 +103,7 @@ impl Replica {
         *self.of_mut(kind) = entities.into_iter().map(|e| (e.id.clone(), e)).collect();
     }
 
+    /// Forgets every entity (a reset before a refetch).
     pub fn clear(&mut self) {
         self.by_kind.iter_mut().for_each(HashMap::clear);
     }
@@ -154,28 +152,6 @@ impl Replica {
         e.filter(|e| !e.deleted)
     }
 
-    /// The whole optimistic view (live entities).
-    pub fn view_all<'a>(
-        &self,
-        pending: impl Iterator<Item = &'a PendingOp> + Clone,
-    ) -> BTreeMap<Key, Entity> {
-        // Sorted below.
-        let mut keys: Vec<Key> = EntityKind::ALL
-            .into_iter()
-            .flat_map(|k| self.of(k).keys().map(move |id| key_of(k, id)))
-            .collect();
-        keys.extend(
-            pending
-                .clone()
-                .filter_map(|o| Some(key_of(o.kind.entity_kind()?, &o.entity_id))),
-        );
-        keys.sort();
-        keys.dedup();
-        keys.into_iter()
-            .filter_map(|k| Some((k.clone(), self.view(k.0, &k.1, pending.clone())?)))
-            .collect()
-    }
-
     /// Approximate retained bytes (ids, field names and JSON values).
     pub fn bytes(&self) -> usize {
         // A sum: no order needed.
@@ -201,6 +177,8 @@ fn overlay(e: &mut Entity, op: &PendingOp) {
     }
 }
 
+/// Approximate bytes one entity retains (id, author, field names and values), for
+/// memory accounting: not exact, but growing with the data.
 pub fn entity_bytes(e: &Entity) -> usize {
     64 + e.id.len()
         + e.updated_by.len()

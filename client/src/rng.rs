@@ -1,14 +1,16 @@
 //! A small seeded RNG (SplitMix64). Every random choice a client makes — backoff
-//! jitter, think times — draws from one of these, seeded from the simulation's root
+//! jitter, a simulated user's choices — draws from one of these, seeded from the simulation's root
 //! seed, so a run is a function of its seed. Written out rather than taken from a
 //! crate so the sequence can never change under us with a dependency update.
 
+/// A SplitMix64 generator: one `u64` of state, the same sequence for the same seed.
 #[derive(Debug, Clone)]
 pub struct Rng {
     state: u64,
 }
 
 impl Rng {
+    /// An RNG seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
@@ -18,6 +20,7 @@ impl Rng {
         Rng::new(self.next_u64() ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -43,6 +46,7 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// True with probability `p` (0 never, 1 always).
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }

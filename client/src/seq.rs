@@ -9,6 +9,7 @@
 use rtsync_protocol::Resume;
 use std::collections::BTreeSet;
 
+/// What to do with an arriving seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqVerdict {
     /// New: apply it.
@@ -17,12 +18,16 @@ pub enum SeqVerdict {
     Duplicate,
 }
 
+/// Counters for reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SeqStats {
+    /// Seqs seen again (replays overlapping the stream) and skipped.
     pub duplicates: u64,
+    /// Times a hole stayed open too long (or too many seqs waited above it).
     pub gaps: u64,
 }
 
+/// The stream position of one tab: epoch, watermark and the seqs seen above it.
 #[derive(Debug)]
 pub struct SeqTracker {
     epoch: Option<u64>,
@@ -31,10 +36,13 @@ pub struct SeqTracker {
     above_max: usize,
     hole_since_ms: Option<u64>,
     gap_timeout_ms: u64,
+    /// Duplicates and gaps so far.
     pub stats: SeqStats,
 }
 
 impl SeqTracker {
+    /// No position yet. Remembers at most `above_max` seqs above the watermark; a
+    /// hole open `gap_timeout_ms` asks for a resync.
     pub fn new(above_max: usize, gap_timeout_ms: u64) -> Self {
         SeqTracker {
             epoch: None,
@@ -47,10 +55,12 @@ impl SeqTracker {
         }
     }
 
+    /// The log incarnation the position counts in; `None` before the first position.
     pub fn epoch(&self) -> Option<u64> {
         self.epoch
     }
 
+    /// The highest seq with nothing missing at or below it.
     pub fn watermark(&self) -> u64 {
         self.watermark
     }
@@ -79,6 +89,8 @@ impl SeqTracker {
         self.hole_since_ms = None;
     }
 
+    /// Marks `seq` seen and says whether to apply it; a seq above a hole starts the
+    /// hole's timer at `now_ms`.
     pub fn observe(&mut self, seq: u64, now_ms: u64) -> SeqVerdict {
         if seq <= self.watermark || self.above.contains(&seq) {
             self.stats.duplicates += 1;
@@ -118,6 +130,7 @@ impl SeqTracker {
         stuck
     }
 
+    /// When (ms) an open hole times out: call `needs_resync` then. `None`: no hole.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.hole_since_ms.map(|t| t + self.gap_timeout_ms)
     }

@@ -5,6 +5,7 @@
 //! Inputs: `handle_*(…, now_ms)`, `mutate`, `go_offline`/`go_online`. Outputs:
 //! `poll_action()` for the shell (connect, send, POST, close, fetch snapshots),
 //! `poll_note()` for the app, `poll_timeout()` for when to call `handle_timeout`.
+//! [`Session`] documents the contract in full.
 
 mod stream;
 
@@ -24,13 +25,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 
+/// A session's settings; the defaults are in `Default`.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// Reconnect, heartbeat and fallback settings.
     pub connection: ConnectionConfig,
+    /// The offline queue's policy and bounds.
     pub outbox: OutboxConfig,
-    /// A seq hole open this long means the stream lost something: resume.
+    /// A seq hole (or a parked ack) open this long means the stream lost something:
+    /// resume (default 2 s).
     pub gap_timeout_ms: u64,
-    /// Seqs remembered above the watermark, and events buffered during a resync.
+    /// Seqs remembered above the watermark, events buffered during a resync, acks
+    /// parked, and server versions remembered from conflicts, each at most
+    /// (default 10 000).
     pub stream_buffer_max: usize,
 }
 
@@ -45,7 +52,6 @@ impl Default for SessionConfig {
     }
 }
 
-/// What the shell must do.
 /// Mutations an SSE tab has in flight at most: a browser opens six HTTP/1.1 connections
 /// per origin, and the event stream takes one.
 pub const SSE_POSTS_MAX: usize = 5;
@@ -53,60 +59,90 @@ pub const SSE_POSTS_MAX: usize = 5;
 /// How long to hold writes after a `RATE_LIMITED` that does not say (`retryAfterMs`).
 pub const RATE_LIMITED_WAIT_MS: u64 = 1000;
 
+/// What the shell must do, in the order [`Session::poll_action`] gives them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Open a WebSocket (`/ws` with epoch and lastSeq) or an SSE stream (`Last-Event-ID`).
+    /// Open a WebSocket (`/ws` with epoch and lastSeq) or an SSE stream (`Last-Event-ID`),
+    /// and report the outcome with `handle_open` or `handle_connect_failed`.
     Connect {
+        /// WebSocket or SSE.
         transport: Transport,
+        /// Where to resume the stream; `None`: no position (the session fetches
+        /// snapshots after `CONNECTED`).
         resume: Option<Resume>,
+        /// Quote it in every report about this connection.
         attempt: Attempt,
     },
-    /// A frame on the WebSocket.
+    /// A frame on the WebSocket (ops in opId order, heartbeats, presence, `RESUME`).
     Send(ClientMsg),
     /// A mutation over `POST /api/events` (SSE mode); answer with `handle_post_answer`.
+    /// A POST that gets no answer needs no report: the ack timeout covers it.
     Post(ClientMsg),
     /// Close the socket of `attempt`, then report it with `handle_closed`.
-    Close { code: u16, attempt: Attempt },
-    /// `GET /api/entities/{tasks,projects,notes}`; answer with `handle_snapshot`.
+    Close {
+        /// The close code to send.
+        code: u16,
+        /// The socket to close (an older one may already be gone).
+        attempt: Attempt,
+    },
+    /// `GET /api/entities/{tasks,projects,notes}` (every page); answer with
+    /// `handle_snapshot`, or `handle_snapshot_failed`.
     FetchSnapshot,
-    /// The queue changed: write `sync_state()` to storage now. Emitted by `mutate`
-    /// before it returns, so an op is persisted before the app is told it is queued.
+    /// The queue changed (an op queued or answered): write `sync_state()` to storage
+    /// now. `mutate` queues it ahead of the op's `Send`, so a shell that acts in order
+    /// persists an op before it can reach the server.
     PersistQueue,
 }
 
 /// Why an optimistic change was taken back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RollbackReason {
+    /// The server answered `CONFLICT_DETECTED` (MERGE overlap, or MANUAL).
     Conflict,
+    /// The server refused the op with this code. `OUT_OF_ORDER`, `RATE_LIMITED` and
+    /// `STALE_OP` are handled without a rollback (resend, hold, refetch).
     Error(ErrorCode),
     /// Legacy outbox: no answer within the ack timeout.
     Timeout,
-    /// An op it depended on was rolled back.
+    /// An op it depended on (this opId) was rolled back.
     Dependency(String),
 }
 
 /// What the app (or the simulator's recorder) should know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Note {
+    /// A connection opened (catching up follows; `Synced` says when it is done).
     Opened {
+        /// On which transport.
         transport: Transport,
+        /// When, ms.
         at_ms: u64,
     },
+    /// An open connection was lost, or the tab went offline; a reconnect follows
+    /// unless the tab is offline or the reconnect policy says otherwise.
     Lost {
+        /// The close code, if a close frame came.
         code: Option<u16>,
+        /// When, ms.
         at_ms: u64,
     },
     /// A remote change was applied to the replica: entity `(kind, id)` is now at
     /// `version` (`replica().get` reads it). Not the event itself: the replica took
     /// its payload, and copying it for every delivery would double the cost of one.
     Applied {
+        /// The event's seq.
         seq: u64,
+        /// The event's type.
         event: EventType,
+        /// The entity's kind.
         kind: EntityKind,
+        /// The entity's id.
         id: String,
+        /// The entity's version now.
         version: u64,
         /// The op that made this version, whoever sent it.
         op_id: Option<String>,
+        /// The entity is now a tombstone.
         deleted: bool,
     },
     /// The confirmed copy of `(kind, id)` changed other than by a delivered event: our
@@ -114,35 +150,53 @@ pub enum Note {
     /// entities is told (a snapshot resync is told by `Synced { by_snapshot: true }`),
     /// so an app can keep what it derives from them (a query cache) in step.
     Confirmed {
+        /// The entity's kind.
         kind: EntityKind,
+        /// The entity's id.
         id: String,
     },
     /// A logged event seen before (a replay overlapping the stream); skipped.
     Duplicate {
+        /// Its seq.
         seq: u64,
     },
+    /// Our op was applied by the server; it has left the queue.
     Acked {
+        /// The op.
         op: Box<PendingOp>,
+        /// The server's answer.
         ack: Ack,
+        /// When the answer arrived, ms.
         at_ms: u64,
     },
     /// The seed's rollback notification: the change is no longer in the view.
     RolledBack {
+        /// The op, out of the queue.
         op: Box<PendingOp>,
+        /// Why.
         reason: RollbackReason,
     },
     /// A conflict for the app (or a simulated user) to resolve.
     Conflict(Box<ConflictDetected>),
     /// Caught up after a (re)connect: by replay, or by a snapshot when continuity was lost.
     Synced {
+        /// True when continuity was lost and snapshots were fetched.
         by_snapshot: bool,
+        /// When, ms.
         at_ms: u64,
     },
+    /// `PRESENCE_UPDATE`: who is online now.
     Presence(Vec<UserPresence>),
+    /// `PRESENCE_DIFF`: who joined and who left.
     PresenceDiff(PresenceDiff),
+    /// An ephemeral event (a presence change, a cursor): not logged, no seq.
     Ephemeral(Box<RealtimeEvent>),
+    /// An `ERROR` from the server, after the session acted on it (rollback, resend,
+    /// hold or refetch).
     Error(ErrorPayload),
+    /// The token was refused or expired: call `reauthorize` once the app has a new one.
     NeedsAuth,
+    /// The reconnect policy gave up (legacy policy only): nothing more is attempted.
     GaveUp,
 }
 
@@ -150,10 +204,15 @@ pub enum Note {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncState {
+    /// The outbox's opId prefix: a reloaded tab keeps numbering its ops.
     pub client_id: String,
+    /// The n of the next op, so no opId is ever reused.
     pub next_n: u64,
+    /// The unanswered ops, oldest first.
     pub outbox: Vec<PendingOp>,
+    /// The log incarnation `seq` counts in; `None`: no position (refetch on open).
     pub epoch: Option<u64>,
+    /// The stream watermark to resume from.
     pub seq: u64,
 }
 
@@ -188,6 +247,65 @@ enum Stream {
     Resyncing { buffer: Vec<(u64, Change)> },
 }
 
+/// One tab's sync engine, as a sans-IO state machine in quinn-proto's style: it does
+/// no I/O and reads no clock. The caller (the *shell*: the simulator, live mode, a
+/// test) owns the sockets, HTTP, storage and time, carries out what the session asks,
+/// and reports back what happened.
+///
+/// # Inputs
+///
+/// Every input that can act on time takes `now_ms`: the caller's clock, in
+/// milliseconds, never going backwards. Deadlines the session hands out are on the
+/// same clock.
+///
+/// - Setting up: [`restore`](Self::restore) a persisted tab's entities, queue and
+///   position (no entities and `epoch: None` when only its queue survived: the session
+///   then fetches snapshots), then [`start`](Self::start), which makes the first
+///   connect attempt. [`reset_state`](Self::reset_state) drops the replica and the
+///   position at any time, keeping the queue.
+/// - From the app: [`mutate`](Self::mutate) (queued, and in the view at once),
+///   [`set_presence`](Self::set_presence), [`go_offline`](Self::go_offline) /
+///   [`go_online`](Self::go_online), [`reauthorize`](Self::reauthorize) after
+///   [`Note::NeedsAuth`], [`close`](Self::close).
+/// - From the shell, what the network did: [`handle_open`](Self::handle_open),
+///   [`handle_connect_failed`](Self::handle_connect_failed) and
+///   [`handle_closed`](Self::handle_closed), each with the [`Attempt`] of the
+///   [`Action::Connect`] it is about (reports about an older attempt are ignored);
+///   [`handle_frame`](Self::handle_frame) for every server frame (a WebSocket message
+///   or an SSE `data:`); [`handle_activity`](Self::handle_activity) for an SSE
+///   keep-alive comment; [`handle_post_answer`](Self::handle_post_answer);
+///   [`handle_snapshot`](Self::handle_snapshot) or
+///   [`handle_snapshot_failed`](Self::handle_snapshot_failed).
+/// - Time: [`handle_timeout`](Self::handle_timeout) (below, *Timers*).
+///
+/// # Outputs
+///
+/// After every input, `handle_timeout` included, drain two queues:
+///
+/// 1. [`poll_action`](Self::poll_action) until `None`, carrying out each [`Action`]
+///    in the order given: `Send`s and `Post`s carry ops in opId order, which the
+///    server requires, and a `PersistQueue` comes before the `Send` of the op it
+///    persists. Carrying one out may be an input itself (a failed write is a
+///    `handle_closed`, a `Close` is answered with `handle_closed`).
+/// 2. [`poll_note`](Self::poll_note) until `None`: [`Note`]s for the app (or the
+///    simulator's recorder), in the order things happened.
+///
+/// Repeat until both are empty, as the simulator and `client/tests/sync` do. Between
+/// inputs, read state with the getters ([`view`](Self::view),
+/// [`replica`](Self::replica), [`outbox`](Self::outbox),
+/// [`is_settled`](Self::is_settled), …).
+///
+/// # Timers
+///
+/// [`poll_timeout`](Self::poll_timeout) is the earliest time, in ms on the caller's
+/// clock, at which something is due: a connect timeout or reconnect backoff, a ping or
+/// its pong deadline, an SSE idle limit or the time to retry the WebSocket, and while
+/// open an op's ack timeout, the end of a `RATE_LIMITED` hold, or `gap_timeout_ms`
+/// after a seq hole opened or an ack was parked. `None`: nothing is timed; wait for
+/// the next input. Any input may move it, so read it again after each. When the clock
+/// reaches it, call [`handle_timeout`](Self::handle_timeout) with the current time and
+/// drain the outputs; a late call acts on everything due by then, and an early one is
+/// harmless (it acts only on what is due).
 #[derive(Debug)]
 pub struct Session {
     user_id: String,
@@ -216,6 +334,7 @@ pub struct Session {
     /// `gap_timeout_ms` the stream is replayed instead.
     parked: Vec<Parked>,
     gap_timeout_ms: u64,
+    /// Snapshot resyncs started (continuity lost, or no position), for reports.
     pub resyncs: u64,
     /// The presence this tab announces, sent again on every WebSocket (re)connect: the
     /// server forgets a session's presence when its connection ends.
@@ -223,6 +342,8 @@ pub struct Session {
 }
 
 impl Session {
+    /// A closed session with an empty replica and queue, for `user_id`, numbering its
+    /// ops `client_id:n`; `rng` draws its reconnect jitter.
     pub fn new(user_id: &str, client_id: &str, cfg: SessionConfig, rng: Rng) -> Self {
         Session {
             user_id: user_id.to_owned(),
@@ -247,12 +368,15 @@ impl Session {
 
     // ---- getters ----
 
+    /// The connection state machine (state, transport, counters).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+    /// The offline queue (pending ops, counters).
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
     }
+    /// The confirmed state (what the server acknowledged or streamed).
     pub fn replica(&self) -> &Replica {
         &self.replica
     }
@@ -261,9 +385,11 @@ impl Session {
     pub fn take_replica(&mut self) -> Replica {
         std::mem::take(&mut self.replica)
     }
+    /// The stream position.
     pub fn seq(&self) -> &SeqTracker {
         &self.seq
     }
+    /// Waiting for snapshots (continuity lost, or no position yet).
     pub fn is_resyncing(&self) -> bool {
         matches!(self.stream, Stream::Resyncing { .. })
     }
@@ -321,6 +447,7 @@ impl Session {
         confirmed + pending
     }
 
+    /// What to persist on `Action::PersistQueue`: the queue and the stream position.
     pub fn sync_state(&self) -> SyncState {
         SyncState {
             client_id: self.outbox.client_id().to_owned(),
@@ -333,6 +460,7 @@ impl Session {
 
     // ---- inputs ----
 
+    /// Makes the first connect attempt, resuming from the restored position if any.
     pub fn start(&mut self, now_ms: u64) {
         self.conn.set_resume(self.seq.resume_point());
         self.conn.start(now_ms);
@@ -406,31 +534,39 @@ impl Session {
         }
     }
 
+    /// Attempt `attempt` opened; the stream is caught up once `Note::Synced` comes.
     pub fn handle_open(&mut self, attempt: Attempt, now_ms: u64) {
         self.conn.handle_open(attempt, now_ms);
         self.catching_up = true;
         self.pump(now_ms);
     }
 
+    /// Attempt `attempt` failed before opening (backoff, SSE fallback, or needs-auth).
     pub fn handle_connect_failed(&mut self, attempt: Attempt, err: ConnectError, now_ms: u64) {
         self.conn.handle_connect_failed(attempt, err, now_ms);
         self.pump(now_ms);
     }
 
+    /// The socket of `attempt` closed: `code` from its close frame, `None` for a reset
+    /// or EOF. The sequenced outbox resends unanswered ops after the reconnect.
     pub fn handle_closed(&mut self, attempt: Attempt, code: Option<u16>, now_ms: u64) {
         self.conn.handle_closed(attempt, code, now_ms);
         self.pump(now_ms);
     }
 
+    /// A sign of life that is not a frame (an SSE keep-alive comment).
     pub fn handle_activity(&mut self, now_ms: u64) {
         self.conn.handle_activity(now_ms);
     }
 
+    /// The device went offline: the socket is closed and nothing is attempted until
+    /// `go_online`; mutations still queue.
     pub fn go_offline(&mut self, now_ms: u64) {
         self.conn.go_offline(now_ms);
         self.pump(now_ms);
     }
 
+    /// The device is back online: connect now, resuming from the current position.
     pub fn go_online(&mut self, now_ms: u64) {
         self.conn.set_resume(self.seq.resume_point());
         self.conn.go_online(now_ms);
@@ -444,6 +580,7 @@ impl Session {
         self.pump(now_ms);
     }
 
+    /// The app closes the connection on purpose: no reconnect.
     pub fn close(&mut self, now_ms: u64) {
         self.conn.close();
         self.pump(now_ms);
@@ -514,6 +651,7 @@ impl Session {
         }
     }
 
+    /// The clock reached `poll_timeout`: acts on every deadline due at `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.conn.handle_timeout(now_ms);
         if self.conn.is_open() {
@@ -538,14 +676,17 @@ impl Session {
 
     // ---- outputs ----
 
+    /// The next thing the shell must do; drain until `None` after every input.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
+    /// The next thing the app should know; drain until `None` after every input.
     pub fn poll_note(&mut self) -> Option<Note> {
         self.notes.pop_front()
     }
 
+    /// When (ms, the caller's clock) to call `handle_timeout`; `None`: nothing timed.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.conn.poll_timeout();
         if self.conn.is_open() {

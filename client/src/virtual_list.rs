@@ -4,9 +4,12 @@
 
 use std::ops::Range;
 
+/// The list's shape; the defaults are in `Default`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListGeometry {
+    /// Height of one row, px (default 60; 0 is read as 1).
     pub item_px: u32,
+    /// Height of the visible area, px (default 600).
     pub viewport_px: u32,
     /// Rows rendered beyond each edge (seed: 5).
     pub overscan: u32,
@@ -26,6 +29,7 @@ impl Default for ListGeometry {
     }
 }
 
+/// Which rows to render for one scroll position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     /// Rows to materialise.
@@ -34,16 +38,20 @@ pub struct Window {
     pub visible: Range<u64>,
     /// The offset of the first materialised row, in px.
     pub offset_px: u64,
+    /// The whole list's height, px (the scroll area).
     pub total_px: u64,
+    /// The window is within `load_more_rows` of the end: fetch the next page.
     pub load_more: bool,
 }
 
 impl Window {
+    /// How many rows to render.
     pub fn materialised(&self) -> u64 {
         self.rows.end - self.rows.start
     }
 }
 
+/// The window for a list of `count` rows scrolled to `scroll_px` (clamped to the end).
 pub fn window(g: &ListGeometry, count: u64, scroll_px: u64) -> Window {
     let item = u64::from(g.item_px.max(1));
     let total_px = count * item;
@@ -63,13 +71,20 @@ pub fn window(g: &ListGeometry, count: u64, scroll_px: u64) -> Window {
     }
 }
 
+/// A navigation key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
+    /// One row up.
     Up,
+    /// One row down.
     Down,
+    /// The first row.
     Home,
+    /// The last row.
     End,
+    /// One viewport up.
     PageUp,
+    /// One viewport down.
     PageDown,
 }
 

@@ -27,22 +27,38 @@ pub struct Claims {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No token in the request.
     #[error("no token: pass ?token=JWT or Authorization: Bearer JWT")]
     Missing,
+    /// Not three base64url parts, or a part does not decode.
     #[error("token is not a compact JWT (header.claims.signature)")]
     Malformed,
+    /// The header names another algorithm than HS256.
     #[error("token algorithm must be HS256")]
     Algorithm,
+    /// Signed with another secret, or altered.
     #[error("token signature does not match")]
     Signature,
+    /// The claims are not `{sub, ws, exp}` with valid values (holds the reason).
     #[error("token claims are not {{sub, ws, exp}}: {0}")]
     Claims(String),
+    /// `exp` has passed.
     #[error("token expired at {exp} (now {now})")]
-    Expired { exp: u64, now: u64 },
+    Expired {
+        /// The token's expiry, seconds since the Unix epoch.
+        exp: u64,
+        /// The verifier's clock, seconds since the Unix epoch.
+        now: u64,
+    },
+    /// One request carried two different tokens (query and header).
     #[error("two different tokens (?token= and Authorization: Bearer); send one")]
     Ambiguous,
+    /// A `userId` parameter that is not the token's `sub`.
     #[error("userId {given:?} does not match the token's user")]
-    UserMismatch { given: String },
+    UserMismatch {
+        /// The `userId` the request gave.
+        given: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -11,11 +11,15 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entity {
+    /// Unique within its kind and workspace.
     pub id: String,
+    /// Which store it lives in.
     pub entity: EntityKind,
     /// +1 per applied change; 1 after the create.
     pub version: u64,
+    /// When the server applied the change that made this version.
     pub updated_at: Timestamp,
+    /// The user whose change made this version.
     pub updated_by: String,
     /// The mutation that produced this version; lets a receiver correlate the event
     /// with the sender's op (delivery latency, read-your-writes checks).
@@ -27,6 +31,7 @@ pub struct Entity {
     /// `TASK_STATUS_CHANGED` events also carry the seed's `{taskId, status}` shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    /// The app's own fields (title, status, …), flattened beside the ones above.
     #[serde(flatten)]
     pub fields: Map<String, Value>,
 }
@@ -89,6 +94,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The wire name, e.g. `"MERGE"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::LastWriteWins => "LAST_WRITE_WINS",
@@ -116,13 +122,15 @@ impl std::str::FromStr for Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictItem {
+    /// The field name (`"deleted"` when the entity was deleted meanwhile).
     pub field: String,
     /// What this client asked for (`null` when it deleted or the field is absent).
     pub local_value: Value,
     /// What the server holds now.
     pub remote_value: Value,
-    /// When the server's value was written, and by whom.
+    /// When the server's value was written.
     pub timestamp: Timestamp,
+    /// Who wrote the server's value.
     pub user_id: String,
 }
 
@@ -130,15 +138,22 @@ pub struct ConflictItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictResolution {
+    /// `"conflict:<opId>"` from the reference server: one conflict per refused op.
     pub id: String,
+    /// The kind of the entity in conflict.
     #[serde(rename = "type")]
     pub kind: EntityKind,
+    /// The entity in conflict.
     pub entity_id: String,
+    /// The fields both sides changed.
     pub conflicts: Vec<ConflictItem>,
+    /// Who resolved it; the server never sets it, a client's resolution does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// When it was resolved; set by the client, as `resolved_by`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Timestamp>,
+    /// The strategy that produced this outcome (`MERGE` or `MANUAL`).
     pub strategy: Strategy,
 }
 
@@ -147,9 +162,12 @@ pub struct ConflictResolution {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictDetected {
+    /// The seed's part, flattened into the same object.
     #[serde(flatten)]
     pub resolution: ConflictResolution,
+    /// The sender's op this answers.
     pub op_id: String,
+    /// The server's entity now: resolve with a new mutation on `current.version`.
     pub current: Entity,
     /// The seq of the event that applied the non-overlapping fields (MERGE), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,8 +182,11 @@ pub struct ConflictDetected {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ack {
+    /// The op this answers.
     pub op_id: String,
+    /// The kind of the entity it changed.
     pub entity: EntityKind,
+    /// The entity it changed.
     pub entity_id: String,
     /// The entity's version after the mutation.
     pub version: u64,

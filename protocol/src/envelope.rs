@@ -12,47 +12,71 @@ use serde_json::value::RawValue;
 /// A frame from a client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
+    /// `REALTIME_EVENT`: a mutation, or the tab's presence (`USER_PRESENCE_CHANGED`).
     RealtimeEvent(ClientEvent),
+    /// `USER_ACTION`: a cursor move, relayed to the others as `COLLABORATION_CURSOR`.
     UserAction(UserAction),
+    /// `RESUME`: replay the log after this position.
     Resume(Resume),
+    /// `HEARTBEAT`: the client's own liveness ping.
     Heartbeat(Heartbeat),
+    /// `HEARTBEAT_ACK`: the answer to the server's `HEARTBEAT`.
     HeartbeatAck(Heartbeat),
 }
 
 /// A frame from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMsg {
+    /// `CONNECTED`: the first frame of every connection (ids, epoch, log head).
     Connected(Connected),
-    /// `seq` is present for logged (entity) events, absent for ephemeral ones.
+    /// `REALTIME_EVENT`: `seq` is present for logged (entity) events, absent for
+    /// ephemeral ones.
     RealtimeEvent {
+        /// The event's position in the workspace log; `None` for ephemeral events.
         seq: Option<u64>,
+        /// The event itself.
         event: RealtimeEvent,
     },
+    /// `RECENT_EVENTS`: one batch of a replay, or "continuity lost" (`complete: false`).
     RecentEvents(RecentEvents),
+    /// `PRESENCE_UPDATE`: who is online, sent after `CONNECTED`.
     PresenceUpdate(Vec<UserPresence>),
+    /// `PRESENCE_DIFF`: joins and leaves since the last diff.
     PresenceDiff(PresenceDiff),
+    /// `ACK`: the sender's mutation was applied.
     Ack(Ack),
+    /// `CONFLICT_DETECTED`: the sender's mutation overlapped others' changes (boxed:
+    /// it is much larger than the other variants).
     ConflictDetected(Box<ConflictDetected>),
+    /// `HEARTBEAT`: the server's liveness ping; answer with `HEARTBEAT_ACK`.
     Heartbeat(Heartbeat),
+    /// `HEARTBEAT_ACK`: the answer to a client's `HEARTBEAT`.
     HeartbeatAck(Heartbeat),
+    /// `ERROR`: a refused frame or op, with its code.
     Error(ErrorPayload),
 }
 
 /// Why a frame could not be decoded. Each maps to the `ERROR` code it is answered with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// Not JSON, or no string `type` (`BAD_JSON`); holds serde's message.
     #[error("frame is not a JSON object with a string \"type\": {0}")]
     BadJson(String),
+    /// A `type` this direction does not have (`UNKNOWN_TYPE`); holds its first 64 chars.
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
+    /// A known `type` whose payload does not fit its shape (`INVALID_PAYLOAD`).
     #[error("invalid {frame_type} payload: {reason}")]
     InvalidPayload {
+        /// The frame's `type`.
         frame_type: &'static str,
+        /// serde's message.
         reason: String,
     },
 }
 
 impl DecodeError {
+    /// The `ERROR` code to answer this frame with.
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::BadJson(_) => ErrorCode::BadJson,
@@ -99,6 +123,7 @@ fn heartbeat(frame_type: &'static str, env: &RawEnvelope<'_>) -> Result<Heartbea
 }
 
 impl ClientMsg {
+    /// Parses one text frame from a client.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         let env = raw(text)?;
         Ok(match env.frame_type.as_ref() {
@@ -113,6 +138,7 @@ impl ClientMsg {
         })
     }
 
+    /// The wire `type` (`"REALTIME_EVENT"`, …), for encoding, logs and metrics.
     pub fn frame_type(&self) -> &'static str {
         match self {
             ClientMsg::RealtimeEvent(_) => "REALTIME_EVENT",
@@ -123,6 +149,7 @@ impl ClientMsg {
         }
     }
 
+    /// Writes the frame as JSON text.
     pub fn encode(&self) -> String {
         let t = self.frame_type();
         match self {
@@ -135,6 +162,7 @@ impl ClientMsg {
 }
 
 impl ServerMsg {
+    /// Parses one text frame (or SSE `data:`) from the server.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         let env = raw(text)?;
         let p = env.payload;
@@ -158,6 +186,7 @@ impl ServerMsg {
         })
     }
 
+    /// The wire `type` (`"ACK"`, …), for encoding, logs and metrics.
     pub fn frame_type(&self) -> &'static str {
         match self {
             ServerMsg::Connected(_) => "CONNECTED",
@@ -173,6 +202,7 @@ impl ServerMsg {
         }
     }
 
+    /// Writes the frame as JSON text (a logged event with its `seq`).
     pub fn encode(&self) -> String {
         let t = self.frame_type();
         match self {

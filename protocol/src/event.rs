@@ -8,14 +8,23 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventType {
+    /// A task was created (a mutation with base version 0).
     TaskCreated,
+    /// Some of a task's fields changed.
     TaskUpdated,
+    /// A task was deleted: it stays as a tombstone, fields cleared.
     TaskDeleted,
+    /// A task's `status` changed (the seed's `{taskId, status}` shape).
     TaskStatusChanged,
+    /// Some of a project's fields changed (also creates it).
     ProjectUpdated,
+    /// Some of a note's fields changed (also creates it).
     NoteUpdated,
+    /// A user's presence changed: ephemeral, relayed, never logged.
     UserPresenceChanged,
+    /// A cursor position: ephemeral, sent by the server only.
     CollaborationCursor,
+    /// A notice from the system: sent by the server only.
     SystemNotification,
 }
 
@@ -35,14 +44,17 @@ impl EventType {
         }
     }
 
+    /// Whether this type changes an entity (and is logged with a seq).
     pub fn is_mutation(self) -> bool {
         self.entity_kind().is_some()
     }
 
+    /// Whether this type deletes its entity (the only one whose `changes` may be empty).
     pub fn is_delete(self) -> bool {
         self == EventType::TaskDeleted
     }
 
+    /// The wire name, e.g. `"TASK_UPDATED"`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::TaskCreated => "TASK_CREATED",
@@ -62,12 +74,16 @@ impl EventType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EntityKind {
+    /// `TASK`: the seed's tasks.
     Task,
+    /// `PROJECT`: the seed's projects.
     Project,
+    /// `NOTE`: the seed's notes.
     Note,
 }
 
 impl EntityKind {
+    /// Every kind, in declaration order (also the order of `kind as usize`).
     pub const ALL: [EntityKind; 3] = [EntityKind::Task, EntityKind::Project, EntityKind::Note];
 
     /// The path segment of `GET /api/entities/{kind}`.
@@ -79,6 +95,7 @@ impl EntityKind {
         }
     }
 
+    /// The kind whose [`plural`](Self::plural) is `s`, if any.
     pub fn from_plural(s: &str) -> Option<Self> {
         EntityKind::ALL.into_iter().find(|k| k.plural() == s)
     }
@@ -91,13 +108,20 @@ impl EntityKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RealtimeEvent {
+    /// `"E:N"` (epoch, seq) for a logged event, `"E:eK"` for an ephemeral one.
     pub id: String,
+    /// What happened.
     #[serde(rename = "type")]
     pub kind: EventType,
+    /// The entity for entity events; the presence or cursor for ephemeral ones.
     pub payload: Value,
+    /// Who made the change (the sender's token `sub`).
     pub user_id: String,
+    /// The sender's tab.
     pub session_id: String,
+    /// When the server applied or relayed it.
     pub timestamp: Timestamp,
+    /// The entity's version after the change; 0 for ephemeral events.
     pub version: u64,
 }
 
@@ -107,16 +131,22 @@ pub struct RealtimeEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientEvent {
+    /// The client's event id (ignored by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// A mutation type, or `USER_PRESENCE_CHANGED`.
     #[serde(rename = "type")]
     pub kind: EventType,
+    /// A [`MutationPayload`] for a mutation; the presence for `USER_PRESENCE_CHANGED`.
     #[serde(default)]
     pub payload: Value,
+    /// Ignored: the server uses the token's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Ignored: the server uses the connection's session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Ignored: the server stamps its own time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Timestamp>,
     /// For a mutation: the base version the change was made on (0 for a create).
@@ -161,20 +191,28 @@ pub const ID_BYTES_MAX: usize = 128;
 /// Why a mutation payload was refused (answered `ERROR INVALID_PAYLOAD`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MutationError {
+    /// Not `{opId, id, changes, strategy?}` (serde's message).
     #[error("payload is not a mutation {{opId, id, changes}}: {0}")]
     Shape(String),
+    /// The opId is not `<clientId>:<n>` with 1 ≤ n ≤ [`OP_N_MAX`].
     #[error("opId {0:?} must be \"<clientId>:<n>\" with n a whole number from 1")]
     OpId(String),
+    /// The entity id is empty or longer than [`ID_BYTES_MAX`].
     #[error("entity id must be 1 to {ID_BYTES_MAX} bytes")]
     EntityId,
+    /// `changes` sets one of [`RESERVED_FIELDS`].
     #[error("changes may not set the reserved field {0:?}")]
     Reserved(String),
+    /// `changes` has more than [`CHANGES_FIELDS_MAX`] fields.
     #[error("changes has {0} fields; at most {CHANGES_FIELDS_MAX}")]
     TooManyFields(usize),
+    /// A field name is empty or longer than [`FIELD_NAME_BYTES_MAX`].
     #[error("field name {0:?} is empty or longer than {FIELD_NAME_BYTES_MAX} bytes")]
     FieldName(String),
+    /// A create or update with empty `changes` (only a delete may have none).
     #[error("{0} needs at least one change")]
     NoChanges(&'static str),
+    /// A `TASK_STATUS_CHANGED` that does not set `status` to a string.
     #[error("TASK_STATUS_CHANGED must change \"status\" to a string")]
     Status,
 }
@@ -185,11 +223,14 @@ pub const OP_N_MAX: u64 = (1 << 53) - 1;
 /// A parsed opId: the client it came from and its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId {
+    /// The client (one outbox) that sent it; may itself contain `:`.
     pub client_id: String,
+    /// The op's number: 1, 2, 3 … per client, without gaps.
     pub n: u64,
 }
 
 impl OpId {
+    /// Parses `"<clientId>:<n>"` (split at the last `:`), 1 ≤ n ≤ [`OP_N_MAX`].
     pub fn parse(s: &str) -> Result<Self, MutationError> {
         let bad = || MutationError::OpId(s.chars().take(ID_BYTES_MAX).collect());
         let (client, n) = s.rsplit_once(':').ok_or_else(bad)?;

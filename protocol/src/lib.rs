@@ -16,6 +16,8 @@
 //! - [`sse`] — Server-Sent Events writer and incremental parser.
 //! - [`time`] — [`Timestamp`].
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod entity;
 pub mod envelope;

@@ -7,15 +7,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Connected {
+    /// The token's user.
     pub user_id: String,
+    /// The tab's session: the one it asked for, or one the server made (`s<connectionId>`).
     pub session_id: String,
+    /// The server's number for this connection (logs, metrics).
     pub connection_id: u64,
+    /// The token's workspace: events never cross it.
     pub workspace_id: String,
     /// Names this incarnation of the workspace's event log.
     pub epoch: u64,
     /// The log's head when this session was registered.
     pub seq: u64,
+    /// How often the server sends `HEARTBEAT`, ms.
     pub heartbeat_ms: u64,
+    /// The server's clock when it sent this frame.
     pub server_time: Timestamp,
     /// The most unanswered mutations a connection should have in flight: their
     /// answers must fit the server's outbound queue, or a client resending a long
@@ -28,6 +34,7 @@ pub struct Connected {
 /// Only frame type a logged event is sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventFrameType {
+    /// `"REALTIME_EVENT"`.
     #[serde(rename = "REALTIME_EVENT")]
     RealtimeEvent,
 }
@@ -35,9 +42,12 @@ pub enum EventFrameType {
 /// A logged event exactly as it was streamed: `{"type":"REALTIME_EVENT","seq":N,"payload":…}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFrame {
+    /// Always `REALTIME_EVENT`.
     #[serde(rename = "type")]
     pub frame_type: EventFrameType,
+    /// The event's position in the log.
     pub seq: u64,
+    /// The event.
     pub payload: RealtimeEvent,
 }
 
@@ -46,8 +56,11 @@ pub struct EventFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentEvents {
+    /// This batch's events, in seq order.
     pub events: Vec<EventFrame>,
+    /// The first seq of this batch (`lastSeq + 1` when it is empty).
     pub from_seq: u64,
+    /// The last seq of this batch; the log head when continuity was lost.
     pub to_seq: u64,
     /// `false`: continuity was lost (another epoch, or history trimmed past the
     /// client's lastSeq). `events` is then empty; refetch snapshots.
@@ -58,7 +71,9 @@ pub struct RecentEvents {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resume {
+    /// The log incarnation `last_seq` counts in.
     pub epoch: u64,
+    /// The last seq the client applied, with nothing missing below it.
     pub last_seq: u64,
 }
 
@@ -106,6 +121,7 @@ impl Resume {
 /// instead of in a payload; both are accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Heartbeat {
+    /// The sender's clock (0 when absent).
     #[serde(default)]
     pub timestamp: Timestamp,
 }
@@ -114,13 +130,22 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
+    /// The frame is not JSON, or has no string `type`.
     BadJson,
+    /// The frame's `type` does not exist in this direction.
     UnknownType,
+    /// The payload does not fit its type; an op with a valid opId consumes its n.
     InvalidPayload,
+    /// A frame, an entity or a presence field passed its byte bound; nothing applied.
     TooLarge,
+    /// Over the rate limit: nothing applied; resend after `retryAfterMs`.
     RateLimited,
+    /// A type only the server may send (`COLLABORATION_CURSOR`, `SYSTEM_NOTIFICATION`),
+    /// or a presence `userId` that is not the token's.
     Forbidden,
+    /// An update of an entity id that never existed.
     NotFound,
+    /// An op's n skipped ahead: resend from `expectedN`.
     OutOfOrder,
     /// A repeat of an op older than the answers the server keeps per client: it was
     /// applied once; its answer is gone (docs/protocol.md).
@@ -133,6 +158,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The wire name, e.g. `"OUT_OF_ORDER"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadJson => "BAD_JSON",
@@ -154,8 +180,11 @@ impl ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorPayload {
+    /// What went wrong, for code to act on.
     pub code: ErrorCode,
+    /// What went wrong, for people.
     pub message: String,
+    /// The op this refuses, when the frame was a mutation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_id: Option<String>,
     /// With `OUT_OF_ORDER`: the n the server expects next from that client.
@@ -169,14 +198,21 @@ pub struct ErrorPayload {
 
 /// WebSocket close codes (PROTOCOL.md).
 pub mod close {
+    /// Normal close (the seed's client disconnect).
     pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame: not part of the protocol (JSON text only).
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Policy violation: sustained abuse (e.g. rate limit) or a protocol error.
     pub const POLICY: u16 = 1008;
+    /// An inbound message over the frame bound.
     pub const TOO_BIG: u16 = 1009;
+    /// The server failed internally.
     pub const INTERNAL: u16 = 1011;
+    /// Slow consumer: the outbound queue filled; reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Nothing received within the heartbeat timeout (a half-open connection).
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The session's token expired (its `exp` passed): reconnect with a fresh token.
     pub const TOKEN_EXPIRED: u16 = 4001;

@@ -39,15 +39,19 @@ pub struct SseParser {
     pub comments: u64,
 }
 
+/// Why an SSE stream was refused: the reader gives up on it (and reconnects).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
+    /// An unterminated line passed `line_bytes_max` (holds the bound).
     #[error("SSE line longer than {0} bytes")]
     LineTooLong(usize),
+    /// A line is not UTF-8, which the SSE format requires.
     #[error("SSE stream is not UTF-8")]
     NotUtf8,
 }
 
 impl SseParser {
+    /// A parser that buffers at most `line_bytes_max` bytes of an unterminated line.
     pub fn new(line_bytes_max: usize) -> Self {
         SseParser {
             buf: Vec::new(),

@@ -21,10 +21,12 @@ pub struct TimestampError {
 }
 
 impl Timestamp {
+    /// The timestamp `ms` milliseconds after the Unix epoch.
     pub fn from_millis(ms: u64) -> Self {
         Timestamp(ms)
     }
 
+    /// Milliseconds since the Unix epoch.
     pub fn as_millis(self) -> u64 {
         self.0
     }
