@@ -124,9 +124,15 @@ async fn a_presence_list_larger_than_the_outbound_bound_reaches_a_newcomer_in_pa
             r#"{{"type":"REALTIME_EVENT","payload":{{"type":"USER_PRESENCE_CHANGED","payload":{{"status":"online","currentPage":"{page}"}}}}}}"#
         ))
         .await;
-        crowd.push(ws);
+        // Its heartbeat answered means its presence was handled and fanned out (one
+        // connection's frames are handled in order): the newcomer below joins a settled
+        // crowd, and gets the list in pages rather than racing 40 diffs of 2 KB (which
+        // on a loaded machine overflowed its bound and closed it 1013 before CONNECTED).
+        ws.send_text(r#"{"type":"HEARTBEAT","timestamp":1}"#).await;
+        ws.until(|m| matches!(m, ServerMsg::HeartbeatAck(_)).then_some(()))
+            .await;
+        crowd.push(ws.drain_in_background());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut newcomer = server.ws("zz-new", "w1", "s").await;
     connected(&mut newcomer).await;
     let mut seen = std::collections::BTreeSet::new();

@@ -281,6 +281,12 @@ impl Ws {
         }
     }
 
+    /// Reads and discards every frame in the background until the connection ends, so
+    /// a client that is only there to be present is never a slow consumer.
+    pub fn drain_in_background(mut self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { while let Some(Ok(_)) = self.stream.next().await {} })
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
