@@ -46,6 +46,20 @@ impl Default for ReconnectPolicy {
     }
 }
 
+impl std::str::FromStr for ReconnectPolicy {
+    type Err = String;
+    /// `jittered` (with the default base and cap) or `legacy`: how a scenario names one.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jittered" => Ok(ReconnectPolicy::default()),
+            "legacy" => Ok(ReconnectPolicy::Legacy),
+            _ => Err(format!(
+                "unknown reconnect policy {s:?}: expected jittered or legacy"
+            )),
+        }
+    }
+}
+
 impl ReconnectPolicy {
     /// The delay before attempt `attempt` (0-based), or `None` to give up.
     pub fn delay_ms(&self, attempt: u32, rng: &mut Rng) -> Option<u64> {

@@ -25,6 +25,32 @@ pub enum OutboxPolicy {
     Legacy,
 }
 
+impl std::str::FromStr for OutboxPolicy {
+    type Err = String;
+    /// `sequenced` (1 000 ops; [`OutboxPolicy::with_capacity`] changes it) or `legacy`:
+    /// how a scenario names one.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sequenced" => Ok(OutboxConfig::default().policy),
+            "legacy" => Ok(OutboxPolicy::Legacy),
+            _ => Err(format!(
+                "unknown outbox policy {s:?}: expected sequenced or legacy"
+            )),
+        }
+    }
+}
+
+impl OutboxPolicy {
+    /// This policy with `capacity` ops at most, where it has a bound to set (the
+    /// legacy queue's is the seed's, fixed).
+    pub fn with_capacity(self, capacity: usize) -> Self {
+        match self {
+            OutboxPolicy::Sequenced { .. } => OutboxPolicy::Sequenced { capacity },
+            OutboxPolicy::Legacy => OutboxPolicy::Legacy,
+        }
+    }
+}
+
 /// The seed's queue length.
 pub const LEGACY_CAPACITY: usize = 100;
 

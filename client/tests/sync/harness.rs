@@ -4,7 +4,7 @@
 
 use rtsync_client::rng::Rng;
 use rtsync_client::session::{Action, Note, Session, SessionConfig};
-use rtsync_protocol::{ClientMsg, Device, EntityKind, EventType, ServerMsg, Strategy, UserAction};
+use rtsync_protocol::{ClientMsg, Device, EntityKind, EventType, ServerMsg, Strategy};
 use rtsync_server::core::{ConnId, CoreConfig, Delivery, SessionInfo, Workspace};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -223,14 +223,7 @@ impl Net {
             return;
         };
         for _ in 0..(1 + usize::from(dup)) {
-            let out = match &m {
-                ClientMsg::RealtimeEvent(ev) => self.ws.handle_event(conn, ev, self.now),
-                ClientMsg::Resume(r) => self.ws.resume(conn, *r),
-                ClientMsg::UserAction(UserAction::CursorMove { x, y, element_id }) => {
-                    self.ws.cursor(conn, *x, *y, element_id.clone(), self.now)
-                }
-                ClientMsg::Heartbeat(_) | ClientMsg::HeartbeatAck(_) => Vec::new(),
-            };
+            let out = self.ws.handle_msg(conn, &m, self.now);
             self.route(out);
         }
     }

@@ -16,29 +16,59 @@ pub mod ratelimit;
 pub mod store;
 pub mod workspace;
 
-use axum::extract::ws::Utf8Bytes;
-use rtsync_protocol::{EntityKind, ServerMsg, Strategy};
+use rtsync_protocol::{EntityKind, ErrorCode, ServerMsg, Strategy};
+use std::sync::Arc;
 
 pub use workspace::{Sender, SessionInfo, Workspace};
 
 /// Identifies one connection (one WebSocket or one SSE stream) within a server.
 pub type ConnId = u64;
 
-/// One encoded server frame, shared by every receiver of a fan-out (it is encoded once).
-/// The text is a reference-counted UTF-8 buffer (axum's `Utf8Bytes`, a
-/// `bytes::Bytes` wrapper), so a WebSocket write of it is a refcount bump, not a copy.
+/// What a frame is, known where it is made, so the edge picks an HTTP status or counts
+/// an error without parsing its own output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// `REALTIME_EVENT` (logged or ephemeral).
+    Event,
+    /// `ACK` of a mutation.
+    Ack,
+    /// `CONFLICT_DETECTED` answering a mutation.
+    Conflict,
+    /// `ERROR` with its code.
+    Error(ErrorCode),
+    /// Anything else (`CONNECTED`, presence, `RECENT_EVENTS`, heartbeats).
+    Other,
+}
+
+impl FrameKind {
+    fn of(msg: &ServerMsg) -> Self {
+        match msg {
+            ServerMsg::RealtimeEvent { .. } => FrameKind::Event,
+            ServerMsg::Ack(_) => FrameKind::Ack,
+            ServerMsg::ConflictDetected(_) => FrameKind::Conflict,
+            ServerMsg::Error(e) => FrameKind::Error(e.code),
+            _ => FrameKind::Other,
+        }
+    }
+}
+
+/// One encoded server frame, shared by every receiver of a fan-out (it is encoded once,
+/// and a clone is a reference-count bump).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    pub text: Utf8Bytes,
+    pub text: Arc<str>,
     /// The event's seq when it is a logged event (SSE writes it as `id: E:N`).
     pub seq: Option<u64>,
+    pub kind: FrameKind,
 }
 
 impl Frame {
+    /// A frame of already-encoded text (`RECENT_EVENTS` is spliced from event frames).
     pub fn new(text: String, seq: Option<u64>) -> Self {
         Frame {
             text: text.into(),
             seq,
+            kind: FrameKind::Other,
         }
     }
 
@@ -47,7 +77,10 @@ impl Frame {
             ServerMsg::RealtimeEvent { seq, .. } => *seq,
             _ => None,
         };
-        Frame::new(msg.encode(), seq)
+        Frame {
+            kind: FrameKind::of(msg),
+            ..Frame::new(msg.encode(), seq)
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -66,41 +99,84 @@ pub struct Delivery {
     pub frame: Frame,
 }
 
-/// The core's bounds and policies. Every field is documented with its default in
-/// [`crate::config::ServerConfig`], which owns one of these.
-#[derive(Debug, Clone)]
+fn d() -> CoreConfig {
+    CoreConfig::default()
+}
+
+/// The core's bounds and policies, with their defaults (`Default`). Part of
+/// [`crate::config::ServerConfig`], flattened: each field is a `serve` flag and a
+/// scenario `[server]` key, and its doc comment is the flag's help.
+#[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CoreConfig {
+    /// Events kept per workspace for resume; an older resume point is answered
+    /// `complete: false` (the client reloads a snapshot).
+    #[arg(long, default_value_t = d().history_events_max)]
     pub history_events_max: usize,
+    /// …and for at most this long.
+    #[arg(long, default_value_t = d().history_age_ms)]
     pub history_age_ms: u64,
+    /// A user leaves the presence list this long after its last session went, so a
+    /// reconnect does not flicker.
+    #[arg(long, default_value_t = d().presence_grace_ms)]
     pub presence_grace_ms: u64,
+    /// Cursor updates of one session are forwarded at most once per this interval.
+    #[arg(long, default_value_t = d().cursor_interval_ms)]
     pub cursor_interval_ms: u64,
+    /// Default conflict strategy for tasks: LAST_WRITE_WINS, MERGE or MANUAL (a
+    /// mutation may name its own).
+    #[arg(long, default_value_t = d().strategy_task)]
     pub strategy_task: Strategy,
+    /// …for projects.
+    #[arg(long, default_value_t = d().strategy_project)]
     pub strategy_project: Strategy,
+    /// …for notes.
+    #[arg(long, default_value_t = d().strategy_note)]
     pub strategy_note: Strategy,
+    /// Answers kept per client, so a duplicate op gets its first answer again.
+    #[arg(long, default_value_t = d().op_answers_per_client)]
     pub op_answers_per_client: usize,
+    /// Clients whose answers are kept per workspace; past it the least recently used
+    /// are forgotten.
+    #[arg(long, default_value_t = d().op_clients_max)]
     pub op_clients_max: usize,
     /// Bytes all kept op answers of a workspace may take; past it the least recently
     /// used clients are forgotten (counted as evictions; their next op sets a baseline).
+    #[arg(long, default_value_t = d().op_answers_bytes_max)]
     pub op_answers_bytes_max: usize,
+    /// Entities per workspace; a create past it is answered `LIMIT_EXCEEDED`.
+    #[arg(long, default_value_t = d().entities_max)]
     pub entities_max: usize,
     /// An entity's fields, encoded, at most this large: every event carries the whole
     /// entity, so one that grew past what a client may send in a message would cost
     /// every reader that much per change. A write past it: `TOO_LARGE`, nothing applied.
+    #[arg(long, default_value_t = d().entity_bytes_max)]
     pub entity_bytes_max: usize,
     /// Each presence string (`currentPage`, `currentTask`, `currentProject`) at most
     /// this long: presence is sent to every session of the workspace on join.
+    #[arg(long, default_value_t = d().presence_field_bytes_max)]
     pub presence_field_bytes_max: usize,
     /// `GET /api/entities/{kind}` answers at most this many entities per page…
+    #[arg(long, default_value_t = d().snapshot_page_entities)]
     pub snapshot_page_entities: usize,
     /// …and about this many bytes (at least one entity).
+    #[arg(long, default_value_t = d().snapshot_page_bytes)]
     pub snapshot_page_bytes: usize,
+    /// Events per replay batch at most; the next batch is sent when the connection's
+    /// queue has drained.
+    #[arg(long, default_value_t = d().replay_batch_events)]
     pub replay_batch_events: usize,
     /// A replay batch holds at most this many bytes of events (at least one event), so
     /// a batch fits well inside a connection's outbound bound.
+    #[arg(long, default_value_t = d().replay_batch_bytes)]
     pub replay_batch_bytes: usize,
+    /// The server pings every WebSocket this often (`HEARTBEAT`, advertised in `CONNECTED`).
+    #[arg(long, default_value_t = d().heartbeat_ms)]
     pub heartbeat_ms: u64,
-    /// Advertised in `CONNECTED` (0: not advertised); the edge sets it from its
-    /// outbound queue bound.
+    /// Advertised in `CONNECTED` (0: not advertised). Not a flag or a scenario key: the
+    /// edge sets it from its outbound queue bound.
+    #[arg(skip)]
+    #[serde(skip)]
     pub inflight_max: usize,
 }
 

@@ -8,9 +8,10 @@ use super::presence::Presence;
 use super::store::{Change, EntityStore, Outcome};
 use super::{ConnId, CoreConfig, Delivery, Frame};
 use rtsync_protocol::{
-    Ack, ClientEvent, CollaborationCursor, ConflictDetected, ConflictResolution, Connected, Device,
-    Entity, EntityKind, ErrorCode, ErrorPayload, EventType, MutationPayload, OpId, PresenceChange,
-    PresenceDiff, PresenceStatus, RealtimeEvent, Resume, ServerMsg, Timestamp, UserPresence, sse,
+    Ack, ClientEvent, ClientMsg, CollaborationCursor, ConflictDetected, ConflictResolution,
+    Connected, Device, Entity, EntityKind, ErrorCode, ErrorPayload, EventType, Heartbeat,
+    MutationPayload, OpId, PresenceChange, PresenceDiff, PresenceStatus, RealtimeEvent, Resume,
+    ServerMsg, Timestamp, UserAction, UserPresence, sse,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -330,6 +331,27 @@ impl Workspace {
             s.replayed_through = through;
         }
         vec![Delivery { to: conn, frame }]
+    }
+
+    /// What one message from a WebSocket session does: the one dispatch of a
+    /// [`ClientMsg`], for the edge and for tests that drive the core directly. After a
+    /// `RESUME` the edge sends the rest of the replay as the connection drains
+    /// ([`Workspace::continue_replay`]).
+    pub fn handle_msg(&mut self, conn: ConnId, msg: &ClientMsg, now_ms: u64) -> Vec<Delivery> {
+        match msg {
+            ClientMsg::RealtimeEvent(ev) => self.handle_event(conn, ev, now_ms),
+            ClientMsg::UserAction(UserAction::CursorMove { x, y, element_id }) => {
+                self.cursor(conn, *x, *y, element_id.clone(), now_ms)
+            }
+            ClientMsg::Resume(r) => self.resume(conn, *r),
+            ClientMsg::Heartbeat(_) => vec![Delivery {
+                to: conn,
+                frame: Frame::of(&ServerMsg::HeartbeatAck(Heartbeat {
+                    timestamp: Timestamp(now_ms),
+                })),
+            }],
+            ClientMsg::HeartbeatAck(_) => Vec::new(),
+        }
     }
 
     /// A `REALTIME_EVENT` from a WebSocket session.

@@ -3,7 +3,7 @@
 
 use super::auth::authenticate;
 use super::{ApiError, Metrics, Server};
-use crate::core::Sender;
+use crate::core::{FrameKind, Sender};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -154,14 +154,14 @@ pub async fn post_event(
         s.deliver(out, &server.metrics);
         answer
     };
-    let status = match ServerMsg::decode(&answer.text) {
-        Ok(ServerMsg::Ack(_)) => StatusCode::OK,
-        Ok(ServerMsg::ConflictDetected(_)) => StatusCode::CONFLICT,
-        Ok(ServerMsg::Error(e)) => {
+    let status = match answer.kind {
+        FrameKind::Ack => StatusCode::OK,
+        FrameKind::Conflict => StatusCode::CONFLICT,
+        FrameKind::Error(code) => {
             Metrics::inc(&server.metrics.errors_sent_total);
-            status_of(e.code)
+            status_of(code)
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        FrameKind::Event | FrameKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Ok((
         status,

@@ -22,7 +22,7 @@ mod ws;
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::core::{ConnId, Delivery, Workspace};
+use crate::core::{ConnId, Delivery, FrameKind, Workspace};
 use axum::Router;
 use axum::routing::{get, post};
 use metrics::Metrics;
@@ -115,7 +115,7 @@ impl ShardInner {
     pub fn deliver(&mut self, out: Vec<Delivery>, metrics: &Metrics) {
         let mut slow = Vec::new();
         for d in out {
-            if d.frame.text.starts_with(r#"{"type":"ERROR""#) {
+            if let FrameKind::Error(_) = d.frame.kind {
                 Metrics::inc(&metrics.errors_sent_total);
             }
             if let Some(o) = self.outs.get(&d.to)

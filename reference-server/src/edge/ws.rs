@@ -7,7 +7,8 @@ use super::outbound::{CloseReason, Next, OutboundRx};
 use super::{ApiError, Metrics, Server, Shard, outbound};
 use crate::core::ratelimit::TokenBucket;
 use crate::core::{ConnId, Frame, SessionInfo};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -16,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use rtsync_protocol::event::ID_BYTES_MAX;
 use rtsync_protocol::{
     ClientMsg, Device, DeviceType, ErrorCode, ErrorPayload, Heartbeat, Resume, ServerMsg,
-    Timestamp, UserAction, close,
+    Timestamp, close,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -254,7 +255,23 @@ fn sent_frame(server: &Server, frame: Frame, waited: Duration) -> Message {
     Metrics::inc(&m.messages_out_total);
     m.bytes_out_total
         .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    Message::Text(frame.text)
+    Message::Text(ws_text(frame))
+}
+
+/// The frame's text as axum's `Utf8Bytes` without copying it: a `Bytes` that owns a
+/// reference to the shared `Arc<str>`. axum re-checks that it is UTF-8 (≈ 1 ns per 10
+/// bytes, once per delivery) — the price of keeping axum's type out of the core without
+/// `unsafe`; it cannot fail (the text is a `str`), and if it ever did the frame is copied.
+fn ws_text(frame: Frame) -> Utf8Bytes {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let text = frame.text;
+    Utf8Bytes::try_from(Bytes::from_owner(Shared(text.clone())))
+        .unwrap_or_else(|_| Utf8Bytes::from(&*text))
 }
 
 /// How long a connection being closed may take to flush a frame or its close frame.
@@ -398,35 +415,17 @@ impl Reader<'_> {
     }
 
     fn dispatch(&mut self, msg: ClientMsg, now: u64) {
+        if let ClientMsg::RealtimeEvent(ev) = &msg
+            && ev.kind.is_mutation()
+        {
+            Metrics::inc(&self.server.metrics.mutations_total);
+        }
         let mut s = self.shard.lock();
-        let out = match msg {
-            ClientMsg::RealtimeEvent(ev) => {
-                if ev.kind.is_mutation() {
-                    Metrics::inc(&self.server.metrics.mutations_total);
-                }
-                s.core.handle_event(self.conn, &ev, now)
-            }
-            ClientMsg::UserAction(UserAction::CursorMove { x, y, element_id }) => {
-                s.core.cursor(self.conn, x, y, element_id, now)
-            }
-            ClientMsg::Resume(r) => {
-                let out = s.core.resume(self.conn, r);
-                s.deliver(out, &self.server.metrics);
-                s.note_replay(self.conn);
-                return;
-            }
-            ClientMsg::Heartbeat(_) => {
-                let ack = ServerMsg::HeartbeatAck(Heartbeat {
-                    timestamp: Timestamp(now),
-                });
-                vec![crate::core::Delivery {
-                    to: self.conn,
-                    frame: Frame::of(&ack),
-                }]
-            }
-            ClientMsg::HeartbeatAck(_) => Vec::new(),
-        };
+        let out = s.core.handle_msg(self.conn, &msg, now);
         s.deliver(out, &self.server.metrics);
+        if let ClientMsg::Resume(_) = msg {
+            s.note_replay(self.conn);
+        }
     }
 
     fn reply_error(&self, code: ErrorCode, message: String) {
