@@ -3,8 +3,8 @@
 //! simulation shows up as a number.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
-use rtsync_simulator::world;
 use std::time::Duration;
 
 const SMALL: &str = r#"
@@ -24,7 +24,7 @@ fn simulate(c: &mut Criterion) {
     let sc = Scenario::parse(SMALL, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
     c.bench_function("simulate_12_tabs_12_simulated_s", |b| {
         b.iter(|| {
-            world::run(&sc, 1, &mut |_, _| {})
+            run::run(&sc, 1, &mut |_, _| {})
                 .map(|o| o.recorder.counter("deliveries", None))
                 .unwrap_or(0)
         })

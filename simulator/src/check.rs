@@ -2,25 +2,9 @@
 //! explanation in words (Jepsen/Elle style). Some anomalies are caught during the run
 //! (a replay that skips a seq, an event from another workspace) and recorded there.
 
-use crate::record::{Outcome, Recorder};
+use crate::record::{Anomaly, Outcome, Recorder};
 use rtsync_protocol::{Entity, EntityKind};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Anomaly {
-    pub invariant: String,
-    pub explanation: String,
-}
-
-impl Anomaly {
-    pub fn new(invariant: &str, explanation: impl Into<String>) -> Self {
-        Anomaly {
-            invariant: invariant.to_owned(),
-            explanation: explanation.into(),
-        }
-    }
-}
 
 /// Checks one `RECENT_EVENTS {complete: true}` batch as a tab receives it: the first
 /// batch after a resume must start right after the resume point, and every batch must

@@ -14,6 +14,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use turmoil::net::{TcpListener, TcpStream};
 
+/// The simulated wall clock starts here (2026-11-18T…Z), so timestamps look real.
+pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
+
 /// The server's port on its simulated host.
 pub const SERVER_PORT: u16 = 8080;
 /// Small buffers: tungstenite zero-fills its read buffer on every read (DESIGN.md).
@@ -88,7 +91,7 @@ pub fn epoch_now_s() -> u64 {
         Some(_) => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        None => (crate::world::SIM_EPOCH_MS + now_ms()) / 1000,
+        None => (SIM_EPOCH_MS + now_ms()) / 1000,
     }
 }
 

@@ -5,8 +5,8 @@
 use crate::metrics::{HISTOGRAMS, INVARIANTS};
 use crate::record::PHASES;
 use crate::report::Verdict;
+use crate::run::RunOutput;
 use crate::scenario::Scenario;
-use crate::world::RunOutput;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::collections::BTreeMap;

@@ -6,8 +6,11 @@
 //! - [`swarm`] — swarm scenarios: ranges and sets each seed draws its own values from.
 //! - [`sweep`] — many scenarios over a seed range on parallel threads; failing seeds kept.
 //! - [`output`] — the report files of one run (summary, `.hgrm`, `.hlog`, HTML).
-//! - [`world`] — builds the simulation (hosts, tabs, faults) and runs it.
+//! - [`run`] — one simulated run of a scenario: its worlds, then the checkers.
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
+//! - [`world`] — one turmoil world (server host, client hosts, faults) run to the end.
+//! - [`setup`] — what simulated and live runs set up alike: tab specs, tokens, tab
+//!   tasks, the line to the tabs, the recorder, the final probe.
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
 //!   app around it — cache, memory, reloads — and the notes it records are submodules).
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
@@ -43,7 +46,9 @@ pub mod output;
 pub mod proxy;
 pub mod record;
 pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod setup;
 pub mod shards;
 pub mod storage;
 pub mod swarm;

@@ -16,13 +16,14 @@
 use crate::glue;
 use crate::proxy::FaultProxy;
 use crate::record::Recorder;
+use crate::run::{RunOutput, conclude};
 use crate::scenario::Scenario;
+use crate::setup::{
+    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf_cdf,
+};
 use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
-use crate::world::{
-    Controls, RunError, RunOutput, conclude, new_recorder, probe_final_state, spawn_tabs,
-    tab_specs, unshare, workspaces, zipf_cdf,
-};
+use crate::world::{RunError, unshare};
 use rtsync_client::rng::Rng;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -104,7 +105,7 @@ struct Running {
 
 impl SpawnedServer {
     pub fn start(sc: &Scenario) -> Result<Self, RunError> {
-        let cfg = crate::world::server_config(sc);
+        let cfg = sc.server.config.clone();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let (addr, running) = Self::launch(cfg.clone(), any)?;
         Ok(SpawnedServer {

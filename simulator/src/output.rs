@@ -3,8 +3,8 @@
 //! runs and sweeps (which keep the reports of failing seeds only).
 
 use crate::report::{self, Verdict};
+use crate::run::RunOutput;
 use crate::scenario::Scenario;
-use crate::world::{self, RunOutput};
 use crate::{hgrm, html};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -52,7 +52,7 @@ pub fn write_reports(
         if let Some(iv) = rec.intervals.get(m) {
             write(
                 &format!("{m}.hlog"),
-                hgrm::interval_log(m, iv, rec.interval_ms, world::SIM_EPOCH_MS),
+                hgrm::interval_log(m, iv, rec.interval_ms, crate::glue::SIM_EPOCH_MS),
             )?;
         }
     }

@@ -2,9 +2,9 @@
 //! phase and group, plus the history the checkers read after the run. One per
 //! simulation, shared by every task (turmoil runs all hosts on one thread).
 
-use crate::check::Anomaly;
 use hdrhistogram::Histogram;
 use rtsync_protocol::{Entity, EntityKind};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, DefaultHasher};
@@ -12,6 +12,23 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 /// A `HashMap` with a fixed (unkeyed) hasher: the same layout every run, so even an
 /// accidental iteration would be reproducible; still, iterate it only to sort.
 pub type FixedHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
+/// A broken invariant, with what the checker saw: recorded during the run (a replay
+/// batch that skips) or found by the checkers afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Anomaly {
+    pub invariant: String,
+    pub explanation: String,
+}
+
+impl Anomaly {
+    pub fn new(invariant: &str, explanation: impl Into<String>) -> Self {
+        Anomaly {
+            invariant: invariant.to_owned(),
+            explanation: explanation.into(),
+        }
+    }
+}
 
 /// Phase boundaries, in simulated ms.
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,9 @@
 
 use crate::metrics::{COUNTERS, GAUGES, HISTOGRAMS, INVARIANTS};
 use crate::record::{PHASES, Recorder};
+use crate::run::RunOutput;
 use crate::scenario::Scenario;
 use crate::threshold::{Agg, Condition, Selector};
-use crate::world::RunOutput;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

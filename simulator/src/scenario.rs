@@ -3,7 +3,9 @@
 //! different scenario.
 
 use crate::swarm::Swarm;
-use rtsync_protocol::Strategy;
+use rtsync_client::connection::ReconnectPolicy;
+use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
+use rtsync_server::ServerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -76,66 +78,79 @@ fn d_shards() -> usize {
     1
 }
 
-/// Server settings a scenario may change (the rest are the reference defaults).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The JWT secret of simulated (and `--spawn-server` live) runs.
+pub const SECRET: &[u8] = b"rtsync-simulation-secret";
+
+/// The server a scenario runs: the reference server's own configuration (every field
+/// of [`ServerConfig`] is a key of `[server]`, documented once in
+/// `reference-server/src/config.rs`), starting from [`ServerSpec::default`]'s
+/// simulation defaults, plus the link latency.
+#[derive(Debug, Clone)]
 pub struct ServerSpec {
-    pub heartbeat_ms: u64,
-    pub heartbeat_timeout_ms: u64,
-    pub presence_grace_ms: u64,
-    pub history_events_max: usize,
-    pub strategy_task: Strategy,
-    pub strategy_project: Strategy,
-    pub strategy_note: Strategy,
-    pub admission_rate_per_s: f64,
-    pub admission_burst: u32,
-    pub outbound_messages_max: usize,
-    pub outbound_bytes_max: usize,
-    pub inbound_rate_per_s: f64,
-    pub inbound_burst: u32,
-    /// Entities per page of `GET /api/entities/{kind}` (snapshots and list queries).
-    pub snapshot_page_entities: usize,
     /// Link latency between the server host and each client host unless the group says.
     pub latency_ms: u64,
+    pub config: ServerConfig,
 }
 
 impl Default for ServerSpec {
+    /// The reference defaults, except what a simulation needs shorter or larger:
+    /// heartbeats and presence grace in seconds rather than tens of seconds (scenarios
+    /// last minutes), and room for every tab a scenario gives one user.
     fn default() -> Self {
-        let d = rtsync_server::ServerConfig::default();
-        ServerSpec {
-            heartbeat_ms: 5_000,
+        let mut config = ServerConfig {
+            jwt_secret: SECRET.to_vec(),
             heartbeat_timeout_ms: 15_000,
-            presence_grace_ms: 3_000,
-            history_events_max: d.core.history_events_max,
-            strategy_task: d.core.strategy_task,
-            strategy_project: d.core.strategy_project,
-            strategy_note: d.core.strategy_note,
-            admission_rate_per_s: d.admission_rate_per_s,
-            admission_burst: d.admission_burst,
-            outbound_messages_max: d.outbound_messages_max,
-            outbound_bytes_max: d.outbound_bytes_max,
-            inbound_rate_per_s: d.inbound_rate_per_s,
-            inbound_burst: d.inbound_burst,
-            snapshot_page_entities: d.core.snapshot_page_entities,
+            connections_per_user_max: 1024,
+            ..ServerConfig::default()
+        };
+        config.core.heartbeat_ms = 5_000;
+        config.core.presence_grace_ms = 3_000;
+        ServerSpec {
             latency_ms: 5,
+            config,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReconnectKind {
-    Jittered,
-    /// The seed's policy.
-    Legacy,
+impl<'de> Deserialize<'de> for ServerSpec {
+    /// `[server]` overlays the simulation defaults key by key; serde's `flatten` (how
+    /// `CoreConfig` sits in `ServerConfig`) cannot refuse unknown keys itself, so they
+    /// are checked against the serialised defaults.
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut given = toml::Table::deserialize(de)?;
+        let mut spec = ServerSpec::default();
+        if let Some(v) = given.remove("latency_ms") {
+            spec.latency_ms = v.try_into().map_err(D::Error::custom)?;
+        }
+        let mut table = toml::Table::try_from(&spec.config).map_err(D::Error::custom)?;
+        for (key, value) in given {
+            if !table.contains_key(&key) {
+                let known: Vec<&str> = table.keys().map(String::as_str).collect();
+                return Err(D::Error::custom(format!(
+                    "unknown field `{key}`, expected `latency_ms` or one of {}",
+                    known.join(", ")
+                )));
+            }
+            table.insert(key, value);
+        }
+        let config: ServerConfig = table.try_into().map_err(D::Error::custom)?;
+        spec.config = ServerConfig {
+            jwt_secret: spec.config.jwt_secret,
+            ..config
+        };
+        Ok(spec)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutboxKind {
-    Sequenced,
-    /// The seed's drop-oldest queue.
-    Legacy,
+/// A value read from its name (`FromStr`): the client's policies, named in a scenario.
+fn from_name<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    let name = String::deserialize(de)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// A client host (a network location) and the users on it.
@@ -157,10 +172,12 @@ pub struct Group {
     /// Link latency to the server; the server's `latency_ms` if absent.
     #[serde(default)]
     pub latency_ms: Option<u64>,
-    #[serde(default = "d_reconnect")]
-    pub reconnect: ReconnectKind,
-    #[serde(default = "d_outbox")]
-    pub outbox: OutboxKind,
+    /// `jittered` (default) or the seed's `legacy`.
+    #[serde(default, deserialize_with = "from_name")]
+    pub reconnect: ReconnectPolicy,
+    /// `sequenced` (default) or the seed's `legacy` (its capacity: `outbox_capacity`).
+    #[serde(default = "d_outbox", deserialize_with = "from_name")]
+    pub outbox: OutboxPolicy,
     #[serde(default = "d_capacity")]
     pub outbox_capacity: usize,
     /// Client ping interval (the seed pings every 30 s).
@@ -171,11 +188,8 @@ pub struct Group {
 fn one() -> usize {
     1
 }
-fn d_reconnect() -> ReconnectKind {
-    ReconnectKind::Jittered
-}
-fn d_outbox() -> OutboxKind {
-    OutboxKind::Sequenced
+fn d_outbox() -> OutboxPolicy {
+    OutboxConfig::default().policy
 }
 fn d_capacity() -> usize {
     1000
@@ -589,11 +603,8 @@ impl Scenario {
                 format!("expected 0 (never) or >= 5, got {}", w.token_ttl_s),
             );
         }
-        if self.server.snapshot_page_entities == 0 {
-            return bad(
-                "server.snapshot_page_entities",
-                "must be greater than 0".into(),
-            );
+        if let Err(e) = self.server.config.validate() {
+            return bad("server", e);
         }
         // The server refuses a longer presence field (`presence_field_bytes_max`).
         let presence_max = rtsync_server::core::CoreConfig::default().presence_field_bytes_max;

@@ -8,8 +8,8 @@
 
 use crate::output;
 use crate::report::{self, EXIT_PASS};
+use crate::run;
 use crate::scenario::Scenario;
-use crate::world;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -130,7 +130,7 @@ fn run_seed(entries: &[Entry], entry: usize, seed: u64, out: &Path) -> anyhow::R
             });
         }
     };
-    let run = match world::run(&sc, seed, &mut |_, _| {}) {
+    let run = match run::run(&sc, seed, &mut |_, _| {}) {
         Ok(run) => run,
         // The simulation itself broke (a tab that never finished, say): that seed
         // fails with the reason; the sweep goes on.

@@ -12,9 +12,8 @@ mod app;
 mod notes;
 mod workload;
 
-use crate::check::Anomaly;
 use crate::glue::{self, ConnectFail, Sse, SseRead, Ws, now_ms};
-use crate::record::{OpRecord, Outcome, Recorder, TabFinal};
+use crate::record::{Anomaly, OpRecord, Outcome, Recorder, TabFinal};
 use crate::scenario::Workload;
 use crate::storage;
 use futures_util::future::LocalBoxFuture;
@@ -603,7 +602,7 @@ impl Tab {
         if ttl_s > 0 {
             let exp_s = glue::epoch_now_s() + ttl_s;
             self.spec.token =
-                crate::world::token_until(&self.spec.user, &self.spec.workspace, exp_s);
+                crate::setup::token_until(&self.spec.user, &self.spec.workspace, exp_s);
         }
     }
 

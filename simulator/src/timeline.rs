@@ -9,8 +9,8 @@
 
 use crate::record::Recorder;
 use crate::scenario::{Fault, FaultKind, Scenario};
+use crate::setup::Controls;
 use crate::tab::Command;
-use crate::world::Controls;
 use std::cell::RefCell;
 
 /// The network and the server, as the timeline acts on them.
@@ -260,7 +260,7 @@ mod tests {
         let (mut t, mut log) = (Timeline::new(&sc), Log::default());
         let (tabs, rec) = (
             Controls::default(),
-            RefCell::new(crate::world::new_recorder(&sc)),
+            RefCell::new(crate::setup::new_recorder(&sc)),
         );
         assert_eq!(t.next_due_ms(), Some(1000));
         assert_eq!(t.advance(999, &mut log, &tabs, &rec), Reached::default());

@@ -1,55 +1,23 @@
-//! Builds one simulation from a scenario and runs it: the reference server on its own
-//! host, one client host per group with its tabs as tasks (turmoil's cost grows with
-//! the square of the host count, so clients share hosts), the fault timeline driven
-//! from the `sim.step()` loop, then heal, a liveness phase, and the checks.
+//! One simulated world: the reference server on its own host, one client host per
+//! group with its tabs as tasks (turmoil's cost grows with the square of the host
+//! count, so clients share hosts), the fault timeline driven from the `sim.step()`
+//! loop, then heal, a liveness phase and the final probe.
 
-use crate::glue::{SERVER_PORT, SimClock, SimListener};
-use crate::record::{Phases, Recorder, ServerFinal};
-use crate::scenario::{OutboxKind, ReconnectKind, Scenario};
-use crate::tab::{
-    Command, DeviceBus, Inbox, Input, TabSpec, fetch_snapshots, run_device_bus, run_tab,
+use crate::glue::{SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
+use crate::record::Recorder;
+use crate::scenario::Scenario;
+use crate::setup::{
+    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf_cdf,
 };
+use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
-use rtsync_client::connection::{ConnectionConfig, ReconnectPolicy, Transport};
-use rtsync_client::crosstab::Bus;
-use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
 use rtsync_client::rng::Rng;
-use rtsync_client::session::SessionConfig;
-use rtsync_protocol::auth::{Claims, mint};
-use rtsync_server::ServerConfig;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-/// The simulated wall clock starts here (2026-11-18T…Z), so timestamps look real.
-pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
-/// The JWT secret of simulated (and `--spawn-server` live) runs.
-pub const SECRET: &[u8] = b"rtsync-simulation-secret";
-
-#[derive(Debug)]
-pub struct RunOutput {
-    /// Live mode (real TCP, real time): the figures are measured, not deterministic.
-    pub live: bool,
-    pub recorder: Recorder,
-    pub simulated_s: f64,
-    pub wall_s: f64,
-    pub tabs: usize,
-    /// The workload after warm-up, on its own: the speed under load, which the
-    /// whole-run figure flatters with its idle quiescence (simulated runs only).
-    pub load: Option<LoadWindow>,
-}
-
-/// Simulated and wall time of the workload window (warm-up end → workload end), and the
-/// deliveries made in it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadWindow {
-    pub simulated_s: f64,
-    pub wall_s: f64,
-    pub deliveries: u64,
-}
+use tokio::sync::watch;
 
 /// Which of the scenario's workspaces one simulated world holds: those at positions
 /// `index`, `index + count`, … of the sorted workspace list.
@@ -68,232 +36,19 @@ pub struct WorldOutput {
     pub load: LoadWindow,
 }
 
+/// Simulated and wall time of the workload window (warm-up end → workload end), and the
+/// deliveries made in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadWindow {
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub deliveries: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("simulation failed: {0}")]
     Sim(String),
-}
-
-/// A token that does not expire within any run (ten years past the simulated epoch).
-pub fn token(user: &str, workspace: &str) -> String {
-    token_until(user, workspace, SIM_EPOCH_MS / 1000 + 10 * 365 * 86_400)
-}
-
-/// A token that expires at `exp_s` (seconds since the Unix epoch, on the server's clock).
-pub fn token_until(user: &str, workspace: &str, exp_s: u64) -> String {
-    mint(
-        &Claims {
-            sub: user.into(),
-            ws: workspace.into(),
-            exp: exp_s,
-        },
-        SECRET,
-    )
-}
-
-pub fn server_config(sc: &Scenario) -> ServerConfig {
-    let s = &sc.server;
-    let mut c = ServerConfig {
-        jwt_secret: SECRET.to_vec(),
-        ..ServerConfig::default()
-    };
-    c.core.heartbeat_ms = s.heartbeat_ms;
-    c.heartbeat_timeout_ms = s.heartbeat_timeout_ms;
-    c.core.presence_grace_ms = s.presence_grace_ms;
-    c.core.history_events_max = s.history_events_max;
-    c.core.strategy_task = s.strategy_task;
-    c.core.strategy_project = s.strategy_project;
-    c.core.strategy_note = s.strategy_note;
-    c.admission_rate_per_s = s.admission_rate_per_s;
-    c.admission_burst = s.admission_burst;
-    c.outbound_messages_max = s.outbound_messages_max;
-    c.outbound_bytes_max = s.outbound_bytes_max;
-    c.inbound_rate_per_s = s.inbound_rate_per_s;
-    c.inbound_burst = s.inbound_burst;
-    c.core.snapshot_page_entities = s.snapshot_page_entities;
-    c.connections_per_user_max = 1024;
-    c
-}
-
-/// Zipf CDF over `keys` ranks with exponent `s` (s = 0: uniform).
-pub fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
-    let w: Vec<f64> = (1..=keys).map(|k| 1.0 / (k as f64).powf(s)).collect();
-    let total: f64 = w.iter().sum();
-    let mut acc = 0.0;
-    w.iter()
-        .map(|x| {
-            acc += x / total;
-            acc
-        })
-        .collect()
-}
-
-/// Every tab of the scenario, in a fixed order. `run_tag` prefixes user, workspace and
-/// client ids: empty in simulation (a fresh server each run), unique per run in live mode,
-/// where a long-lived server remembers earlier runs — a reused clientId would get the
-/// old run's answers to its "new" ops (correctly: that is what idempotency means).
-pub fn tab_specs(sc: &Scenario, root: &mut Rng, run_tag: &str) -> Vec<TabSpec> {
-    let mut out = Vec::new();
-    for g in &sc.groups {
-        let connection = ConnectionConfig {
-            reconnect: match g.reconnect {
-                ReconnectKind::Jittered => ReconnectPolicy::default(),
-                ReconnectKind::Legacy => ReconnectPolicy::Legacy,
-            },
-            ping_interval_ms: g.ping_interval_ms,
-            pong_timeout_ms: sc.server.heartbeat_ms.max(2_000),
-            sse_idle_timeout_ms: sc.server.heartbeat_ms * 3,
-            connect_timeout_ms: 5_000,
-            ..ConnectionConfig::default()
-        };
-        let outbox = OutboxConfig {
-            policy: match g.outbox {
-                OutboxKind::Sequenced => OutboxPolicy::Sequenced {
-                    capacity: g.outbox_capacity,
-                },
-                OutboxKind::Legacy => OutboxPolicy::Legacy,
-            },
-            ..OutboxConfig::default()
-        };
-        let tabs = g.tabs();
-        let sse_tabs = (g.sse_fraction * tabs as f64).round() as usize;
-        let mut i = 0;
-        for u in 0..g.users {
-            let user = format!("{run_tag}{}-u{u}", g.name);
-            let workspace = format!("{run_tag}w{}", u % g.workspaces);
-            for d in 0..g.devices_per_user {
-                for t in 0..g.tabs_per_device {
-                    let sse = i < sse_tabs;
-                    let mut connection = connection.clone();
-                    if sse {
-                        connection.start_transport = Transport::Sse;
-                    }
-                    out.push(TabSpec {
-                        id: format!("{user}-d{d}-t{t}"),
-                        group: g.name.clone(),
-                        token: token(&user, &workspace),
-                        user: user.clone(),
-                        workspace: workspace.clone(),
-                        sse,
-                        seed: root.next_u64(),
-                        session: SessionConfig {
-                            connection,
-                            outbox: outbox.clone(),
-                            ..SessionConfig::default()
-                        },
-                        workload: sc.workload.clone(),
-                        start_delay_ms: if sc.ramp_up_per_s > 0.0 {
-                            (out.len() as f64 * 1000.0 / sc.ramp_up_per_s) as u64
-                        } else {
-                            0
-                        },
-                    });
-                    i += 1;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Spawns tabs (on the current `LocalSet`), grouping the tabs of a device on one
-/// BroadcastChannel bus with its delivery task.
-pub fn spawn_tabs(
-    tabs: Vec<(TabSpec, Inbox)>,
-    rec: &Rc<RefCell<Recorder>>,
-    zipf: &Rc<Vec<f64>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
-    let mut handles = Vec::new();
-    for (spec, inbox) in tabs {
-        let device_id = spec
-            .id
-            .rsplit_once("-t")
-            .map_or(spec.id.clone(), |(d, _)| d.to_owned());
-        let dev = devices
-            .entry(device_id)
-            .or_insert_with(|| {
-                let d = Rc::new(RefCell::new(DeviceBus {
-                    bus: Bus::new(10_000),
-                    inboxes: BTreeMap::new(),
-                    wake: Rc::new(tokio::sync::Notify::new()),
-                }));
-                tokio::task::spawn_local(run_device_bus(d.clone()));
-                d
-            })
-            .clone();
-        {
-            let mut d = dev.borrow_mut();
-            d.bus.join(&spec.id);
-            d.inboxes.insert(spec.id.clone(), inbox.tx.clone());
-        }
-        handles.push(tokio::task::spawn_local(run_tab(
-            spec,
-            rec.clone(),
-            Some(dev),
-            zipf.clone(),
-            inbox,
-        )));
-    }
-    handles
-}
-
-/// The world's line to every tab, by group: faults and the run's end go out on it.
-#[derive(Debug, Default)]
-pub struct Controls(BTreeMap<String, Vec<mpsc::UnboundedSender<Input>>>);
-
-impl Controls {
-    /// A new tab's inbox; the world keeps a sender to it.
-    pub fn add(&mut self, spec: &TabSpec) -> Inbox {
-        let inbox = Inbox::new();
-        self.0
-            .entry(spec.group.clone())
-            .or_default()
-            .push(inbox.tx.clone());
-        inbox
-    }
-
-    /// Sends `cmd` to the first `fraction` of the tabs of `group` (of every group: None).
-    pub fn send(&self, group: &Option<String>, fraction: f64, cmd: Command) {
-        for (g, txs) in &self.0 {
-            if group.as_ref().is_none_or(|x| x == g) {
-                let n = (fraction * txs.len() as f64).ceil() as usize;
-                for tx in txs.iter().take(n) {
-                    let _ = tx.send(Input::Command(cmd));
-                }
-            }
-        }
-    }
-}
-
-/// An empty recorder with the scenario's phase boundaries and interval size.
-pub fn new_recorder(sc: &Scenario) -> Recorder {
-    let mut faults: Vec<u64> = sc.faults.iter().map(|f| (f.at_s * 1000.0) as u64).collect();
-    faults.sort_unstable();
-    let workload_end_ms = sc.duration_s * 1000;
-    let total_ms = workload_end_ms + sc.quiescence_s * 1000;
-    Recorder {
-        phases: Some(Phases {
-            warmup_end_ms: sc.warmup_s * 1000,
-            faults_ms: faults.first().map(|a| (*a, *faults.last().unwrap_or(a))),
-            workload_end_ms,
-        }),
-        // About 120 intervals per run, at least one second each.
-        interval_ms: (total_ms / 120).max(1000).div_ceil(1000) * 1000,
-        ..Recorder::default()
-    }
-}
-
-/// Every workspace the scenario's users are in, sorted (the probe reads each).
-pub fn workspaces(sc: &Scenario, run_tag: &str) -> Vec<String> {
-    let mut w: Vec<String> = sc
-        .groups
-        .iter()
-        .flat_map(|g| (0..g.workspaces.min(g.users)).map(|i| format!("{run_tag}w{i}")))
-        .collect();
-    w.sort();
-    w.dedup();
-    w
 }
 
 /// The recorder back from the tasks that shared it, once they are all done.
@@ -301,47 +56,6 @@ pub fn unshare(rec: Rc<RefCell<Recorder>>) -> Result<Recorder, RunError> {
     Rc::try_unwrap(rec)
         .map(RefCell::into_inner)
         .map_err(|_| RunError::Sim("recorder still shared after the run".into()))
-}
-
-/// Ends a run: the checkers, the gauges.
-pub fn conclude(
-    mut recorder: Recorder,
-    live: bool,
-    simulated_s: f64,
-    wall_s: f64,
-    tabs: usize,
-    load: Option<LoadWindow>,
-) -> RunOutput {
-    crate::check::run_all(&mut recorder);
-    crate::report::finalize_gauges(&mut recorder);
-    RunOutput {
-        live,
-        recorder,
-        simulated_s,
-        wall_s,
-        tabs,
-        load,
-    }
-}
-
-/// Runs the scenario with `seed`; `progress(simulated_s, total_s)` is called about once
-/// per simulated second.
-pub fn run(
-    sc: &Scenario,
-    seed: u64,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<RunOutput, RunError> {
-    let started = std::time::Instant::now(); // measured section only: wall-clock speed
-    let w = crate::shards::run_worlds(sc, seed, progress)?;
-    let wall_s = started.elapsed().as_secs_f64();
-    Ok(conclude(
-        w.recorder,
-        false,
-        w.simulated_s,
-        wall_s,
-        w.tabs,
-        Some(w.load),
-    ))
 }
 
 /// The timeline's faults on turmoil: each group is a client host, linked to "server".
@@ -391,24 +105,6 @@ impl Faults for SimFaults<'_, '_> {
     }
 }
 
-/// The final probe, simulated and live: every workspace's state as the server holds it,
-/// read over HTTP after the tabs finished, for the convergence checkers.
-pub async fn probe_final_state(workspaces: Vec<String>, rec: &RefCell<Recorder>) {
-    for ws in workspaces {
-        let snap = fetch_snapshots("probe", &token("probe", &ws)).await;
-        let (epoch, parts) = snap.unwrap_or_default();
-        let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
-        rec.borrow_mut().server.insert(
-            ws,
-            ServerFinal {
-                epoch,
-                entities,
-                presence: Default::default(),
-            },
-        );
-    }
-}
-
 /// Runs one world: the tabs of `shard`'s workspaces against their own server.
 pub fn run_world(
     sc: &Scenario,
@@ -446,7 +142,7 @@ pub fn run_world(
         .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
 
-    let cfg = server_config(sc);
+    let cfg = sc.server.config.clone();
     sim.host("server", move || {
         let cfg = cfg.clone();
         async move {

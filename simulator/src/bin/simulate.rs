@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
+use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
-use rtsync_simulator::world;
 use rtsync_simulator::{compare, html, output, sweep};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ fn run_in(
     let drawn = sc.for_seed(seed)?;
     let sc = &drawn;
     let out = match mode {
-        Mode::Simulated => world::run(sc, seed, &mut progress)?,
+        Mode::Simulated => run::run(sc, seed, &mut progress)?,
         Mode::Live {
             addr,
             server,

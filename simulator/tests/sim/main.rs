@@ -3,15 +3,15 @@
 //! the CLI's exit codes.
 
 use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_INVARIANT, EXIT_PASS, EXIT_THRESHOLD};
+use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
-use rtsync_simulator::world;
 
 fn scenario(toml: &str) -> Scenario {
     Scenario::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn run(sc: &Scenario, seed: u64) -> (world::RunOutput, report::Verdict, serde_json::Value) {
-    let out = world::run(sc, seed, &mut |_, _| {}).expect("simulation runs");
+fn run(sc: &Scenario, seed: u64) -> (run::RunOutput, report::Verdict, serde_json::Value) {
+    let out = run::run(sc, seed, &mut |_, _| {}).expect("simulation runs");
     let verdict = report::evaluate(sc, &out.recorder);
     let summary = report::summary(sc, seed, &out, &verdict);
     (out, verdict, summary)
@@ -310,6 +310,22 @@ fn invalid_scenarios_name_the_field() {
             "name = \"x\"\nduration_s = 5\nshards = 3\n[[groups]]\nname = \"g\"\nusers = 4\nworkspaces = 2\n",
             "shards",
         ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[server]\nheartbeat_msec = 5\n",
+            "heartbeat_msec",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[server]\nheartbeat_ms = 0\n",
+            "heartbeat_ms must be greater than 0",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[server]\nstrategy_note = \"NEWEST\"\n",
+            "NEWEST",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\nreconnect = \"eager\"\n",
+            "eager",
+        ),
     ];
     for (text, field) in cases {
         let e = Scenario::parse(text, "bad.toml").unwrap_err().to_string();
@@ -318,6 +334,24 @@ fn invalid_scenarios_name_the_field() {
             "{field}: {e}"
         );
     }
+}
+
+#[test]
+fn server_keys_overlay_the_simulation_defaults_one_by_one() {
+    let sc = scenario(
+        "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[server]\nstrategy_note = \"MERGE\"\nlatency_ms = 7\noutbound_messages_max = 9\n",
+    );
+    assert_eq!(sc.server.latency_ms, 7);
+    assert_eq!(sc.server.config.outbound_messages_max, 9);
+    assert_eq!(sc.server.config.core.strategy_note.to_string(), "MERGE");
+    // Untouched keys keep the simulation's defaults, not the production ones.
+    let defaults = rtsync_simulator::scenario::ServerSpec::default();
+    assert_eq!(
+        sc.server.config.core.heartbeat_ms,
+        defaults.config.core.heartbeat_ms
+    );
+    assert_ne!(sc.server.config.core.heartbeat_ms, 30_000);
+    assert_eq!(sc.server.config.jwt_secret, defaults.config.jwt_secret);
 }
 
 fn simulate(args: &[&str]) -> (i32, String) {
