@@ -16,7 +16,8 @@
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
 //! - [`proxy`] — live mode's per-group fault proxy (latency, hold, partition for real).
 //! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
-//! - [`glue`] — turmoil listener for axum, the simulated clock, WebSocket/SSE/HTTP clients.
+//! - [`net`] — the network a run speaks over ([`net::Net`]: turmoil or real TCP), the
+//!   WebSocket/SSE/HTTP clients, turmoil's listener for axum, the simulated clock.
 //! - [`record`] — histograms, counters and the history the checkers read.
 //! - [`check`] — the checkers (SLO.md's invariants), each anomaly explained.
 //! - [`threshold`] — k6-style thresholds.
@@ -37,11 +38,11 @@ pub mod fidelity;
 pub mod catalog {
     include!(concat!(env!("OUT_DIR"), "/catalog.rs"));
 }
-pub mod glue;
 pub mod hgrm;
 pub mod html;
 pub mod live;
 pub mod metrics;
+pub mod net;
 pub mod output;
 pub mod proxy;
 pub mod record;

@@ -13,7 +13,7 @@
 //! intended send time (the workload is an open model; see `tab.rs`), late starts are
 //! counted in `late_ops`, and `ramp_up_per_s` ramps connections up.
 
-use crate::glue;
+use crate::net::Net;
 use crate::proxy::FaultProxy;
 use crate::record::Recorder;
 use crate::run::{RunOutput, conclude};
@@ -273,12 +273,12 @@ pub fn run(
             .map(|(g, (p, _))| (g.clone(), p.addr))
             .collect();
         let origin = std::time::Instant::now(); // live: real time is the point
-        glue::go_live(target, routes.clone(), origin);
+        let net = Net::live(target, routes, origin);
         let workers: Vec<std::thread::JoinHandle<Option<Recorder>>> = buckets
             .into_iter()
             .filter(|b| !b.is_empty())
             .map(|bucket| {
-                let (routes, zipf, template) = (routes.clone(), zipf.clone(), fresh());
+                let (net, zipf, template) = (net.clone(), zipf.clone(), fresh());
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -287,8 +287,7 @@ pub fn run(
                     let local = tokio::task::LocalSet::new();
                     let rec = Rc::new(RefCell::new(template));
                     local.block_on(&rt, async {
-                        glue::go_live(target, routes, origin);
-                        for h in spawn_tabs(bucket, &rec, &Rc::new(zipf)) {
+                        for h in spawn_tabs(bucket, &rec, &Rc::new(zipf), &net) {
                             let _ = h.await;
                         }
                     });
@@ -333,9 +332,8 @@ pub fn run(
                 ),
             }
         }
-        probe_final_state(workspaces, &rec).await;
+        probe_final_state(&net, workspaces, &rec).await;
     });
-    glue::leave_live();
     let wall_s = started.elapsed().as_secs_f64();
     drop(local);
     Ok(conclude(

@@ -52,7 +52,7 @@ pub fn write_reports(
         if let Some(iv) = rec.intervals.get(m) {
             write(
                 &format!("{m}.hlog"),
-                hgrm::interval_log(m, iv, rec.interval_ms, crate::glue::SIM_EPOCH_MS),
+                hgrm::interval_log(m, iv, rec.interval_ms, crate::net::SIM_EPOCH_MS),
             )?;
         }
     }

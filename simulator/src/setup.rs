@@ -2,7 +2,7 @@
 //! tokens and tasks), the line to them that faults go out on, the recorder, and the
 //! final probe of the server's state.
 
-use crate::glue::SIM_EPOCH_MS;
+use crate::net::{Net, SIM_EPOCH_MS};
 use crate::record::{Phases, Recorder, ServerFinal};
 use crate::scenario::{SECRET, Scenario};
 use crate::tab::{
@@ -115,6 +115,7 @@ pub fn spawn_tabs(
     tabs: Vec<(TabSpec, Inbox)>,
     rec: &Rc<RefCell<Recorder>>,
     zipf: &Rc<Vec<f64>>,
+    net: &Net,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
     let mut handles = Vec::new();
@@ -130,6 +131,7 @@ pub fn spawn_tabs(
                     bus: Bus::new(10_000),
                     inboxes: BTreeMap::new(),
                     wake: Rc::new(tokio::sync::Notify::new()),
+                    net: net.clone(),
                 }));
                 tokio::task::spawn_local(run_device_bus(d.clone()));
                 d
@@ -146,6 +148,7 @@ pub fn spawn_tabs(
             Some(dev),
             zipf.clone(),
             inbox,
+            net.clone(),
         )));
     }
     handles
@@ -211,9 +214,9 @@ pub fn workspaces(sc: &Scenario, run_tag: &str) -> Vec<String> {
 
 /// The final probe, simulated and live: every workspace's state as the server holds it,
 /// read over HTTP after the tabs finished, for the convergence checkers.
-pub async fn probe_final_state(workspaces: Vec<String>, rec: &RefCell<Recorder>) {
+pub async fn probe_final_state(net: &Net, workspaces: Vec<String>, rec: &RefCell<Recorder>) {
     for ws in workspaces {
-        let snap = fetch_snapshots("probe", &token("probe", &ws)).await;
+        let snap = fetch_snapshots(net, "probe", &token("probe", &ws)).await;
         let (epoch, parts) = snap.unwrap_or_default();
         let entities = parts.into_iter().flat_map(|(_, _, e)| e).collect();
         rec.borrow_mut().server.insert(

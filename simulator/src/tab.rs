@@ -12,7 +12,7 @@ mod app;
 mod notes;
 mod workload;
 
-use crate::glue::{self, ConnectFail, Sse, SseRead, Ws, now_ms};
+use crate::net::{self, ConnectFail, Net, Sse, SseRead, Ws};
 use crate::record::{Anomaly, OpRecord, Outcome, Recorder, TabFinal};
 use crate::scenario::Workload;
 use crate::storage;
@@ -150,13 +150,18 @@ pub struct DeviceBus {
     pub bus: Bus,
     pub inboxes: std::collections::BTreeMap<String, mpsc::UnboundedSender<Input>>,
     pub wake: Rc<Notify>,
+    /// The network whose clock the bus keeps time by.
+    pub net: Net,
 }
 
 /// Delivers a device's cross-tab messages when they fall due.
 pub async fn run_device_bus(dev: Rc<RefCell<DeviceBus>>) {
-    let wake = dev.borrow().wake.clone();
+    let (wake, net) = {
+        let d = dev.borrow();
+        (d.wake.clone(), d.net.clone())
+    };
     loop {
-        let now = now_ms();
+        let now = net.now_ms();
         let due: Vec<(String, CrossTabMessage)> =
             std::iter::from_fn(|| dev.borrow_mut().bus.poll(now)).collect();
         for (to, msg) in due {
@@ -167,7 +172,7 @@ pub async fn run_device_bus(dev: Rc<RefCell<DeviceBus>>) {
         let next = dev.borrow().bus.poll_timeout();
         match next {
             Some(t) => {
-                let wait = Duration::from_millis(t.saturating_sub(now_ms()).max(1));
+                let wait = Duration::from_millis(t.saturating_sub(net.now_ms()).max(1));
                 tokio::select! {
                     biased;
                     () = wake.notified() => {}
@@ -232,6 +237,8 @@ pub enum Io {
 
 struct Tab {
     spec: TabSpec,
+    /// Simulated or real TCP, and the clock that goes with it.
+    net: Net,
     rec: Rc<RefCell<Recorder>>,
     device: Option<Rc<RefCell<DeviceBus>>>,
     zipf: Rc<Vec<f64>>,
@@ -240,7 +247,7 @@ struct Tab {
     epoch: u64,
     link: Option<Link>,
     /// Idle HTTP connections for this tab's POSTs (SSE mode), reused like a browser's.
-    keep_alive: Rc<RefCell<glue::KeepAlive>>,
+    keep_alive: Rc<RefCell<net::KeepAlive>>,
     connecting: Option<LocalBoxFuture<'static, Result<Link, ConnectFail>>>,
     io_tx: mpsc::UnboundedSender<Input>,
     snapshot_retry_at: Option<u64>,
@@ -287,6 +294,7 @@ pub async fn run_tab(
     device: Option<Rc<RefCell<DeviceBus>>>,
     zipf: Rc<Vec<f64>>,
     inbox: Inbox,
+    net: Net,
 ) {
     let Inbox {
         tx: io_tx,
@@ -295,6 +303,7 @@ pub async fn run_tab(
     let mut rng = Rng::new(spec.seed);
     let s = Session::new(&spec.user, &spec.id, spec.session.clone(), rng.fork(1));
     let mut t = Tab {
+        net,
         rec,
         device,
         zipf,
@@ -337,7 +346,7 @@ pub async fn run_tab(
     if t.spec.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(t.spec.start_delay_ms)).await;
     }
-    let now = now_ms();
+    let now = t.net.now_ms();
     t.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
     t.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
     t.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
@@ -356,16 +365,16 @@ pub async fn run_tab(
     let mut armed_for: Option<u64> = None;
     loop {
         t.drive().await;
-        let wake = t.wake_at().unwrap_or(now_ms() + 3_600_000);
+        let wake = t.wake_at().unwrap_or(t.net.now_ms() + 3_600_000);
         if armed_for != Some(wake) {
             armed_for = Some(wake);
-            let wait = Duration::from_millis(wake.saturating_sub(now_ms()).max(1));
+            let wait = Duration::from_millis(wake.saturating_sub(t.net.now_ms()).max(1));
             sleep.as_mut().reset(tokio::time::Instant::now() + wait);
         }
         tokio::select! {
             biased;
             Some(input) = inbox.recv() => {
-                let now = now_ms();
+                let now = t.net.now_ms();
                 match input {
                     Input::Command(cmd) => {
                         if t.command(cmd, now) {
@@ -382,7 +391,7 @@ pub async fn run_tab(
             }
             r = async { t.connecting.as_mut().expect("guarded").await }, if t.connecting.is_some() => {
                 t.connecting = None;
-                let now = now_ms();
+                let now = t.net.now_ms();
                 match r {
                     Ok(link) => {
                         t.set_link(Some(link));
@@ -400,7 +409,7 @@ pub async fn run_tab(
                 }
             }
             inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() && !t.stalled => {
-                let now = now_ms();
+                let now = t.net.now_ms();
                 let mut next = Some(inc);
                 // Take every frame that is already here before going round the select
                 // again: one wake-up per burst, not per frame.
@@ -418,7 +427,7 @@ pub async fn run_tab(
             }
             () = &mut sleep => {
                 armed_for = None;
-                t.timers(now_ms()).await;
+                t.timers(t.net.now_ms()).await;
             }
         }
     }
@@ -559,7 +568,7 @@ impl Tab {
                 });
                 if !actions::write(ws, Message::text(m.encode())).await {
                     self.set_link(None);
-                    self.s.handle_closed(self.attempt, None, now_ms());
+                    self.s.handle_closed(self.attempt, None, self.net.now_ms());
                 }
             }
             self.next_cursor_ms = self.draw_next(now, self.spec.workload.cursors_per_s);
@@ -600,7 +609,7 @@ impl Tab {
     fn refresh_token(&mut self) {
         let ttl_s = self.spec.workload.token_ttl_s;
         if ttl_s > 0 {
-            let exp_s = glue::epoch_now_s() + ttl_s;
+            let exp_s = self.net.epoch_now_s() + ttl_s;
             self.spec.token =
                 crate::setup::token_until(&self.spec.user, &self.spec.workspace, exp_s);
         }
@@ -616,12 +625,12 @@ impl Tab {
 }
 
 /// Reads the three snapshots over `route`; `None` on any failure (the tab retries).
-pub async fn fetch_snapshots(route: &str, token: &str) -> Option<Snapshots> {
+pub async fn fetch_snapshots(net: &Net, route: &str, token: &str) -> Option<Snapshots> {
     let mut parts = Vec::new();
     let mut epoch = None;
     for kind in EntityKind::ALL {
         let path = format!("/api/entities/{}", kind.plural());
-        let (e, seq, entities) = glue::get_pages(route, token, &path).await?;
+        let (e, seq, entities) = net.get_pages(route, token, &path).await?;
         if epoch.is_some_and(|x| x != e) {
             return None; // the server restarted between two reads
         }

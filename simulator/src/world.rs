@@ -3,7 +3,7 @@
 //! count, so clients share hosts), the fault timeline driven from the `sim.step()`
 //! loop, then heal, a liveness phase and the final probe.
 
-use crate::glue::{SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
+use crate::net::{Net, SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
 use crate::record::Recorder;
 use crate::scenario::Scenario;
 use crate::setup::{
@@ -176,7 +176,7 @@ pub fn run_world(
     for (group, tabs) in by_group {
         let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
         sim.client(group.as_str(), async move {
-            let handles = spawn_tabs(tabs, &rec, &zipf);
+            let handles = spawn_tabs(tabs, &rec, &zipf, &Net::Sim);
             let _ = finish.wait_for(|f| *f).await;
             for h in handles {
                 let _ = h.await;
@@ -188,7 +188,7 @@ pub fn run_world(
         let (rec, mut finish) = (rec.clone(), finish_rx.clone());
         sim.client("probe", async move {
             let _ = finish.wait_for(|f| *f).await;
-            probe_final_state(workspaces, &rec).await;
+            probe_final_state(&Net::Sim, workspaces, &rec).await;
             Ok(())
         });
     }

@@ -39,7 +39,7 @@ impl Tab {
             && self.s.outbox().is_empty()
             && self.s.connection().is_open()
         {
-            let now = now_ms();
+            let now = self.net.now_ms();
             self.rec
                 .borrow_mut()
                 .sample("offline_drain_ms", &self.spec.group, now, now - from);
@@ -52,12 +52,12 @@ impl Tab {
             && let Some(op) = ev.payload.get("opId").and_then(Value::as_str)
             && let Some(r) = self.rec.borrow_mut().ops.get_mut(op)
         {
-            r.first_sent_ms.get_or_insert(now_ms());
+            r.first_sent_ms.get_or_insert(self.net.now_ms());
         }
     }
 
     async fn act(&mut self, a: Action) {
-        let now = now_ms();
+        let now = self.net.now_ms();
         match a {
             Action::Connect {
                 transport,
@@ -72,7 +72,7 @@ impl Tab {
                 self.set_link(None);
                 self.attempt = attempt;
                 self.sent_resume = resume;
-                let route = self.spec.group.clone();
+                let (route, net) = (self.spec.group.clone(), self.net.clone());
                 let (token, tab, sse) = (
                     self.spec.token.clone(),
                     self.spec.id.clone(),
@@ -90,7 +90,7 @@ impl Tab {
                 self.connecting = Some(
                     async move {
                         if sse {
-                            glue::sse_connect(
+                            net.sse_connect(
                                 &route,
                                 &format!("/api/events/subscribe?{query}"),
                                 last_event_id,
@@ -98,7 +98,7 @@ impl Tab {
                             .await
                             .map(|s| Link::Sse(Box::new(s)))
                         } else {
-                            glue::ws_connect(&route, &query)
+                            net.ws_connect(&route, &query)
                                 .await
                                 .map(|w| Link::Ws(Box::new(w)))
                         }
@@ -112,12 +112,12 @@ impl Tab {
                     && !write(ws, Message::text(m.encode())).await
                 {
                     self.set_link(None);
-                    self.s.handle_closed(self.attempt, None, now_ms());
+                    self.s.handle_closed(self.attempt, None, self.net.now_ms());
                 }
             }
             Action::Post(m) => {
                 self.mark_sent(&m);
-                let route = self.spec.group.clone();
+                let (route, net) = (self.spec.group.clone(), self.net.clone());
                 let (tx, token, tab, pool) = (
                     self.io_tx.clone(),
                     self.spec.token.clone(),
@@ -130,7 +130,8 @@ impl Tab {
                         ("authorization", format!("Bearer {token}")),
                         ("content-type", "application/json".to_owned()),
                     ];
-                    let answer = glue::post(&pool, &route, &path, &headers, m.encode())
+                    let answer = net
+                        .post(&pool, &route, &path, &headers, m.encode())
                         .await
                         .and_then(|(_, body)| {
                             ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok()
@@ -155,9 +156,10 @@ impl Tab {
                     self.spec.token.clone(),
                     self.spec.group.clone(),
                 );
+                let net = self.net.clone();
                 tokio::task::spawn_local(async move {
                     let _ = tx.send(Input::Io(Io::Snapshot(
-                        fetch_snapshots(&route, &token).await,
+                        fetch_snapshots(&net, &route, &token).await,
                     )));
                 });
             }
@@ -174,7 +176,7 @@ impl Tab {
         if delta != 0 {
             self.rec
                 .borrow_mut()
-                .timeline_add("connections_open", now_ms(), delta);
+                .timeline_add("connections_open", self.net.now_ms(), delta);
         }
         if link.is_none() {
             // The stream is gone, perhaps with the server: its idle connections too.

@@ -29,11 +29,12 @@ impl Tab {
         if !fetch {
             return;
         }
-        let route = self.spec.group.clone();
+        let (route, net) = (self.spec.group.clone(), self.net.clone());
         let (tx, token, project) = (self.io_tx.clone(), self.spec.token.clone(), key[2].clone());
         tokio::task::spawn_local(async move {
             let path = format!("/api/entities/tasks?projectId={project}");
-            let data = glue::get_pages(&route, &token, &path)
+            let data = net
+                .get_pages(&route, &token, &path)
                 .await
                 .map(|(_, _, entities)| Value::Array(entities));
             let _ = tx.send(Input::Io(Io::Query(key, data)));
@@ -287,7 +288,7 @@ impl Tab {
         let stale = if self.closed {
             Vec::new() // a closed tab shows nothing; reopening starts with an empty cache
         } else {
-            self.stale_cache_entries(now_ms())
+            self.stale_cache_entries(self.net.now_ms())
         };
         {
             let mut rec = self.rec.borrow_mut();

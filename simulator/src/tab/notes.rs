@@ -6,7 +6,7 @@ use super::*;
 impl Tab {
     pub(super) fn note(&mut self, n: Note) {
         let g = self.spec.group.clone();
-        let now = now_ms();
+        let now = self.net.now_ms();
         let mut rec = self.rec.borrow_mut();
         match n {
             Note::Opened { at_ms, .. } => {
