@@ -2,15 +2,16 @@
 //! deterministic network, faults on a timeline, invariants checked after the run.
 //!
 //! Module map:
-//! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md).
-//! - [`swarm`] — swarm scenarios: ranges and sets each seed draws its own values from.
+//! - [`scenario`] — the TOML schema and its validation (docs/scenarios.md); its
+//!   `swarm` submodule: the ranges and sets each seed of a swarm scenario draws from.
 //! - [`sweep`] — many scenarios over a seed range on parallel threads; failing seeds kept.
 //! - [`output`] — the report files of one run (summary, `.hgrm`, `.hlog`, HTML).
 //! - [`run`] — one simulated run of a scenario: its worlds, then the checkers.
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`world`] — one turmoil world (server host, client hosts, faults) run to the end.
-//! - [`setup`] — what simulated and live runs set up alike: tab specs, tokens, tab
-//!   tasks, the line to the tabs, the recorder, the final probe.
+//! - [`setup`] — what simulated and live runs set up alike: tab specs, tab tasks, the
+//!   line to the tabs, the recorder, the final probe.
+//! - [`auth`] — the simulated runs' secret and the tokens minted with it.
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
 //!   app around it — cache, memory, reloads — and the notes it records are submodules).
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
@@ -30,6 +31,7 @@
 //! - [`metrics`] — metric and invariant names.
 //! - [`catalog`] — every scenario of `scenarios/`, embedded.
 
+pub mod auth;
 pub mod check;
 pub mod compare;
 pub mod fidelity;
@@ -52,7 +54,6 @@ pub mod scenario;
 pub mod setup;
 pub mod shards;
 pub mod storage;
-pub mod swarm;
 pub mod sweep;
 pub mod tab;
 pub mod threshold;

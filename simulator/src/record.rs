@@ -162,6 +162,47 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Recorder {
+    /// Computes the end-of-run gauges from the tabs' figures. A gauge with nothing to
+    /// measure (no queries, no cleanups, fewer than two memory samples) is absent.
+    pub fn finalize_gauges(&mut self) {
+        let c = self.cache;
+        let mut g = BTreeMap::new();
+        if c.queries > 0 {
+            g.insert("cache_hit_ratio", round3(c.hit_ratio()));
+            g.insert("requests_per_query_ratio", round3(c.requests_per_query()));
+        }
+        if c.invalidated_refetched > 0 {
+            g.insert(
+                "invalidation_false_positive_ratio",
+                round3(c.false_positive_ratio()),
+            );
+        }
+        if self.retained_bytes > 0 {
+            g.insert(
+                "cache_memory_ratio",
+                round3(self.cache_bytes as f64 / self.retained_bytes as f64),
+            );
+        }
+        if self.cleanups.runs > 0 {
+            g.insert(
+                "cleanup_success_ratio",
+                round3(self.cleanups.success_ratio()),
+            );
+        }
+        if !self.growth_bytes_per_hour.is_empty() {
+            let worst = self
+                .growth_bytes_per_hour
+                .iter()
+                .copied()
+                .fold(f64::MIN, f64::max);
+            g.insert("memory_growth_bytes_per_hour", round3(worst));
+        }
+        if self.list_rows_max > 0 {
+            g.insert("virtual_list_rows", self.list_rows_max as f64);
+        }
+        self.gauges = g.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    }
+
     pub fn phase(&self, t_ms: u64) -> &'static str {
         self.phases.map_or("steady", |p| p.at(t_ms))
     }
@@ -351,4 +392,9 @@ impl Recorder {
             .filter(|a| a.invariant == name)
             .count() as u64
     }
+}
+
+/// Rounds to three decimals, as every ratio and mean in a report is written.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

@@ -3,7 +3,7 @@
 //! binary — byte-stable) apart from a measured section (wall-clock figures).
 
 use crate::metrics::{COUNTERS, GAUGES, HISTOGRAMS, INVARIANTS};
-use crate::record::{PHASES, Recorder};
+use crate::record::{PHASES, Recorder, round3};
 use crate::run::RunOutput;
 use crate::scenario::Scenario;
 use crate::threshold::{Agg, Condition, Selector};
@@ -34,10 +34,6 @@ pub struct Verdict {
     pub code: i32,
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 fn aggregate(h: &Histogram<u64>, agg: Agg) -> f64 {
     match agg {
         Agg::Percentile(q) => h.value_at_quantile(q / 100.0) as f64,
@@ -48,47 +44,6 @@ fn aggregate(h: &Histogram<u64>, agg: Agg) -> f64 {
         Agg::Count | Agg::Value => h.len() as f64,
         Agg::Rate => f64::NAN,
     }
-}
-
-/// Computes the end-of-run gauges from the tabs' figures. A gauge with nothing to
-/// measure (no queries, no cleanups, fewer than two memory samples) is absent.
-pub fn finalize_gauges(rec: &mut Recorder) {
-    let c = rec.cache;
-    let mut g = BTreeMap::new();
-    if c.queries > 0 {
-        g.insert("cache_hit_ratio", round3(c.hit_ratio()));
-        g.insert("requests_per_query_ratio", round3(c.requests_per_query()));
-    }
-    if c.invalidated_refetched > 0 {
-        g.insert(
-            "invalidation_false_positive_ratio",
-            round3(c.false_positive_ratio()),
-        );
-    }
-    if rec.retained_bytes > 0 {
-        g.insert(
-            "cache_memory_ratio",
-            round3(rec.cache_bytes as f64 / rec.retained_bytes as f64),
-        );
-    }
-    if rec.cleanups.runs > 0 {
-        g.insert(
-            "cleanup_success_ratio",
-            round3(rec.cleanups.success_ratio()),
-        );
-    }
-    if !rec.growth_bytes_per_hour.is_empty() {
-        let worst = rec
-            .growth_bytes_per_hour
-            .iter()
-            .copied()
-            .fold(f64::MIN, f64::max);
-        g.insert("memory_growth_bytes_per_hour", round3(worst));
-    }
-    if rec.list_rows_max > 0 {
-        g.insert("virtual_list_rows", rec.list_rows_max as f64);
-    }
-    rec.gauges = g.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
 }
 
 pub fn observe(rec: &Recorder, sel: &Selector, cond: &Condition) -> Option<f64> {

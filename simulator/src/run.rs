@@ -28,7 +28,7 @@ pub fn conclude(
     load: Option<LoadWindow>,
 ) -> RunOutput {
     crate::check::run_all(&mut recorder);
-    crate::report::finalize_gauges(&mut recorder);
+    recorder.finalize_gauges();
     RunOutput {
         live,
         recorder,

@@ -2,12 +2,15 @@
 //! semantic check names the field it is about, so a typo never silently runs a
 //! different scenario.
 
-use crate::swarm::Swarm;
+pub mod swarm;
+
+use crate::auth::SECRET;
 use rtsync_client::connection::ReconnectPolicy;
 use rtsync_client::outbox::{OutboxConfig, OutboxPolicy};
 use rtsync_server::ServerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use swarm::Swarm;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,13 +53,13 @@ pub struct Scenario {
     pub thresholds: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub expect: Expect,
-    /// Ranges and sets each seed draws its own values from (`crate::swarm`); `None` for
+    /// Ranges and sets each seed draws its own values from (`swarm`); `None` for
     /// a fixed scenario.
     #[serde(skip)]
     pub swarm: Option<Swarm>,
     /// What this seed drew (empty for a fixed scenario, or before `for_seed`).
     #[serde(skip)]
-    pub drawn: crate::swarm::Drawn,
+    pub drawn: swarm::Drawn,
     /// The file without its `[swarm]`, which each seed's draws are applied to.
     #[serde(skip)]
     base: toml::Table,
@@ -77,9 +80,6 @@ fn d_tick() -> u64 {
 fn d_shards() -> usize {
     1
 }
-
-/// The JWT secret of simulated (and `--spawn-server` live) runs.
-pub const SECRET: &[u8] = b"rtsync-simulation-secret";
 
 /// The server a scenario runs: the reference server's own configuration (every field
 /// of [`ServerConfig`] is a key of `[server]`, documented once in
@@ -457,14 +457,13 @@ impl Scenario {
             return Ok(self.clone());
         };
         let at = format!("{} (seed {seed})", self.path);
-        let (table, drawn) =
-            crate::swarm::draw(swarm, &self.base, seed).map_err(|(field, message)| {
-                ScenarioError::Invalid {
-                    path: at.clone(),
-                    field,
-                    message,
-                }
-            })?;
+        let (table, drawn) = swarm::draw(swarm, &self.base, seed).map_err(|(field, message)| {
+            ScenarioError::Invalid {
+                path: at.clone(),
+                field,
+                message,
+            }
+        })?;
         let mut s = Self::from_table(table, &at)?;
         s.base = self.base.clone();
         s.path = self.path.clone();

@@ -2,9 +2,10 @@
 //! tokens and tasks), the line to them that faults go out on, the recorder, and the
 //! final probe of the server's state.
 
-use crate::net::{Net, SIM_EPOCH_MS};
+use crate::auth::token;
+use crate::net::Net;
 use crate::record::{Phases, Recorder, ServerFinal};
-use crate::scenario::{SECRET, Scenario};
+use crate::scenario::Scenario;
 use crate::tab::{
     Command, DeviceBus, Inbox, Input, TabSpec, fetch_snapshots, run_device_bus, run_tab,
 };
@@ -13,28 +14,10 @@ use rtsync_client::crosstab::Bus;
 use rtsync_client::outbox::OutboxConfig;
 use rtsync_client::rng::Rng;
 use rtsync_client::session::SessionConfig;
-use rtsync_protocol::auth::{Claims, mint};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use tokio::sync::mpsc;
-
-/// A token that does not expire within any run (ten years past the simulated epoch).
-pub fn token(user: &str, workspace: &str) -> String {
-    token_until(user, workspace, SIM_EPOCH_MS / 1000 + 10 * 365 * 86_400)
-}
-
-/// A token that expires at `exp_s` (seconds since the Unix epoch, on the server's clock).
-pub fn token_until(user: &str, workspace: &str, exp_s: u64) -> String {
-    mint(
-        &Claims {
-            sub: user.into(),
-            ws: workspace.into(),
-            exp: exp_s,
-        },
-        SECRET,
-    )
-}
 
 /// Zipf CDF over `keys` ranks with exponent `s` (s = 0: uniform).
 pub fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {

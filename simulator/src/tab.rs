@@ -3,14 +3,22 @@
 //! actions, runs the workload (Poisson ops on Zipf-chosen entities), resolves conflicts
 //! like a user would, and records what happens.
 //!
-//! Here: the tab's inputs and its run loop. Submodules: `actions` (the session's
-//! actions over the sockets), `notes` (what the session reports, recorded), `workload`
-//! (the simulated user), `app` (query cache, memory, reloads, the final report).
+//! Here: the tab's inputs and its run loop. The tab's state is split by what owns it,
+//! each part with its submodule: `wire` ([`Wire`]: the sockets), `workload` ([`User`]:
+//! the simulated user), `app` ([`App`]: query cache, memory, storage, reloads, the final
+//! report), `notes` ([`Marks`]: what the session reports, recorded, and the moments
+//! metrics are measured from); `actions` carries out the session's actions.
 
 mod actions;
 mod app;
 mod notes;
+mod wire;
 mod workload;
+
+use app::App;
+use notes::Marks;
+use wire::{Incoming, Link, Wire};
+use workload::User;
 
 use crate::net::{self, ConnectFail, Net, Sse, SseRead, Ws};
 use crate::record::{Anomaly, OpRecord, Outcome, Recorder, TabFinal};
@@ -184,42 +192,6 @@ pub async fn run_device_bus(dev: Rc<RefCell<DeviceBus>>) {
     }
 }
 
-enum Link {
-    Ws(Box<Ws>),
-    Sse(Box<Sse>),
-}
-
-enum Incoming {
-    Frame(ServerMsg),
-    Activity,
-    Closed(Option<u16>),
-}
-
-impl Link {
-    async fn next(&mut self) -> Incoming {
-        match self {
-            Link::Ws(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
-                        Ok(m) => return Incoming::Frame(m),
-                        Err(_) => return Incoming::Activity,
-                    },
-                    Some(Ok(Message::Close(c))) => {
-                        return Incoming::Closed(c.map(|c| u16::from(c.code)));
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return Incoming::Closed(None),
-                }
-            },
-            Link::Sse(s) => match s.next().await {
-                SseRead::Frame(m) => Incoming::Frame(m),
-                SseRead::Activity => Incoming::Activity,
-                SseRead::Ended => Incoming::Closed(None),
-            },
-        }
-    }
-}
-
 /// An op that starts more than this after its intended time counts as late (a coarse
 /// simulation tick alone delays timers by up to `tick_ms`).
 const LATE_MS: u64 = 100;
@@ -241,48 +213,17 @@ struct Tab {
     net: Net,
     rec: Rc<RefCell<Recorder>>,
     device: Option<Rc<RefCell<DeviceBus>>>,
-    zipf: Rc<Vec<f64>>,
-    rng: Rng,
     s: Session,
     epoch: u64,
-    link: Option<Link>,
-    /// Idle HTTP connections for this tab's POSTs (SSE mode), reused like a browser's.
-    keep_alive: Rc<RefCell<net::KeepAlive>>,
-    connecting: Option<LocalBoxFuture<'static, Result<Link, ConnectFail>>>,
     io_tx: mpsc::UnboundedSender<Input>,
-    snapshot_retry_at: Option<u64>,
-    /// Simulated storage: what the tab last persisted (its queue and position).
-    stored_queue: Option<String>,
-    presence: BTreeSet<String>,
-    lost_at: Option<u64>,
-    reopened_at: Option<u64>,
-    drain_from: Option<u64>,
-    /// Conflicts waiting for the user's think time: (due, conflict, received_at).
-    thinking: Vec<(u64, Box<ConflictDetected>, u64)>,
-    /// Resolving op → when its conflict arrived.
-    resolving: std::collections::BTreeMap<String, u64>,
-    next_op_ms: Option<u64>,
-    next_cursor_ms: Option<u64>,
-    /// The seq a resume asked to continue from, to check the replay.
-    resumed_from: Option<u64>,
-    /// The resume point sent with the current connect attempt.
-    sent_resume: Option<rtsync_protocol::Resume>,
-    /// The connect attempt `connecting` or `link` belongs to.
-    attempt: u64,
-    /// When the tab started, until its first sync (start-up time).
-    starting_since: Option<u64>,
-    cache: QueryCache,
-    memory: MemoryManager,
-    next_query_ms: Option<u64>,
-    next_sample_ms: Option<u64>,
-    scroll_px: u64,
-    list_rows_max: u64,
     stalled: bool,
     closed: bool,
-    /// A reset (corrupted storage) is being recovered since this time.
-    recovering_since: Option<u64>,
     /// The token was refused or expired: a fresh one arrives at this time.
     reauth_at: Option<u64>,
+    wire: Wire,
+    user: User,
+    app: App,
+    marks: Marks,
 }
 
 /// How long the simulated app takes to fetch a fresh token from its auth server.
@@ -306,56 +247,58 @@ pub async fn run_tab(
         net,
         rec,
         device,
-        zipf,
-        rng,
         s,
         epoch: 0,
-        link: None,
-        keep_alive: Default::default(),
-        connecting: None,
         io_tx,
-        snapshot_retry_at: None,
-        stored_queue: None,
-        presence: BTreeSet::new(),
-        lost_at: None,
-        reopened_at: None,
-        drain_from: None,
-        thinking: Vec::new(),
-        resolving: Default::default(),
-        next_op_ms: None,
-        next_cursor_ms: None,
-        resumed_from: None,
-        sent_resume: None,
-        attempt: 0,
-        starting_since: None,
-        cache: QueryCache::new(CacheConfig {
-            stale_time_ms: spec.workload.stale_time_ms,
-            ..CacheConfig::default()
-        }),
-        memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
-        next_query_ms: None,
-        next_sample_ms: None,
-        scroll_px: 0,
-        list_rows_max: 0,
         stalled: false,
         closed: false,
-        recovering_since: None,
         reauth_at: None,
+        wire: Wire {
+            link: None,
+            keep_alive: Default::default(),
+            connecting: None,
+            attempt: 0,
+            sent_resume: None,
+        },
+        user: User {
+            rng,
+            zipf,
+            thinking: Vec::new(),
+            resolving: Default::default(),
+            next_op_ms: None,
+            next_cursor_ms: None,
+            next_query_ms: None,
+            scroll_px: 0,
+        },
+        app: App {
+            cache: QueryCache::new(CacheConfig {
+                stale_time_ms: spec.workload.stale_time_ms,
+                ..CacheConfig::default()
+            }),
+            memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
+            stored_queue: None,
+            presence: BTreeSet::new(),
+            list_rows_max: 0,
+            next_sample_ms: None,
+            snapshot_retry_at: None,
+            recovering_since: None,
+        },
+        marks: Marks::default(),
         spec,
     };
     if t.spec.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(t.spec.start_delay_ms)).await;
     }
     let now = t.net.now_ms();
-    t.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
-    t.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
-    t.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
-    t.next_sample_ms =
+    t.user.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
+    t.user.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
+    t.user.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
+    t.app.next_sample_ms =
         (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
-    t.starting_since = Some(now);
+    t.marks.starting_since = Some(now);
     t.refresh_token();
     let home = t.query_key(0);
-    t.cache.subscribe(&home, now);
+    t.app.cache.subscribe(&home, now);
     t.announce_presence();
     t.s.start(now);
     // One timer, re-armed only when the wake-up time changes (a new timer per loop turn
@@ -389,13 +332,13 @@ pub async fn run_tab(
                     }
                 }
             }
-            r = async { t.connecting.as_mut().expect("guarded").await }, if t.connecting.is_some() => {
-                t.connecting = None;
+            r = async { t.wire.connecting.as_mut().expect("guarded").await }, if t.wire.connecting.is_some() => {
+                t.wire.connecting = None;
                 let now = t.net.now_ms();
                 match r {
                     Ok(link) => {
                         t.set_link(Some(link));
-                        t.s.handle_open(t.attempt, now);
+                        t.s.handle_open(t.wire.attempt, now);
                     }
                     Err(e) => {
                         t.rec.borrow_mut().count("connect_failures", &t.spec.group, 1);
@@ -404,11 +347,11 @@ pub async fn run_tab(
                             ConnectFail::Refused { retry_after_ms } => ConnectError::Refused { retry_after_ms },
                             ConnectFail::Network => ConnectError::Network,
                         };
-                        t.s.handle_connect_failed(t.attempt, err, now);
+                        t.s.handle_connect_failed(t.wire.attempt, err, now);
                     }
                 }
             }
-            inc = async { t.link.as_mut().expect("guarded").next().await }, if t.link.is_some() && !t.stalled => {
+            inc = async { t.wire.link.as_mut().expect("guarded").next().await }, if t.wire.link.is_some() && !t.stalled => {
                 let now = t.net.now_ms();
                 let mut next = Some(inc);
                 // Take every frame that is already here before going round the select
@@ -419,10 +362,10 @@ pub async fn run_tab(
                         Incoming::Activity => t.s.handle_activity(now),
                         Incoming::Closed(code) => {
                             t.set_link(None);
-                            t.s.handle_closed(t.attempt, code, now);
+                            t.s.handle_closed(t.wire.attempt, code, now);
                         }
                     }
-                    next = t.link.as_mut().and_then(|l| l.next().now_or_never());
+                    next = t.wire.link.as_mut().and_then(|l| l.next().now_or_never());
                 }
             }
             () = &mut sleep => {
@@ -440,14 +383,14 @@ impl Tab {
             Command::Offline => self.s.go_offline(now),
             Command::Online => {
                 if !self.s.connection().is_online() {
-                    self.drain_from = Some(now);
+                    self.marks.drain_from = Some(now);
                 }
                 self.s.go_online(now);
             }
             Command::StopWorkload => {
-                self.next_op_ms = None;
-                self.next_cursor_ms = None;
-                self.next_query_ms = None;
+                self.user.next_op_ms = None;
+                self.user.next_cursor_ms = None;
+                self.user.next_query_ms = None;
             }
             Command::Reload {
                 corrupt,
@@ -469,7 +412,7 @@ impl Tab {
             }
             Command::Close | Command::Open => {}
             Command::Stall(on) => self.stalled = on,
-            Command::Burst(n) if !self.closed && self.next_op_ms.is_some() => {
+            Command::Burst(n) if !self.closed && self.user.next_op_ms.is_some() => {
                 for _ in 0..n {
                     self.workload_op(now, 0);
                 }
@@ -494,27 +437,27 @@ impl Tab {
                 self.epoch = epoch;
                 self.s.handle_snapshot(epoch, parts, now);
             }
-            Io::Snapshot(None) => self.snapshot_retry_at = Some(now + 500),
+            Io::Snapshot(None) => self.app.snapshot_retry_at = Some(now + 500),
             Io::Query(key, Some(d)) => {
-                self.cache.resolve(&key, d, now);
+                self.app.cache.resolve(&key, d, now);
                 self.rec
                     .borrow_mut()
                     .count("query_fetches", &self.spec.group, 1);
             }
-            Io::Query(key, None) => self.cache.fail(&key),
+            Io::Query(key, None) => self.app.cache.fail(&key),
         }
     }
 
     fn wake_at(&self) -> Option<u64> {
         [
             self.s.poll_timeout(),
-            self.next_op_ms,
-            self.next_cursor_ms,
-            self.next_query_ms,
-            self.next_sample_ms,
-            self.snapshot_retry_at,
+            self.user.next_op_ms,
+            self.user.next_cursor_ms,
+            self.user.next_query_ms,
+            self.app.next_sample_ms,
+            self.app.snapshot_retry_at,
             self.reauth_at,
-            self.thinking.iter().map(|(due, _, _)| *due).min(),
+            self.user.thinking.iter().map(|(due, _, _)| *due).min(),
         ]
         .into_iter()
         .flatten()
@@ -530,11 +473,11 @@ impl Tab {
                 .count("token_refreshes", &self.spec.group, 1);
             self.s.reauthorize(now);
         }
-        if self.snapshot_retry_at.is_some_and(|t| t <= now) {
-            self.snapshot_retry_at = None;
+        if self.app.snapshot_retry_at.is_some_and(|t| t <= now) {
+            self.app.snapshot_retry_at = None;
             self.s.handle_snapshot_failed();
         }
-        if let Some(due) = self.next_op_ms.filter(|t| *t <= now) {
+        if let Some(due) = self.user.next_op_ms.filter(|t| *t <= now) {
             // An open model (as wrk2): the next op is due a draw after this one was
             // *intended*, however late it ran, and its latencies count from the intended
             // time (coordinated-omission correction); a late start is counted.
@@ -545,38 +488,40 @@ impl Tab {
             if !self.closed {
                 self.workload_op(now, late_ms);
             }
-            self.next_op_ms = self.draw_next(due, self.spec.workload.ops_per_s);
+            self.user.next_op_ms = self.draw_next(due, self.spec.workload.ops_per_s);
         }
-        if self.next_query_ms.is_some_and(|t| t <= now) {
+        if self.user.next_query_ms.is_some_and(|t| t <= now) {
             if !self.closed {
-                let j = self.rng.below(self.spec.workload.projects.max(1));
+                let j = self.user.rng.below(self.spec.workload.projects.max(1));
                 let key = self.query_key(j);
                 self.query(key, now);
             }
-            self.next_query_ms = self.draw_next(now, self.spec.workload.queries_per_s);
+            self.user.next_query_ms = self.draw_next(now, self.spec.workload.queries_per_s);
         }
-        if self.next_sample_ms.is_some_and(|t| t <= now) {
+        if self.app.next_sample_ms.is_some_and(|t| t <= now) {
             self.sample_memory(now);
-            self.next_sample_ms = Some(now + self.spec.workload.memory_sample_s * 1000);
+            self.app.next_sample_ms = Some(now + self.spec.workload.memory_sample_s * 1000);
         }
-        if self.next_cursor_ms.is_some_and(|t| t <= now) {
-            if let (Some(Link::Ws(ws)), true) = (&mut self.link, self.s.connection().is_open()) {
+        if self.user.next_cursor_ms.is_some_and(|t| t <= now) {
+            if let (Some(Link::Ws(ws)), true) = (&mut self.wire.link, self.s.connection().is_open())
+            {
                 let m = ClientMsg::UserAction(UserAction::CursorMove {
-                    x: self.rng.below(1920) as f64,
-                    y: self.rng.below(1080) as f64,
+                    x: self.user.rng.below(1920) as f64,
+                    y: self.user.rng.below(1080) as f64,
                     element_id: None,
                 });
                 if !actions::write(ws, Message::text(m.encode())).await {
                     self.set_link(None);
-                    self.s.handle_closed(self.attempt, None, self.net.now_ms());
+                    self.s
+                        .handle_closed(self.wire.attempt, None, self.net.now_ms());
                 }
             }
-            self.next_cursor_ms = self.draw_next(now, self.spec.workload.cursors_per_s);
+            self.user.next_cursor_ms = self.draw_next(now, self.spec.workload.cursors_per_s);
         }
-        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.thinking)
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.user.thinking)
             .into_iter()
             .partition(|(d, _, _)| *d <= now);
-        self.thinking = rest;
+        self.user.thinking = rest;
         for (_, c, received) in due {
             self.resolve_conflict(&c, received, now);
         }
@@ -590,7 +535,8 @@ impl Tab {
                 self.epoch = c.epoch;
                 // The point this connection actually asked to resume from (the session's
                 // own position may have moved since, e.g. a snapshot landed meanwhile).
-                self.resumed_from = self
+                self.marks.resumed_from = self
+                    .wire
                     .sent_resume
                     .filter(|r| r.epoch == c.epoch)
                     .map(|r| r.last_seq);
@@ -611,12 +557,12 @@ impl Tab {
         if ttl_s > 0 {
             let exp_s = self.net.epoch_now_s() + ttl_s;
             self.spec.token =
-                crate::setup::token_until(&self.spec.user, &self.spec.workspace, exp_s);
+                crate::auth::token_until(&self.spec.user, &self.spec.workspace, exp_s);
         }
     }
 
     fn check_replay(&mut self, from: u64, to: u64, seqs: &[u64]) {
-        let resumed = self.resumed_from.take();
+        let resumed = self.marks.resumed_from.take();
         let mut rec = self.rec.borrow_mut();
         for a in crate::check::replay_batch(&self.spec.id, resumed, from, to, seqs) {
             rec.anomaly(a);

@@ -35,7 +35,7 @@ impl Tab {
                 break;
             }
         }
-        if let Some(from) = self.drain_from
+        if let Some(from) = self.marks.drain_from
             && self.s.outbox().is_empty()
             && self.s.connection().is_open()
         {
@@ -43,7 +43,7 @@ impl Tab {
             self.rec
                 .borrow_mut()
                 .sample("offline_drain_ms", &self.spec.group, now, now - from);
-            self.drain_from = None;
+            self.marks.drain_from = None;
         }
     }
 
@@ -70,8 +70,8 @@ impl Tab {
                     1,
                 );
                 self.set_link(None);
-                self.attempt = attempt;
-                self.sent_resume = resume;
+                self.wire.attempt = attempt;
+                self.wire.sent_resume = resume;
                 let (route, net) = (self.spec.group.clone(), self.net.clone());
                 let (token, tab, sse) = (
                     self.spec.token.clone(),
@@ -87,7 +87,7 @@ impl Tab {
                 };
                 let last_event_id =
                     resume.map(|r| rtsync_protocol::sse::event_id(r.epoch, r.last_seq));
-                self.connecting = Some(
+                self.wire.connecting = Some(
                     async move {
                         if sse {
                             net.sse_connect(
@@ -108,11 +108,12 @@ impl Tab {
             }
             Action::Send(m) => {
                 self.mark_sent(&m);
-                if let Some(Link::Ws(ws)) = &mut self.link
+                if let Some(Link::Ws(ws)) = &mut self.wire.link
                     && !write(ws, Message::text(m.encode())).await
                 {
                     self.set_link(None);
-                    self.s.handle_closed(self.attempt, None, self.net.now_ms());
+                    self.s
+                        .handle_closed(self.wire.attempt, None, self.net.now_ms());
                 }
             }
             Action::Post(m) => {
@@ -122,7 +123,7 @@ impl Tab {
                     self.io_tx.clone(),
                     self.spec.token.clone(),
                     self.spec.id.clone(),
-                    self.keep_alive.clone(),
+                    self.wire.keep_alive.clone(),
                 );
                 tokio::task::spawn_local(async move {
                     let path = format!("/api/events?sessionId={tab}");
@@ -141,12 +142,12 @@ impl Tab {
             }
             Action::Close { code, attempt } => {
                 // Only the current socket is still there to close.
-                if attempt == self.attempt {
-                    if let Some(Link::Ws(ws)) = &mut self.link {
+                if attempt == self.wire.attempt {
+                    if let Some(Link::Ws(ws)) = &mut self.wire.link {
                         let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                     }
                     self.set_link(None);
-                    self.connecting = None;
+                    self.wire.connecting = None;
                 }
                 self.s.handle_closed(attempt, Some(code), now);
             }
@@ -164,7 +165,7 @@ impl Tab {
                 });
             }
             Action::PersistQueue => {
-                self.stored_queue = serde_json::to_string(&self.s.sync_state()).ok()
+                self.app.stored_queue = serde_json::to_string(&self.s.sync_state()).ok()
             }
         }
     }
@@ -172,7 +173,7 @@ impl Tab {
     /// Replaces the socket, keeping the open-connections timeline exact (opens and
     /// closes counted where the socket itself comes and goes).
     pub(super) fn set_link(&mut self, link: Option<Link>) {
-        let delta = i64::from(link.is_some()) - i64::from(self.link.is_some());
+        let delta = i64::from(link.is_some()) - i64::from(self.wire.link.is_some());
         if delta != 0 {
             self.rec
                 .borrow_mut()
@@ -180,8 +181,8 @@ impl Tab {
         }
         if link.is_none() {
             // The stream is gone, perhaps with the server: its idle connections too.
-            self.keep_alive.borrow_mut().clear();
+            self.wire.keep_alive.borrow_mut().clear();
         }
-        self.link = link;
+        self.wire.link = link;
     }
 }

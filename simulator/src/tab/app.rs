@@ -6,6 +6,22 @@ use super::*;
 use rtsync_client::cache::Patch;
 use std::sync::Arc;
 
+/// The app around the sync engine: query cache, memory, storage, presence, list.
+pub(super) struct App {
+    pub(super) cache: QueryCache,
+    pub(super) memory: MemoryManager,
+    /// Simulated storage: what the tab last persisted (its queue and position).
+    pub(super) stored_queue: Option<String>,
+    /// The users the tab shows online.
+    pub(super) presence: BTreeSet<String>,
+    /// The most rows the virtual list ever rendered at once.
+    pub(super) list_rows_max: u64,
+    pub(super) next_sample_ms: Option<u64>,
+    pub(super) snapshot_retry_at: Option<u64>,
+    /// A reset (corrupted storage) is being recovered since this time.
+    pub(super) recovering_since: Option<u64>,
+}
+
 /// The query cache's share of a tab's retained bytes once memory pressure was seen.
 const CACHE_SHARE_PCT: usize = 15;
 
@@ -22,7 +38,7 @@ impl Tab {
     /// (deduplicated by the cache while one fetch is in flight).
     pub(super) fn query(&mut self, key: Vec<String>, now: u64) {
         self.rec.borrow_mut().count("queries", &self.spec.group, 1);
-        let fetch = match self.cache.query(&key, now) {
+        let fetch = match self.app.cache.query(&key, now) {
             Lookup::Fresh(_) => false,
             Lookup::Stale { fetch, .. } | Lookup::Miss { fetch } => fetch,
         };
@@ -46,7 +62,7 @@ impl Tab {
     /// as the seed's task store does with `TASK_CREATED` / `TASK_UPDATED`): the task
     /// goes into its project's list and out of any other, without a refetch.
     pub(super) fn patch_lists(&mut self, kind: EntityKind, id: &str, now: u64) {
-        if kind != EntityKind::Task || self.cache.is_empty() {
+        if kind != EntityKind::Task || self.app.cache.is_empty() {
             return;
         }
         let Some(e) = self.s.replica().get(kind, id) else {
@@ -57,7 +73,7 @@ impl Tab {
             let key = self.query_key(p);
             let (e, project) = (e.clone(), key[2].clone());
             let patch: Patch = Arc::new(move |list| patched(list, &e, &project));
-            self.cache.patch(&key, now, patch);
+            self.app.cache.patch(&key, now, patch);
         }
     }
 
@@ -75,7 +91,8 @@ impl Tab {
                 want.entry(p).or_default().push((e.id.as_str(), e.version));
             }
         }
-        self.cache
+        self.app
+            .cache
             .fresh(now)
             .filter_map(|(key, list)| {
                 let want = want.get(key.get(2)?.as_str()).cloned().unwrap_or_default();
@@ -103,7 +120,7 @@ impl Tab {
             .map(|(k, ..)| k)
             .collect();
         for k in keys {
-            self.cache.invalidate(Filter::Exact(&k));
+            self.app.cache.invalidate(Filter::Exact(&k));
         }
     }
 
@@ -140,40 +157,41 @@ impl Tab {
             .sum();
         let stores = [
             ("replica", self.s.replica().bytes()),
-            ("cache", self.cache.bytes()),
+            ("cache", self.app.cache.bytes()),
             ("outbox", outbox),
         ];
-        let before = self.memory.current() as i64;
-        let total = self.memory.sample(now, &stores) as i64;
+        let before = self.app.memory.current() as i64;
+        let total = self.app.memory.sample(now, &stores) as i64;
         self.rec
             .borrow_mut()
             .timeline_add("retained_bytes", now, total - before);
         // The cache's budget: 15% of retained bytes (the SLO's 20% with a margin), taken
         // from the other stores so that it still holds after the trim.
-        let budget = self.memory.share_budget("cache", CACHE_SHARE_PCT);
-        if self.memory.under_pressure() {
+        let budget = self.app.memory.share_budget("cache", CACHE_SHARE_PCT);
+        if self.app.memory.under_pressure() {
             // The cleanup task: the seed's removal of old, rarely hit entries, then the
             // cache bounded to its budget. It succeeded if the cache is within budget
             // afterwards. The bound stays (unbounded, the list queries' copies of the
             // tasks grow to ~3x the replica): the trim takes the tab out of pressure, and
             // every later fetch must keep the share too.
-            self.cache.cleanup(now, 30_000, 2);
-            self.cache.gc(now);
-            self.cache.set_bytes_max(Some(budget));
-            let within = self.cache.bytes() <= budget;
-            self.memory.record_cleanup("cache", within);
-        } else if self.cache.bytes_max().is_some() {
+            self.app.cache.cleanup(now, 30_000, 2);
+            self.app.cache.gc(now);
+            self.app.cache.set_bytes_max(Some(budget));
+            let within = self.app.cache.bytes() <= budget;
+            self.app.memory.record_cleanup("cache", within);
+        } else if self.app.cache.bytes_max().is_some() {
             // Follow the other stores as they grow or shrink.
-            self.cache.set_bytes_max(Some(budget));
+            self.app.cache.set_bytes_max(Some(budget));
         }
         let rows = self.spec.workload.list_rows;
         if rows > 0 {
             let g = ListGeometry::default();
-            self.scroll_px =
-                (self.scroll_px + 4_321 * u64::from(g.item_px)) % (rows * u64::from(g.item_px));
-            self.list_rows_max = self
+            self.user.scroll_px = (self.user.scroll_px + 4_321 * u64::from(g.item_px))
+                % (rows * u64::from(g.item_px));
+            self.app.list_rows_max = self
+                .app
                 .list_rows_max
-                .max(window(&g, rows, self.scroll_px).materialised());
+                .max(window(&g, rows, self.user.scroll_px).materialised());
         }
     }
 
@@ -203,9 +221,9 @@ impl Tab {
             storage::save(&self.s, &self.spec.user, now)
         };
         if corrupt {
-            blob = storage::corrupt(&blob, &mut self.rng).0;
+            blob = storage::corrupt(&blob, &mut self.user.rng).0;
         }
-        let restored = storage::load(&blob, self.stored_queue.as_deref(), now);
+        let restored = storage::load(&blob, self.app.stored_queue.as_deref(), now);
         let measured_us = wall.elapsed().as_micros() as u64;
         self.s.close(now);
         let mut cfg = self.spec.session.clone();
@@ -214,8 +232,13 @@ impl Tab {
         } else {
             Transport::WebSocket
         };
-        let salt = self.rng.next_u64();
-        let mut fresh = Session::new(&self.spec.user, &self.spec.id, cfg, self.rng.fork(salt));
+        let salt = self.user.rng.next_u64();
+        let mut fresh = Session::new(
+            &self.spec.user,
+            &self.spec.id,
+            cfg,
+            self.user.rng.fork(salt),
+        );
         {
             let mut rec = self.rec.borrow_mut();
             rec.count("reloads", &self.spec.group, 1);
@@ -226,7 +249,7 @@ impl Tab {
                         rec.count("migrations", &self.spec.group, 1);
                     }
                     if bad_resume && let Some(epoch) = r.sync.epoch {
-                        if self.rng.chance(0.5) {
+                        if self.user.rng.chance(0.5) {
                             r.sync.epoch = Some(epoch.saturating_sub(1000));
                         } else {
                             r.sync.seq += 1_000_000;
@@ -236,8 +259,8 @@ impl Tab {
                 }
                 Err(_) => {
                     rec.count("state_resets", &self.spec.group, 1);
-                    self.recovering_since = Some(now);
-                    let q = storage::queue_of(self.stored_queue.as_deref());
+                    self.app.recovering_since = Some(now);
+                    let q = storage::queue_of(self.app.stored_queue.as_deref());
                     fresh.restore(
                         Vec::new(),
                         SyncState {
@@ -251,10 +274,10 @@ impl Tab {
         }
         // The old session's socket goes; the new one starts over, and so does the
         // in-memory query cache (the seed persists its stores, not the QueryClient).
-        self.cache.clear();
-        self.cache.subscribe(&self.query_key(0), now);
+        self.app.cache.clear();
+        self.app.cache.subscribe(&self.query_key(0), now);
         self.set_link(None);
-        self.connecting = None;
+        self.wire.connecting = None;
         self.s = fresh;
         self.epoch = 0;
         self.announce_presence();
@@ -284,7 +307,7 @@ impl Tab {
     }
 
     pub(super) fn finish(&mut self) {
-        let trend = self.memory.trend();
+        let trend = self.app.memory.trend();
         let stale = if self.closed {
             Vec::new() // a closed tab shows nothing; reopening starts with an empty cache
         } else {
@@ -295,16 +318,16 @@ impl Tab {
             for s in stale {
                 rec.anomaly(Anomaly::new("stale_cache_entries", s));
             }
-            rec.cache += self.cache.stats;
-            rec.cache_bytes += self.cache.bytes() as u64;
-            rec.retained_bytes += self.memory.current() as u64;
-            let cl = self.memory.cleanup_total();
+            rec.cache += self.app.cache.stats;
+            rec.cache_bytes += self.app.cache.bytes() as u64;
+            rec.retained_bytes += self.app.memory.current() as u64;
+            let cl = self.app.memory.cleanup_total();
             rec.cleanups.runs += cl.runs;
             rec.cleanups.succeeded += cl.succeeded;
             if trend.samples >= 2 {
                 rec.growth_bytes_per_hour.push(trend.growth_bytes_per_hour);
             }
-            rec.list_rows_max = rec.list_rows_max.max(self.list_rows_max);
+            rec.list_rows_max = rec.list_rows_max.max(self.app.list_rows_max);
         }
         let t = TabFinal {
             tab: self.spec.id.clone(),
@@ -317,7 +340,7 @@ impl Tab {
             // The tab is done: its replica moves into the record (1 000 tabs' copies
             // were a visible share of a large run's end).
             live: self.s.take_replica().into_live().collect(),
-            presence: self.presence.clone(),
+            presence: self.app.presence.clone(),
             dropped_silently: self.s.outbox().stats.dropped_silently,
         };
         self.rec.borrow_mut().tabs.push(t);

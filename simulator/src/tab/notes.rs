@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// When things began, for the metrics measured from them.
+#[derive(Default)]
+pub(super) struct Marks {
+    /// The stream went: the start of an outage (reconnect time).
+    pub(super) lost_at: Option<u64>,
+    /// The stream came back: the start of a resync.
+    pub(super) reopened_at: Option<u64>,
+    /// The outbox began draining after an outage (offline drain time).
+    pub(super) drain_from: Option<u64>,
+    /// When the tab started, until its first sync (start-up time).
+    pub(super) starting_since: Option<u64>,
+    /// The seq a resume asked to continue from, to check the replay.
+    pub(super) resumed_from: Option<u64>,
+}
+
 impl Tab {
     pub(super) fn note(&mut self, n: Note) {
         let g = self.spec.group.clone();
@@ -15,26 +30,26 @@ impl Tab {
                 // and a resume either replays what was missed (patched in turn) or
                 // answers `complete: false`, whose snapshot resync invalidates the lists
                 // it left unlike the replica (`Synced` below).
-                if let Some(lost) = self.lost_at.take() {
+                if let Some(lost) = self.marks.lost_at.take() {
                     rec.sample("reconnect_ms", &g, at_ms, at_ms - lost);
-                    self.reopened_at = Some(at_ms);
+                    self.marks.reopened_at = Some(at_ms);
                 }
             }
             Note::Lost { at_ms, .. } => {
                 rec.count("connection_losses", &g, 1);
-                self.lost_at.get_or_insert(at_ms);
+                self.marks.lost_at.get_or_insert(at_ms);
             }
             Note::Synced { by_snapshot, at_ms } => {
-                if let Some(start) = self.starting_since.take() {
+                if let Some(start) = self.marks.starting_since.take() {
                     rec.sample("startup_sync_ms", &g, at_ms, at_ms - start);
                 }
                 if by_snapshot {
                     rec.count("resyncs_by_snapshot", &g, 1);
-                    if let Some(since) = self.recovering_since.take() {
+                    if let Some(since) = self.app.recovering_since.take() {
                         rec.sample("recovery_ms", &g, at_ms, at_ms - since);
                     }
                 }
-                if let Some(open) = self.reopened_at.take() {
+                if let Some(open) = self.marks.reopened_at.take() {
                     rec.sample("resync_ms", &g, at_ms, at_ms - open);
                 }
                 drop(rec);
@@ -71,7 +86,7 @@ impl Tab {
                     {
                         // By the transport the event came over, not the one the tab
                         // started on: a WebSocket tab may have fallen back to SSE.
-                        let metric = match self.link {
+                        let metric = match self.wire.link {
                             Some(Link::Sse(_)) => "sse_delivery_ms",
                             _ => "ws_delivery_ms",
                         };
@@ -130,7 +145,7 @@ impl Tab {
                         );
                     }
                 }
-                if let Some(received) = self.resolving.remove(&op.op_id) {
+                if let Some(received) = self.user.resolving.remove(&op.op_id) {
                     rec.sample(
                         "conflict_resolution_ms",
                         &g,
@@ -146,7 +161,7 @@ impl Tab {
                     r.outcome = Outcome::RolledBack;
                     r.answered_ms = Some(now);
                 }
-                self.resolving.remove(&op.op_id);
+                self.user.resolving.remove(&op.op_id);
             }
             Note::Conflict(c) => {
                 rec.count("conflicts", &g, 1);
@@ -168,17 +183,17 @@ impl Tab {
                 }
                 drop(rec);
                 let due = now + self.spec.workload.think_time_ms;
-                self.thinking.push((due, c, now));
+                self.user.thinking.push((due, c, now));
             }
             Note::Presence(list) => {
-                self.presence = list.into_iter().map(|p| p.user_id).collect();
+                self.app.presence = list.into_iter().map(|p| p.user_id).collect();
             }
             Note::PresenceDiff(d) => {
                 for p in d.joins {
-                    self.presence.insert(p.user_id);
+                    self.app.presence.insert(p.user_id);
                 }
                 for p in d.leaves {
-                    self.presence.remove(&p.user_id);
+                    self.app.presence.remove(&p.user_id);
                 }
             }
             Note::Confirmed { kind, id } => {
@@ -207,7 +222,7 @@ impl Tab {
             source: self.spec.id.clone(),
             timestamp: Timestamp(now),
         };
-        let rng = &mut self.rng;
+        let rng = &mut self.user.rng;
         let mut d = dev.borrow_mut();
         let _ = d.bus.post(&self.spec.id, msg, now, |_| {
             cross_tab_delay_ms(rng, mean, lo, hi)

@@ -3,22 +3,39 @@
 
 use super::*;
 
+/// The simulated user: when it acts next, what it is thinking about, its randomness.
+pub(super) struct User {
+    pub(super) rng: Rng,
+    /// The Zipf CDF its entity keys are drawn from (shared by the run's tabs).
+    pub(super) zipf: Rc<Vec<f64>>,
+    /// Conflicts waiting for the user's think time: (due, conflict, received_at).
+    pub(super) thinking: Vec<(u64, Box<ConflictDetected>, u64)>,
+    /// Resolving op → when its conflict arrived.
+    pub(super) resolving: std::collections::BTreeMap<String, u64>,
+    pub(super) next_op_ms: Option<u64>,
+    pub(super) next_cursor_ms: Option<u64>,
+    pub(super) next_query_ms: Option<u64>,
+    /// How far down the task list the user has scrolled.
+    pub(super) scroll_px: u64,
+}
+
 impl Tab {
     pub(super) fn draw_next(&mut self, now: u64, rate_per_s: f64) -> Option<u64> {
         if rate_per_s <= 0.0 {
             return None;
         }
         // Exponential inter-arrival (Poisson process).
-        let u = self.rng.unit().max(1e-12);
+        let u = self.user.rng.unit().max(1e-12);
         Some(now + (-u.ln() / rate_per_s * 1000.0).round().max(1.0) as u64)
     }
 
     pub(super) fn key(&mut self) -> String {
-        let u = self.rng.unit();
+        let u = self.user.rng.unit();
         let k = self
+            .user
             .zipf
             .partition_point(|c| *c < u)
-            .min(self.zipf.len().saturating_sub(1));
+            .min(self.user.zipf.len().saturating_sub(1));
         format!("{}-t{k}", self.spec.workspace)
     }
 
@@ -28,8 +45,8 @@ impl Tab {
         let (create, update, status) = (w.create, w.update, w.status);
         let id = self.key();
         let exists = self.s.view(EntityKind::Task, &id).is_some();
-        let pick = self.rng.unit() * total;
-        let n = self.rng.below(1_000_000);
+        let pick = self.user.rng.unit() * total;
+        let n = self.user.rng.below(1_000_000);
         let (kind, mut changes) = if !exists || pick < create {
             if exists {
                 (
@@ -125,7 +142,8 @@ impl Tab {
     pub(super) fn resolve_conflict(&mut self, c: &ConflictDetected, received: u64, now: u64) {
         // After the workload stops, users stop writing: they accept the server's value, so
         // two users keeping their own values cannot edit-war through the liveness phase.
-        let keep = self.rng.chance(self.spec.workload.keep_local_p) && self.next_op_ms.is_some();
+        let keep =
+            self.user.rng.chance(self.spec.workload.keep_local_p) && self.user.next_op_ms.is_some();
         let choice = if keep {
             ConflictChoice::KeepLocal
         } else {
@@ -139,7 +157,7 @@ impl Tab {
                     EntityKind::Note => EventType::NoteUpdated,
                 };
                 if let Some(op) = self.enqueue(kind, &r.entity_id, r.changes, now, 0) {
-                    self.resolving.insert(op, received);
+                    self.user.resolving.insert(op, received);
                 }
             }
             None => self.rec.borrow_mut().sample(

@@ -24,7 +24,8 @@
 //! fixed order (parameters by path, then faults in file order), so they are a pure
 //! function of (scenario, seed); every drawn value is reported.
 
-use crate::scenario::FaultKind;
+use super::FaultKind;
+use crate::record::round3;
 use rtsync_client::rng::Rng;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -256,10 +257,6 @@ fn range(lo: &Value, hi: &Value, log: bool, rng: &mut Rng) -> Result<Value, Stri
         }
         _ => Value::Float(round3(x)),
     })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn number(v: &Value) -> Option<f64> {
