@@ -215,7 +215,7 @@ pub fn run(
     sc: &Scenario,
     seed: u64,
     target: SocketAddr,
-    mut server: Option<&mut SpawnedServer>,
+    server: Option<&mut SpawnedServer>,
     direct: bool,
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
@@ -226,112 +226,29 @@ pub fn run(
         .build()
         .map_err(|e| RunError::Sim(e.to_string()))?;
     let local = tokio::task::LocalSet::new();
-    let mut timeline = Timeline::new(sc);
-    let total_ms = timeline.total_ms();
-    let fresh = || new_recorder(sc);
-    let rec = Rc::new(RefCell::new(fresh()));
-    let mut root = Rng::new(seed);
-    // A run tag from the wall clock: live runs against one server must not share ids.
-    let run_tag = format!(
-        "r{}-",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() % 100_000_000)
-    );
-    let specs = tab_specs(sc, &mut root, &run_tag);
+    let rec = Rc::new(RefCell::new(new_recorder(sc)));
+    let run_tag = run_tag();
+    let specs = tab_specs(sc, &mut Rng::new(seed), &run_tag);
     let tabs_total = specs.len();
-    let zipf = zipf_cdf(sc.workload.keys, sc.workload.zipf_s);
     let mut controls = Controls::default();
-    // Tabs are split over worker threads by workspace: a workspace's senders and
-    // receivers share a thread and its recorder, so delivery latency needs no lock.
-    let threads = threads.max(1);
-    let mut buckets: Vec<Vec<(TabSpec, Inbox)>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut ws_index: BTreeMap<String, usize> = BTreeMap::new();
-    for spec in specs {
-        let inbox = controls.add(&spec);
-        let next = ws_index.len();
-        let b = *ws_index.entry(spec.workspace.clone()).or_insert(next) % threads;
-        buckets[b].push((spec, inbox));
-    }
+    let buckets = split_by_workspace(specs, &mut controls, threads.max(1));
     let workspaces = workspaces(sc, &run_tag);
     local.block_on(&rt, async {
-        let mut proxies: BTreeMap<String, (FaultProxy, u64)> = BTreeMap::new();
-        for g in sc.groups.iter().filter(|_| !direct) {
-            let base = g.latency_ms.unwrap_or(sc.server.latency_ms);
-            match FaultProxy::start(target, base).await {
-                Ok(p) => {
-                    proxies.insert(g.name.clone(), (p, base));
-                }
-                Err(e) => eprintln!(
-                    "live mode: no fault proxy for {}: {e}; its tabs connect directly",
-                    g.name
-                ),
-            }
-        }
-        let routes: BTreeMap<String, SocketAddr> = proxies
+        let proxies = start_proxies(sc, target, direct).await;
+        let routes = proxies
             .iter()
             .map(|(g, (p, _))| (g.clone(), p.addr))
             .collect();
         let origin = std::time::Instant::now(); // live: real time is the point
         let net = Net::live(target, routes, origin);
-        let workers: Vec<std::thread::JoinHandle<Option<Recorder>>> = buckets
-            .into_iter()
-            .filter(|b| !b.is_empty())
-            .map(|bucket| {
-                let (net, zipf, template) = (net.clone(), zipf.clone(), fresh());
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .ok()?;
-                    let local = tokio::task::LocalSet::new();
-                    let rec = Rc::new(RefCell::new(template));
-                    local.block_on(&rt, async {
-                        for h in spawn_tabs(bucket, &rec, &Rc::new(zipf), &net) {
-                            let _ = h.await;
-                        }
-                    });
-                    drop(local);
-                    Rc::try_unwrap(rec).ok().map(RefCell::into_inner)
-                })
-            })
-            .collect();
+        let workers = spawn_workers(sc, buckets, &net);
         let mut world = LiveFaults {
             proxies: &proxies,
-            server: server.as_deref_mut(),
+            server,
             warned: false,
         };
-        let start = tokio::time::Instant::now();
-        let mut next_progress = 0;
-        while let Some(due) = timeline.next_due_ms() {
-            // Until it is due, a quarter second at a time for the progress line.
-            loop {
-                let now = start.elapsed().as_millis() as u64;
-                if now >= due {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis((due - now).min(250))).await;
-                let s = start.elapsed().as_secs();
-                if s >= next_progress {
-                    progress(s, total_ms / 1000);
-                    next_progress = s + 1;
-                }
-            }
-            let now = start.elapsed().as_millis() as u64;
-            timeline.advance(now, &mut world, &controls, &rec);
-        }
-        // Wait for the workers without blocking this runtime (it runs the proxies).
-        while workers.iter().any(|w| !w.is_finished()) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for w in workers {
-            match w.join() {
-                Ok(Some(r)) => rec.borrow_mut().absorb(r),
-                _ => eprintln!(
-                    "live mode: a worker thread failed; its tabs are missing from the report"
-                ),
-            }
-        }
+        follow_timeline(sc, &mut world, &controls, &rec, progress).await;
+        join_workers(workers, &rec).await;
         probe_final_state(&net, workspaces, &rec).await;
     });
     let wall_s = started.elapsed().as_secs_f64();
@@ -344,4 +261,137 @@ pub fn run(
         tabs_total,
         None,
     ))
+}
+
+/// A run tag from the wall clock: live runs against one server must not share ids.
+fn run_tag() -> String {
+    format!(
+        "r{}-",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 100_000_000)
+    )
+}
+
+/// The tabs split over `threads` worker threads by workspace: a workspace's senders and
+/// receivers share a thread and its recorder, so delivery latency needs no lock.
+fn split_by_workspace(
+    specs: Vec<TabSpec>,
+    controls: &mut Controls,
+    threads: usize,
+) -> Vec<Vec<(TabSpec, Inbox)>> {
+    let mut buckets: Vec<Vec<(TabSpec, Inbox)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut ws_index: BTreeMap<String, usize> = BTreeMap::new();
+    for spec in specs {
+        let inbox = controls.add(&spec);
+        let next = ws_index.len();
+        let b = *ws_index.entry(spec.workspace.clone()).or_insert(next) % threads;
+        buckets[b].push((spec, inbox));
+    }
+    buckets
+}
+
+/// A fault proxy per group (none when `direct`), with the group's base latency; a
+/// group whose proxy cannot start connects directly, with a warning.
+async fn start_proxies(
+    sc: &Scenario,
+    target: SocketAddr,
+    direct: bool,
+) -> BTreeMap<String, (FaultProxy, u64)> {
+    let mut proxies = BTreeMap::new();
+    for g in sc.groups.iter().filter(|_| !direct) {
+        let base = g.latency_ms.unwrap_or(sc.server.latency_ms);
+        match FaultProxy::start(target, base).await {
+            Ok(p) => {
+                proxies.insert(g.name.clone(), (p, base));
+            }
+            Err(e) => eprintln!(
+                "live mode: no fault proxy for {}: {e}; its tabs connect directly",
+                g.name
+            ),
+        }
+    }
+    proxies
+}
+
+/// One worker thread per bucket, each with its own runtime, `LocalSet` and recorder;
+/// a worker hands its recorder back when its tabs are done.
+fn spawn_workers(
+    sc: &Scenario,
+    buckets: Vec<Vec<(TabSpec, Inbox)>>,
+    net: &Net,
+) -> Vec<std::thread::JoinHandle<Option<Recorder>>> {
+    let zipf = zipf_cdf(sc.workload.keys, sc.workload.zipf_s);
+    buckets
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(|bucket| {
+            let (net, zipf, template) = (net.clone(), zipf.clone(), new_recorder(sc));
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                let local = tokio::task::LocalSet::new();
+                let rec = Rc::new(RefCell::new(template));
+                local.block_on(&rt, async {
+                    for h in spawn_tabs(bucket, &rec, &Rc::new(zipf), &net) {
+                        let _ = h.await;
+                    }
+                });
+                drop(local);
+                Rc::try_unwrap(rec).ok().map(RefCell::into_inner)
+            })
+        })
+        .collect()
+}
+
+/// The fault timeline in real time, with the progress line about once a second.
+async fn follow_timeline(
+    sc: &Scenario,
+    world: &mut LiveFaults<'_>,
+    controls: &Controls,
+    rec: &RefCell<Recorder>,
+    progress: &mut dyn FnMut(u64, u64),
+) {
+    let mut timeline = Timeline::new(sc);
+    let total_ms = timeline.total_ms();
+    let start = tokio::time::Instant::now();
+    let mut next_progress = 0;
+    while let Some(due) = timeline.next_due_ms() {
+        // Until it is due, a quarter second at a time for the progress line.
+        loop {
+            let now = start.elapsed().as_millis() as u64;
+            if now >= due {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis((due - now).min(250))).await;
+            let s = start.elapsed().as_secs();
+            if s >= next_progress {
+                progress(s, total_ms / 1000);
+                next_progress = s + 1;
+            }
+        }
+        let now = start.elapsed().as_millis() as u64;
+        timeline.advance(now, world, controls, rec);
+    }
+}
+
+/// Waits for the workers without blocking this runtime (it runs the proxies), and
+/// merges their recorders.
+async fn join_workers(
+    workers: Vec<std::thread::JoinHandle<Option<Recorder>>>,
+    rec: &RefCell<Recorder>,
+) {
+    while workers.iter().any(|w| !w.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in workers {
+        match w.join() {
+            Ok(Some(r)) => rec.borrow_mut().absorb(r),
+            _ => {
+                eprintln!("live mode: a worker thread failed; its tabs are missing from the report")
+            }
+        }
+    }
 }

@@ -241,66 +241,11 @@ pub async fn run_tab(
         tx: io_tx,
         rx: mut inbox,
     } = inbox;
-    let mut rng = Rng::new(spec.seed);
-    let s = Session::new(&spec.user, &spec.id, spec.session.clone(), rng.fork(1));
-    let mut t = Tab {
-        net,
-        rec,
-        device,
-        s,
-        epoch: 0,
-        io_tx,
-        stalled: false,
-        closed: false,
-        reauth_at: None,
-        wire: Wire {
-            link: None,
-            keep_alive: Default::default(),
-            connecting: None,
-            attempt: 0,
-            sent_resume: None,
-        },
-        user: User {
-            rng,
-            zipf,
-            thinking: Vec::new(),
-            resolving: Default::default(),
-            next_op_ms: None,
-            next_cursor_ms: None,
-            next_query_ms: None,
-            scroll_px: 0,
-        },
-        app: App {
-            cache: QueryCache::new(CacheConfig {
-                stale_time_ms: spec.workload.stale_time_ms,
-                ..CacheConfig::default()
-            }),
-            memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
-            stored_queue: None,
-            presence: BTreeSet::new(),
-            list_rows_max: 0,
-            next_sample_ms: None,
-            snapshot_retry_at: None,
-            recovering_since: None,
-        },
-        marks: Marks::default(),
-        spec,
-    };
+    let mut t = Tab::new(spec, rec, device, zipf, io_tx, net);
     if t.spec.start_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(t.spec.start_delay_ms)).await;
     }
-    let now = t.net.now_ms();
-    t.user.next_op_ms = t.draw_next(now, t.spec.workload.ops_per_s);
-    t.user.next_cursor_ms = t.draw_next(now, t.spec.workload.cursors_per_s);
-    t.user.next_query_ms = t.draw_next(now, t.spec.workload.queries_per_s);
-    t.app.next_sample_ms =
-        (t.spec.workload.memory_sample_s > 0).then(|| now + t.spec.workload.memory_sample_s * 1000);
-    t.marks.starting_since = Some(now);
-    t.refresh_token();
-    let home = t.query_key(0);
-    t.app.cache.subscribe(&home, now);
-    t.announce_presence();
-    t.s.start(now);
+    t.start();
     // One timer, re-armed only when the wake-up time changes (a new timer per loop turn
     // was a measurable share of a large run).
     let sleep = tokio::time::sleep(Duration::from_millis(1));
@@ -317,61 +262,162 @@ pub async fn run_tab(
         tokio::select! {
             biased;
             Some(input) = inbox.recv() => {
-                let now = t.net.now_ms();
-                match input {
-                    Input::Command(cmd) => {
-                        if t.command(cmd, now) {
-                            return;
-                        }
-                    }
-                    Input::Io(io) => t.io(io, now),
-                    Input::CrossTab(msg) => {
-                        if let Some(at) = msg.payload.get("appliedAt").and_then(Value::as_u64) {
-                            t.rec.borrow_mut().sample("cross_tab_ms", &t.spec.group, now, now.saturating_sub(at));
-                        }
-                    }
+                if t.input(input) {
+                    return;
                 }
             }
             r = async { t.wire.connecting.as_mut().expect("guarded").await }, if t.wire.connecting.is_some() => {
-                t.wire.connecting = None;
-                let now = t.net.now_ms();
-                match r {
-                    Ok(link) => {
-                        t.set_link(Some(link));
-                        t.s.handle_open(t.wire.attempt, now);
-                    }
-                    Err(e) => {
-                        t.rec.borrow_mut().count("connect_failures", &t.spec.group, 1);
-                        let err = match e {
-                            ConnectFail::Unauthorized => ConnectError::Unauthorized,
-                            ConnectFail::Refused { retry_after_ms } => ConnectError::Refused { retry_after_ms },
-                            ConnectFail::Network => ConnectError::Network,
-                        };
-                        t.s.handle_connect_failed(t.wire.attempt, err, now);
-                    }
-                }
+                t.connect_done(r);
             }
             inc = async { t.wire.link.as_mut().expect("guarded").next().await }, if t.wire.link.is_some() && !t.stalled => {
-                let now = t.net.now_ms();
-                let mut next = Some(inc);
-                // Take every frame that is already here before going round the select
-                // again: one wake-up per burst, not per frame.
-                while let Some(inc) = next.take() {
-                    match inc {
-                        Incoming::Frame(m) => t.frame(m, now),
-                        Incoming::Activity => t.s.handle_activity(now),
-                        Incoming::Closed(code) => {
-                            t.set_link(None);
-                            t.s.handle_closed(t.wire.attempt, code, now);
-                        }
-                    }
-                    next = t.wire.link.as_mut().and_then(|l| l.next().now_or_never());
-                }
+                t.incoming(inc);
             }
             () = &mut sleep => {
                 armed_for = None;
                 t.timers(t.net.now_ms()).await;
             }
+        }
+    }
+}
+
+impl Tab {
+    fn new(
+        spec: TabSpec,
+        rec: Rc<RefCell<Recorder>>,
+        device: Option<Rc<RefCell<DeviceBus>>>,
+        zipf: Rc<Vec<f64>>,
+        io_tx: mpsc::UnboundedSender<Input>,
+        net: Net,
+    ) -> Tab {
+        let mut rng = Rng::new(spec.seed);
+        let s = Session::new(&spec.user, &spec.id, spec.session.clone(), rng.fork(1));
+        Tab {
+            net,
+            rec,
+            device,
+            s,
+            epoch: 0,
+            io_tx,
+            stalled: false,
+            closed: false,
+            reauth_at: None,
+            wire: Wire {
+                link: None,
+                keep_alive: Default::default(),
+                connecting: None,
+                attempt: 0,
+                sent_resume: None,
+            },
+            user: User {
+                rng,
+                zipf,
+                thinking: Vec::new(),
+                resolving: Default::default(),
+                next_op_ms: None,
+                next_cursor_ms: None,
+                next_query_ms: None,
+                scroll_px: 0,
+            },
+            app: App {
+                cache: QueryCache::new(CacheConfig {
+                    stale_time_ms: spec.workload.stale_time_ms,
+                    ..CacheConfig::default()
+                }),
+                memory: MemoryManager::new(spec.workload.memory_pressure_bytes),
+                stored_queue: None,
+                presence: BTreeSet::new(),
+                list_rows_max: 0,
+                next_sample_ms: None,
+                snapshot_retry_at: None,
+                recovering_since: None,
+            },
+            marks: Marks::default(),
+            spec,
+        }
+    }
+
+    /// The tab opens: the user's first actions drawn, the home list subscribed,
+    /// presence announced, the session started.
+    fn start(&mut self) {
+        let now = self.net.now_ms();
+        let w = self.spec.workload.clone();
+        self.user.next_op_ms = self.draw_next(now, w.ops_per_s);
+        self.user.next_cursor_ms = self.draw_next(now, w.cursors_per_s);
+        self.user.next_query_ms = self.draw_next(now, w.queries_per_s);
+        self.app.next_sample_ms = (w.memory_sample_s > 0).then(|| now + w.memory_sample_s * 1000);
+        self.marks.starting_since = Some(now);
+        self.refresh_token();
+        let home = self.query_key(0);
+        self.app.cache.subscribe(&home, now);
+        self.announce_presence();
+        self.s.start(now);
+    }
+
+    /// One input from the world, an HTTP answer or the device's bus; `true`: the tab is
+    /// done.
+    fn input(&mut self, input: Input) -> bool {
+        let now = self.net.now_ms();
+        match input {
+            Input::Command(cmd) => return self.command(cmd, now),
+            Input::Io(io) => self.io(io, now),
+            Input::CrossTab(msg) => {
+                if let Some(at) = msg.payload.get("appliedAt").and_then(Value::as_u64) {
+                    self.rec.borrow_mut().sample(
+                        "cross_tab_ms",
+                        &self.spec.group,
+                        now,
+                        now.saturating_sub(at),
+                    );
+                }
+            }
+        }
+        false
+    }
+
+    /// A connect attempt ended: the stream is open, or the session learns why not.
+    fn connect_done(&mut self, r: Result<Link, ConnectFail>) {
+        self.wire.connecting = None;
+        let now = self.net.now_ms();
+        match r {
+            Ok(link) => {
+                self.set_link(Some(link));
+                self.s.handle_open(self.wire.attempt, now);
+            }
+            Err(e) => {
+                self.rec
+                    .borrow_mut()
+                    .count("connect_failures", &self.spec.group, 1);
+                let err = match e {
+                    ConnectFail::Unauthorized => ConnectError::Unauthorized,
+                    ConnectFail::Refused { retry_after_ms } => {
+                        ConnectError::Refused { retry_after_ms }
+                    }
+                    ConnectFail::Network => ConnectError::Network,
+                };
+                self.s.handle_connect_failed(self.wire.attempt, err, now);
+            }
+        }
+    }
+
+    /// What the stream gave, and every frame already waiting behind it: one wake-up
+    /// per burst, not per frame.
+    fn incoming(&mut self, inc: Incoming) {
+        let now = self.net.now_ms();
+        let mut next = Some(inc);
+        while let Some(inc) = next.take() {
+            match inc {
+                Incoming::Frame(m) => self.frame(m, now),
+                Incoming::Activity => self.s.handle_activity(now),
+                Incoming::Closed(code) => {
+                    self.set_link(None);
+                    self.s.handle_closed(self.wire.attempt, code, now);
+                }
+            }
+            next = self
+                .wire
+                .link
+                .as_mut()
+                .and_then(|l| l.next().now_or_never());
         }
     }
 }

@@ -113,20 +113,52 @@ pub fn run_world(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<WorldOutput, RunError> {
     let mut root = Rng::new(seed);
-    let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let rec = Rc::new(RefCell::new(new_recorder(sc)));
-    // Every shard draws the whole scenario's tabs (the same RNG stream), then keeps its own.
+    let (workspaces, specs) = shard_tabs(sc, &mut root, shard);
+    let tabs_total = specs.len();
+    let mut sim = build_sim(sc, &mut root, shard, tabs_total);
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let (controls, groups) = add_clients(&mut sim, sc, specs, workspaces, &rec, &finish_rx);
+    let mut world = SimFaults {
+        sim: &mut sim,
+        sc,
+        groups: &groups,
+    };
+    let load = drive(&mut world, sc, &controls, &rec, &finish_tx, progress)?;
+    let simulated_s = sim.elapsed().as_secs_f64();
+    drop(sim);
+    Ok(WorldOutput {
+        recorder: unshare(rec)?,
+        simulated_s,
+        tabs: tabs_total,
+        load,
+    })
+}
+
+/// The shard's workspaces and their tabs. Every shard draws the whole scenario's tabs
+/// (the same RNG stream), then keeps its own.
+fn shard_tabs(sc: &Scenario, root: &mut Rng, shard: Shard) -> (Vec<String>, Vec<TabSpec>) {
     let workspaces: Vec<String> = workspaces(sc, "")
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % shard.count == shard.index)
         .map(|(_, w)| w)
         .collect();
-    let specs: Vec<TabSpec> = tab_specs(sc, &mut root, "")
+    let specs: Vec<TabSpec> = tab_specs(sc, root, "")
         .into_iter()
         .filter(|t| workspaces.binary_search(&t.workspace).is_ok())
         .collect();
-    let tabs_total = specs.len();
+    (workspaces, specs)
+}
+
+/// The turmoil world with the reference server on its host "server".
+fn build_sim<'a>(
+    sc: &Scenario,
+    root: &mut Rng,
+    shard: Shard,
+    tabs_total: usize,
+) -> turmoil::Sim<'a> {
+    let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total_ms + 60_000))
         .tick_duration(Duration::from_millis(sc.tick_ms))
@@ -141,7 +173,6 @@ pub fn run_world(
         // Shard 0 keeps the unsharded seed, so `shards = 1` runs are unchanged.
         .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
-
     let cfg = sc.server.config.clone();
     sim.host("server", move || {
         let cfg = cfg.clone();
@@ -154,9 +185,21 @@ pub fn run_world(
             Ok(())
         }
     });
+    sim
+}
 
+/// One client host per group with its tabs, and the probe host that reads the final
+/// state once `finish` is set. Returns the line to the tabs and the world's groups, in
+/// the scenario's order.
+fn add_clients(
+    sim: &mut turmoil::Sim<'_>,
+    sc: &Scenario,
+    specs: Vec<TabSpec>,
+    workspaces: Vec<String>,
+    rec: &Rc<RefCell<Recorder>>,
+    finish: &watch::Receiver<bool>,
+) -> (Controls, Vec<String>) {
     let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
-    let (finish_tx, finish_rx) = watch::channel(false);
     let mut controls = Controls::default();
     let mut by_group: BTreeMap<String, Vec<(TabSpec, Inbox)>> = BTreeMap::new();
     for spec in specs {
@@ -166,7 +209,6 @@ pub fn run_world(
             .or_default()
             .push((spec, inbox));
     }
-    // The client hosts of this world: groups with tabs here, in the scenario's order.
     let groups: Vec<String> = sc
         .groups
         .iter()
@@ -174,7 +216,7 @@ pub fn run_world(
         .filter(|g| by_group.contains_key(g))
         .collect();
     for (group, tabs) in by_group {
-        let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish_rx.clone());
+        let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish.clone());
         sim.client(group.as_str(), async move {
             let handles = spawn_tabs(tabs, &rec, &zipf, &Net::Sim);
             let _ = finish.wait_for(|f| *f).await;
@@ -185,7 +227,7 @@ pub fn run_world(
         });
     }
     {
-        let (rec, mut finish) = (rec.clone(), finish_rx.clone());
+        let (rec, mut finish) = (rec.clone(), finish.clone());
         sim.client("probe", async move {
             let _ = finish.wait_for(|f| *f).await;
             probe_final_state(&Net::Sim, workspaces, &rec).await;
@@ -197,8 +239,20 @@ pub fn run_world(
             sim.set_link_latency(g.name.as_str(), "server", Duration::from_millis(l));
         }
     }
+    (controls, groups)
+}
 
-    let deliveries = |rec: &Rc<RefCell<Recorder>>| -> u64 {
+/// Steps the world to its end, the timeline applied as it goes; returns the load
+/// window's figures.
+fn drive(
+    world: &mut SimFaults<'_, '_>,
+    sc: &Scenario,
+    controls: &Controls,
+    rec: &Rc<RefCell<Recorder>>,
+    finish: &watch::Sender<bool>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LoadWindow, RunError> {
+    let deliveries = || -> u64 {
         rec.borrow()
             .counters
             .get("deliveries")
@@ -212,45 +266,32 @@ pub fn run_world(
     let total_ms = timeline.total_ms();
     let mut last_progress_s = u64::MAX;
     loop {
-        let t = sim.elapsed().as_millis() as u64;
+        let t = world.sim.elapsed().as_millis() as u64;
         if load_from.is_none() && t >= warmup_end_ms {
             // Measured section only: the load window's wall time, never in the results.
-            load_from = Some((std::time::Instant::now(), deliveries(&rec)));
+            load_from = Some((std::time::Instant::now(), deliveries()));
         }
-        let mut world = SimFaults {
-            sim: &mut sim,
-            sc,
-            groups: &groups,
-        };
-        let reached = timeline.advance(t, &mut world, &controls, &rec);
+        let reached = timeline.advance(t, world, controls, rec);
         if reached.liveness
             && let Some((at, n)) = load_from
         {
             load = LoadWindow {
                 simulated_s: (t - warmup_end_ms.min(t)) as f64 / 1000.0,
                 wall_s: at.elapsed().as_secs_f64(),
-                deliveries: deliveries(&rec) - n,
+                deliveries: deliveries() - n,
             };
         }
         if reached.finish {
-            let _ = finish_tx.send(true);
+            let _ = finish.send(true);
         }
         if t / 1000 != last_progress_s {
             last_progress_s = t / 1000;
             progress(last_progress_s, total_ms / 1000);
         }
-        match sim.step() {
-            Ok(true) => break,
+        match world.sim.step() {
+            Ok(true) => return Ok(load),
             Ok(false) => {}
             Err(e) => return Err(RunError::Sim(e.to_string())),
         }
     }
-    let simulated_s = sim.elapsed().as_secs_f64();
-    drop(sim);
-    Ok(WorldOutput {
-        recorder: unshare(rec)?,
-        simulated_s,
-        tabs: tabs_total,
-        load,
-    })
 }

@@ -43,6 +43,32 @@ struct Cli {
     quiet: bool,
 }
 
+/// `simulate live`: a scenario's tabs over real TCP against a server.
+#[derive(clap::Args, Debug)]
+struct LiveArgs {
+    scenario: PathBuf,
+    /// A running server speaking the protocol (started with
+    /// `--jwt-secret rtsync-simulation-secret`), as HOST:PORT.
+    #[arg(long, conflicts_with = "spawn_server")]
+    target: Option<String>,
+    /// Start the reference server on 127.0.0.1 with the scenario's settings.
+    #[arg(long)]
+    spawn_server: bool,
+    /// Connect straight to the server, without the per-group fault proxies (capacity
+    /// runs: half the sockets; network faults are then skipped).
+    #[arg(long)]
+    direct: bool,
+    /// Load-generator threads (tabs split by workspace); default: the machine's cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value = "reports/live")]
+    out: PathBuf,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run scenarios over a range of seeds (A..B) on parallel threads and list the
@@ -65,29 +91,7 @@ enum Cmd {
         quiet: bool,
     },
     /// Run a scenario's tabs live, over real TCP in real time, against a server.
-    Live {
-        scenario: PathBuf,
-        /// A running server speaking the protocol (started with
-        /// `--jwt-secret rtsync-simulation-secret`), as HOST:PORT.
-        #[arg(long, conflicts_with = "spawn_server")]
-        target: Option<String>,
-        /// Start the reference server on 127.0.0.1 with the scenario's settings.
-        #[arg(long)]
-        spawn_server: bool,
-        /// Connect straight to the server, without the per-group fault proxies (capacity
-        /// runs: half the sockets; network faults are then skipped).
-        #[arg(long)]
-        direct: bool,
-        /// Load-generator threads (tabs split by workspace); default: the machine's cores.
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long, default_value = "reports/live")]
-        out: PathBuf,
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Live(LiveArgs),
     /// Compare two runs (summary.json files or report folders): per metric the change of
     /// p99 and mean against a noise band. Exit 99 on a regression.
     Compare {
@@ -245,86 +249,8 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::List { dir, metrics }) => {
-            if metrics {
-                use rtsync_simulator::metrics::*;
-                println!("histograms (ms): {}", HISTOGRAMS.join(", "));
-                println!("counters:        {}", COUNTERS.join(", "));
-                println!("invariants:      {}", INVARIANTS.join(", "));
-                return Ok(EXIT_PASS);
-            }
-            for f in expand(&[dir])? {
-                match Scenario::load(&f) {
-                    Ok(sc) => println!(
-                        "{:<40} {:>6} tabs  {:>5} s  {}",
-                        f.display(),
-                        sc.tabs(),
-                        sc.duration_s,
-                        sc.description
-                    ),
-                    Err(e) => println!("{:<40} INVALID: {e}", f.display()),
-                }
-            }
-            Ok(EXIT_PASS)
-        }
-        Some(Cmd::Live {
-            scenario,
-            target,
-            spawn_server,
-            direct,
-            threads,
-            seed,
-            out,
-            quiet,
-        }) => {
-            let sc = match Scenario::load(&scenario) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(EXIT_INVALID);
-                }
-            };
-            let seed = seed.unwrap_or(sc.seed);
-            // A swarm scenario's server settings are drawn per seed, like the rest.
-            let sc = sc.for_seed(seed)?;
-            let mut spawned = if spawn_server {
-                Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
-            } else {
-                None
-            };
-            let addr = match (&spawned, target) {
-                (Some(s), _) => s.addr,
-                (None, Some(t)) => {
-                    use std::net::ToSocketAddrs;
-                    t.to_socket_addrs()
-                        .with_context(|| format!("--target {t}"))?
-                        .next()
-                        .with_context(|| format!("--target {t}: no address"))?
-                }
-                (None, None) => {
-                    anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
-                }
-            };
-            raise_nofile_for(&sc, direct);
-            println!("  live: {} tabs against {addr}", sc.tabs());
-            let r = run_in(
-                Mode::Live {
-                    addr,
-                    server: spawned.as_mut(),
-                    direct,
-                    threads: threads.unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(1, |n| n.get())
-                    }),
-                },
-                &sc,
-                &scenario.display().to_string(),
-                seed,
-                &out,
-                quiet,
-            )?;
-            drop(spawned);
-            Ok(r.code)
-        }
+        Some(Cmd::List { dir, metrics }) => run_list(dir, metrics),
+        Some(Cmd::Live(args)) => run_live(args),
         Some(Cmd::Fidelity {
             scenarios,
             seed,
@@ -345,32 +271,7 @@ fn real_main() -> anyhow::Result<i32> {
             new,
             band_percent,
             band_ms,
-        }) => {
-            let (b, n) = match (compare::load(&base), compare::load(&new)) {
-                (Ok(b), Ok(n)) => (b, n),
-                (Err(e), _) | (_, Err(e)) => anyhow::bail!(e),
-            };
-            let c = compare::compare(
-                &b,
-                &n,
-                &compare::Band {
-                    relative: band_percent / 100.0,
-                    absolute_ms: band_ms,
-                },
-            );
-            print!("{}", c.table());
-            if c.regressed() {
-                println!(
-                    "\nREGRESSION beyond the noise band ({band_percent}% and {band_ms} ms): exit 99"
-                );
-                Ok(report::EXIT_THRESHOLD)
-            } else {
-                println!(
-                    "\nno regression beyond the noise band ({band_percent}% and {band_ms} ms)"
-                );
-                Ok(EXIT_PASS)
-            }
-        }
+        }) => run_compare(&base, &new, band_percent, band_ms),
         Some(Cmd::Sweep {
             scenarios,
             seeds,
@@ -378,74 +279,183 @@ fn real_main() -> anyhow::Result<i32> {
             out,
             quiet,
         }) => run_sweep(&scenarios, seeds.0..seeds.1, jobs, &out, quiet),
-        None => {
-            let sources = load_sources(&cli.scenarios)?;
-            let mut worst = EXIT_PASS;
-            let mut table = Vec::new();
-            let mut names = Vec::new();
-            for (source, sc) in sources {
-                let sc = match sc {
-                    Ok(sc) => sc,
-                    Err(e) => {
-                        eprintln!("invalid scenario: {e}");
-                        worst = worst.max(EXIT_INVALID);
-                        names.push(String::new());
-                        table.push((source, EXIT_INVALID));
-                        continue;
-                    }
-                };
-                let seed = cli.seed.unwrap_or(sc.seed);
-                let r = run_one(&sc, &source, seed, &cli.out, cli.quiet)?;
-                let mut code = r.code;
-                if cli.check_determinism {
-                    let again =
-                        run_one(&sc, &source, seed, &cli.out.join("determinism-check"), true)?;
-                    if again.deterministic_sha256 != r.deterministic_sha256 {
-                        eprintln!(
-                            "NOT DETERMINISTIC: {} seed {seed}: {} vs {}",
-                            sc.name, r.deterministic_sha256, again.deterministic_sha256
-                        );
-                        code = code.max(report::EXIT_INVARIANT);
-                    } else {
-                        println!(
-                            "  determinism: two runs, identical deterministic summary (sha256 {})",
-                            &r.deterministic_sha256[..16]
-                        );
-                    }
-                }
-                worst = worst.max(code);
-                let label = match &sc.expect.violation {
-                    Some(v) if code == EXIT_PASS => {
-                        format!("{} (canary: {v} found, as expected)", sc.name)
-                    }
-                    _ => sc.name.clone(),
-                };
-                names.push(sc.name.clone());
-                table.push((label, code));
-            }
-            if table.len() > 1 {
-                let entries: Vec<(String, i32, String)> = names
-                    .iter()
-                    .zip(&table)
-                    .map(|(n, (label, code))| (label.clone(), *code, format!("{n}/report.html")))
-                    .collect();
-                std::fs::create_dir_all(&cli.out)?;
-                std::fs::write(cli.out.join("index.html"), html::index(&entries))?;
-                println!(
-                    "\n  catalog: {} scenarios   (reports: {})",
-                    table.len(),
-                    cli.out.join("index.html").display()
-                );
-                for (name, code) in &table {
-                    println!(
-                        "    {} {name} (exit {code})",
-                        if *code == 0 { "✓" } else { "✗" }
-                    );
-                }
-            }
-            Ok(worst)
+        None => run_catalog(&cli),
+    }
+}
+
+/// `simulate list`: the scenarios of a folder, or the metric names.
+fn run_list(dir: PathBuf, metrics: bool) -> anyhow::Result<i32> {
+    if metrics {
+        use rtsync_simulator::metrics::*;
+        println!("histograms (ms): {}", HISTOGRAMS.join(", "));
+        println!("counters:        {}", COUNTERS.join(", "));
+        println!("invariants:      {}", INVARIANTS.join(", "));
+        return Ok(EXIT_PASS);
+    }
+    for f in expand(&[dir])? {
+        match Scenario::load(&f) {
+            Ok(sc) => println!(
+                "{:<40} {:>6} tabs  {:>5} s  {}",
+                f.display(),
+                sc.tabs(),
+                sc.duration_s,
+                sc.description
+            ),
+            Err(e) => println!("{:<40} INVALID: {e}", f.display()),
         }
     }
+    Ok(EXIT_PASS)
+}
+
+/// `simulate live`: against `--target`, or a reference server spawned here.
+fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
+    let sc = match Scenario::load(&a.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let seed = a.seed.unwrap_or(sc.seed);
+    // A swarm scenario's server settings are drawn per seed, like the rest.
+    let sc = sc.for_seed(seed)?;
+    let mut spawned = if a.spawn_server {
+        Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
+    } else {
+        None
+    };
+    let addr = match (&spawned, &a.target) {
+        (Some(s), _) => s.addr,
+        (None, Some(t)) => {
+            use std::net::ToSocketAddrs;
+            t.to_socket_addrs()
+                .with_context(|| format!("--target {t}"))?
+                .next()
+                .with_context(|| format!("--target {t}: no address"))?
+        }
+        (None, None) => {
+            anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
+        }
+    };
+    raise_nofile_for(&sc, a.direct);
+    println!("  live: {} tabs against {addr}", sc.tabs());
+    let r = run_in(
+        Mode::Live {
+            addr,
+            server: spawned.as_mut(),
+            direct: a.direct,
+            threads: a
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        },
+        &sc,
+        &a.scenario.display().to_string(),
+        seed,
+        &a.out,
+        a.quiet,
+    )?;
+    drop(spawned);
+    Ok(r.code)
+}
+
+/// `simulate compare`: exit 99 on a regression beyond the noise band.
+fn run_compare(base: &Path, new: &Path, band_percent: f64, band_ms: f64) -> anyhow::Result<i32> {
+    let (b, n) = match (compare::load(base), compare::load(new)) {
+        (Ok(b), Ok(n)) => (b, n),
+        (Err(e), _) | (_, Err(e)) => anyhow::bail!(e),
+    };
+    let c = compare::compare(
+        &b,
+        &n,
+        &compare::Band {
+            relative: band_percent / 100.0,
+            absolute_ms: band_ms,
+        },
+    );
+    print!("{}", c.table());
+    if c.regressed() {
+        println!("\nREGRESSION beyond the noise band ({band_percent}% and {band_ms} ms): exit 99");
+        Ok(report::EXIT_THRESHOLD)
+    } else {
+        println!("\nno regression beyond the noise band ({band_percent}% and {band_ms} ms)");
+        Ok(EXIT_PASS)
+    }
+}
+
+/// `simulate [SCENARIOS]`: each scenario once (twice with `--check-determinism`), and
+/// with more than one, an index page and a table of exit codes.
+fn run_catalog(cli: &Cli) -> anyhow::Result<i32> {
+    let sources = load_sources(&cli.scenarios)?;
+    let mut worst = EXIT_PASS;
+    let mut table = Vec::new();
+    let mut names = Vec::new();
+    for (source, sc) in sources {
+        let sc = match sc {
+            Ok(sc) => sc,
+            Err(e) => {
+                eprintln!("invalid scenario: {e}");
+                worst = worst.max(EXIT_INVALID);
+                names.push(String::new());
+                table.push((source, EXIT_INVALID));
+                continue;
+            }
+        };
+        let seed = cli.seed.unwrap_or(sc.seed);
+        let code = run_checked(cli, &sc, &source, seed)?;
+        worst = worst.max(code);
+        let label = match &sc.expect.violation {
+            Some(v) if code == EXIT_PASS => {
+                format!("{} (canary: {v} found, as expected)", sc.name)
+            }
+            _ => sc.name.clone(),
+        };
+        names.push(sc.name.clone());
+        table.push((label, code));
+    }
+    if table.len() > 1 {
+        let entries: Vec<(String, i32, String)> = names
+            .iter()
+            .zip(&table)
+            .map(|(n, (label, code))| (label.clone(), *code, format!("{n}/report.html")))
+            .collect();
+        std::fs::create_dir_all(&cli.out)?;
+        std::fs::write(cli.out.join("index.html"), html::index(&entries))?;
+        println!(
+            "\n  catalog: {} scenarios   (reports: {})",
+            table.len(),
+            cli.out.join("index.html").display()
+        );
+        for (name, code) in &table {
+            println!(
+                "    {} {name} (exit {code})",
+                if *code == 0 { "✓" } else { "✗" }
+            );
+        }
+    }
+    Ok(worst)
+}
+
+/// One scenario's run, and with `--check-determinism` a second whose deterministic
+/// summary must hash the same; the exit code.
+fn run_checked(cli: &Cli, sc: &Scenario, source: &str, seed: u64) -> anyhow::Result<i32> {
+    let r = run_one(sc, source, seed, &cli.out, cli.quiet)?;
+    let mut code = r.code;
+    if cli.check_determinism {
+        let again = run_one(sc, source, seed, &cli.out.join("determinism-check"), true)?;
+        if again.deterministic_sha256 != r.deterministic_sha256 {
+            eprintln!(
+                "NOT DETERMINISTIC: {} seed {seed}: {} vs {}",
+                sc.name, r.deterministic_sha256, again.deterministic_sha256
+            );
+            code = code.max(report::EXIT_INVARIANT);
+        } else {
+            println!(
+                "  determinism: two runs, identical deterministic summary (sha256 {})",
+                &r.deterministic_sha256[..16]
+            );
+        }
+    }
+    Ok(code)
 }
 
 /// Every tab holds a socket (two with the proxies): raises the open-file limit to what

@@ -63,49 +63,7 @@ impl Tab {
                 transport,
                 resume,
                 attempt,
-            } => {
-                self.rec.borrow_mut().timeline_add(
-                    &format!("connect_attempts_per_s.{}", self.spec.group),
-                    now,
-                    1,
-                );
-                self.set_link(None);
-                self.wire.attempt = attempt;
-                self.wire.sent_resume = resume;
-                let (route, net) = (self.spec.group.clone(), self.net.clone());
-                let (token, tab, sse) = (
-                    self.spec.token.clone(),
-                    self.spec.id.clone(),
-                    transport == Transport::Sse,
-                );
-                let query = match resume {
-                    Some(r) if !sse => format!(
-                        "token={token}&sessionId={tab}&epoch={}&lastSeq={}",
-                        r.epoch, r.last_seq
-                    ),
-                    _ => format!("token={token}&sessionId={tab}"),
-                };
-                let last_event_id =
-                    resume.map(|r| rtsync_protocol::sse::event_id(r.epoch, r.last_seq));
-                self.wire.connecting = Some(
-                    async move {
-                        if sse {
-                            net.sse_connect(
-                                &route,
-                                &format!("/api/events/subscribe?{query}"),
-                                last_event_id,
-                            )
-                            .await
-                            .map(|s| Link::Sse(Box::new(s)))
-                        } else {
-                            net.ws_connect(&route, &query)
-                                .await
-                                .map(|w| Link::Ws(Box::new(w)))
-                        }
-                    }
-                    .boxed_local(),
-                );
-            }
+            } => self.open(transport, resume, attempt, now),
             Action::Send(m) => {
                 self.mark_sent(&m);
                 if let Some(Link::Ws(ws)) = &mut self.wire.link
@@ -116,30 +74,7 @@ impl Tab {
                         .handle_closed(self.wire.attempt, None, self.net.now_ms());
                 }
             }
-            Action::Post(m) => {
-                self.mark_sent(&m);
-                let (route, net) = (self.spec.group.clone(), self.net.clone());
-                let (tx, token, tab, pool) = (
-                    self.io_tx.clone(),
-                    self.spec.token.clone(),
-                    self.spec.id.clone(),
-                    self.wire.keep_alive.clone(),
-                );
-                tokio::task::spawn_local(async move {
-                    let path = format!("/api/events?sessionId={tab}");
-                    let headers = [
-                        ("authorization", format!("Bearer {token}")),
-                        ("content-type", "application/json".to_owned()),
-                    ];
-                    let answer = net
-                        .post(&pool, &route, &path, &headers, m.encode())
-                        .await
-                        .and_then(|(_, body)| {
-                            ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok()
-                        });
-                    let _ = tx.send(Input::Io(Io::Post(answer)));
-                });
-            }
+            Action::Post(m) => self.post(m),
             Action::Close { code, attempt } => {
                 // Only the current socket is still there to close.
                 if attempt == self.wire.attempt {
@@ -168,6 +103,81 @@ impl Tab {
                 self.app.stored_queue = serde_json::to_string(&self.s.sync_state()).ok()
             }
         }
+    }
+
+    /// Starts opening the stream of `attempt` (the previous one, if any, is dropped).
+    fn open(
+        &mut self,
+        transport: Transport,
+        resume: Option<rtsync_protocol::Resume>,
+        attempt: u64,
+        now: u64,
+    ) {
+        self.rec.borrow_mut().timeline_add(
+            &format!("connect_attempts_per_s.{}", self.spec.group),
+            now,
+            1,
+        );
+        self.set_link(None);
+        self.wire.attempt = attempt;
+        self.wire.sent_resume = resume;
+        let (route, net) = (self.spec.group.clone(), self.net.clone());
+        let (token, tab, sse) = (
+            self.spec.token.clone(),
+            self.spec.id.clone(),
+            transport == Transport::Sse,
+        );
+        let query = match resume {
+            Some(r) if !sse => format!(
+                "token={token}&sessionId={tab}&epoch={}&lastSeq={}",
+                r.epoch, r.last_seq
+            ),
+            _ => format!("token={token}&sessionId={tab}"),
+        };
+        let last_event_id = resume.map(|r| rtsync_protocol::sse::event_id(r.epoch, r.last_seq));
+        self.wire.connecting = Some(
+            async move {
+                if sse {
+                    net.sse_connect(
+                        &route,
+                        &format!("/api/events/subscribe?{query}"),
+                        last_event_id,
+                    )
+                    .await
+                    .map(|s| Link::Sse(Box::new(s)))
+                } else {
+                    net.ws_connect(&route, &query)
+                        .await
+                        .map(|w| Link::Ws(Box::new(w)))
+                }
+            }
+            .boxed_local(),
+        );
+    }
+
+    /// POSTs `m` on one of the tab's kept-alive connections; the answer comes back
+    /// through the inbox.
+    fn post(&mut self, m: ClientMsg) {
+        self.mark_sent(&m);
+        let (route, net) = (self.spec.group.clone(), self.net.clone());
+        let (tx, token, tab, pool) = (
+            self.io_tx.clone(),
+            self.spec.token.clone(),
+            self.spec.id.clone(),
+            self.wire.keep_alive.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            let path = format!("/api/events?sessionId={tab}");
+            let headers = [
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/json".to_owned()),
+            ];
+            let answer = net
+                .post(&pool, &route, &path, &headers, m.encode())
+                .await
+                .and_then(|(_, body)| ServerMsg::decode(std::str::from_utf8(&body).ok()?).ok());
+            let _ = tx.send(Input::Io(Io::Post(answer)));
+        });
     }
 
     /// Replaces the socket, keeping the open-connections timeline exact (opens and

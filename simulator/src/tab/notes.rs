@@ -2,6 +2,8 @@
 //! and the cross-tab STATE_UPDATE it sends its device's other tabs.
 
 use super::*;
+use rtsync_client::outbox::PendingOp;
+use rtsync_protocol::Ack;
 
 /// When things began, for the metrics measured from them.
 #[derive(Default)]
@@ -19,12 +21,13 @@ pub(super) struct Marks {
 }
 
 impl Tab {
+    /// One note from the session, turned into metrics and history.
     pub(super) fn note(&mut self, n: Note) {
         let g = self.spec.group.clone();
         let now = self.net.now_ms();
-        let mut rec = self.rec.borrow_mut();
         match n {
             Note::Opened { at_ms, .. } => {
+                let mut rec = self.rec.borrow_mut();
                 rec.count("connections_opened", &g, 1);
                 // No refetch on reconnect: the cached lists are patched from the stream,
                 // and a resume either replays what was missed (patched in turn) or
@@ -36,28 +39,10 @@ impl Tab {
                 }
             }
             Note::Lost { at_ms, .. } => {
-                rec.count("connection_losses", &g, 1);
+                self.rec.borrow_mut().count("connection_losses", &g, 1);
                 self.marks.lost_at.get_or_insert(at_ms);
             }
-            Note::Synced { by_snapshot, at_ms } => {
-                if let Some(start) = self.marks.starting_since.take() {
-                    rec.sample("startup_sync_ms", &g, at_ms, at_ms - start);
-                }
-                if by_snapshot {
-                    rec.count("resyncs_by_snapshot", &g, 1);
-                    if let Some(since) = self.app.recovering_since.take() {
-                        rec.sample("recovery_ms", &g, at_ms, at_ms - since);
-                    }
-                }
-                if let Some(open) = self.marks.reopened_at.take() {
-                    rec.sample("resync_ms", &g, at_ms, at_ms - open);
-                }
-                drop(rec);
-                if by_snapshot {
-                    // The replica was replaced wholesale, not event by event.
-                    self.invalidate_unlike_replica(now);
-                }
-            }
+            Note::Synced { by_snapshot, at_ms } => self.synced(by_snapshot, at_ms, now),
             Note::Applied {
                 seq,
                 event: _,
@@ -67,94 +52,13 @@ impl Tab {
                 op_id,
                 deleted,
             } => {
-                rec.count("deliveries", &g, 1);
-                if crate::check::leaked(&self.spec.workspace, &id) {
-                    rec.anomaly(Anomaly::new(
-                        "cross_workspace_leaks",
-                        format!(
-                            "tab {} of {} received {id} from another workspace",
-                            self.spec.id, self.spec.workspace
-                        ),
-                    ));
-                }
-                if let Some(op) = &op_id {
-                    rec.applied(self.epoch, op, seq);
-                    if let Some(sent) = rec
-                        .ops
-                        .get(op)
-                        .and_then(|o| o.first_sent_ms.map(|t| t.saturating_sub(o.late_ms)))
-                    {
-                        // By the transport the event came over, not the one the tab
-                        // started on: a WebSocket tab may have fallen back to SSE.
-                        let metric = match self.wire.link {
-                            Some(Link::Sse(_)) => "sse_delivery_ms",
-                            _ => "ws_delivery_ms",
-                        };
-                        rec.sample(metric, &g, now, now.saturating_sub(sent));
-                    }
-                }
-                if deleted {
-                    rec.deletes_seen.insert(
-                        (self.epoch, self.spec.workspace.clone(), kind, id.clone()),
-                        version,
-                    );
-                }
-                drop(rec);
+                self.applied(seq, kind, &id, version, op_id.as_deref(), deleted, now);
                 self.patch_lists(kind, &id, now);
                 self.cross_tab(now, op_id.map(Value::String));
             }
-            Note::Acked { op, ack, at_ms } => {
-                // The answer's own epoch: in SSE mode it is a POST answer, which may come
-                // from a server incarnation the stream has not yet reconnected to.
-                let epoch = ack.epoch.unwrap_or(self.epoch);
-                rec.count("ops_acked", &g, 1);
-                rec.timeline_add("queued_ops", at_ms, -1);
-                if let Some(r) = rec.ops.get_mut(&op.op_id) {
-                    if let Some(sent) = r.first_sent_ms {
-                        let v = at_ms.saturating_sub(sent.saturating_sub(r.late_ms));
-                        r.answered_ms = Some(at_ms);
-                        r.outcome = Outcome::Applied {
-                            epoch,
-                            seq: ack.seq,
-                            version: ack.version,
-                            fields: op.changes.clone(),
-                            delete: op.kind == EventType::TaskDeleted,
-                        };
-                        rec.sample("ack_ms", &g, at_ms, v);
-                    } else {
-                        r.outcome = Outcome::Applied {
-                            epoch,
-                            seq: ack.seq,
-                            version: ack.version,
-                            fields: op.changes.clone(),
-                            delete: op.kind == EventType::TaskDeleted,
-                        };
-                    }
-                }
-                if let Some(seq) = ack.seq {
-                    rec.applied(epoch, &op.op_id, seq);
-                    if op.kind == EventType::TaskDeleted {
-                        rec.deletes_seen.insert(
-                            (
-                                epoch,
-                                self.spec.workspace.clone(),
-                                EntityKind::Task,
-                                op.entity_id.clone(),
-                            ),
-                            ack.version,
-                        );
-                    }
-                }
-                if let Some(received) = self.user.resolving.remove(&op.op_id) {
-                    rec.sample(
-                        "conflict_resolution_ms",
-                        &g,
-                        at_ms,
-                        at_ms.saturating_sub(received),
-                    );
-                }
-            }
+            Note::Acked { op, ack, at_ms } => self.acked(&op, &ack, at_ms),
             Note::RolledBack { op, .. } => {
+                let mut rec = self.rec.borrow_mut();
                 rec.count("ops_rolled_back", &g, 1);
                 rec.timeline_add("queued_ops", now, -1);
                 if let Some(r) = rec.ops.get_mut(&op.op_id) {
@@ -163,28 +67,7 @@ impl Tab {
                 }
                 self.user.resolving.remove(&op.op_id);
             }
-            Note::Conflict(c) => {
-                rec.count("conflicts", &g, 1);
-                if let Some(seq) = c.seq {
-                    let epoch = c.epoch.unwrap_or(self.epoch);
-                    // MERGE applied the fields nobody else had changed: the entity at
-                    // that version is `current`, which the final state must show if it
-                    // is still at that version.
-                    if let Some(r) = rec.ops.get_mut(&c.op_id) {
-                        r.outcome = Outcome::Applied {
-                            epoch,
-                            seq: Some(seq),
-                            version: c.current.version,
-                            fields: c.current.fields.clone(),
-                            delete: false,
-                        };
-                    }
-                    rec.applied(epoch, &c.op_id, seq);
-                }
-                drop(rec);
-                let due = now + self.spec.workload.think_time_ms;
-                self.user.thinking.push((due, c, now));
-            }
+            Note::Conflict(c) => self.conflicted(c, now),
             Note::Presence(list) => {
                 self.app.presence = list.into_iter().map(|p| p.user_id).collect();
             }
@@ -196,16 +79,157 @@ impl Tab {
                     self.app.presence.remove(&p.user_id);
                 }
             }
-            Note::Confirmed { kind, id } => {
-                drop(rec);
-                self.patch_lists(kind, &id, now);
-            }
+            Note::Confirmed { kind, id } => self.patch_lists(kind, &id, now),
             Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
             Note::NeedsAuth => {
                 // The app asks its auth server for a fresh token: one round trip away.
                 self.reauth_at = Some(now + TOKEN_REFRESH_MS);
             }
         }
+    }
+
+    /// The replica is in sync: start-up, recovery and resync times end here.
+    fn synced(&mut self, by_snapshot: bool, at_ms: u64, now: u64) {
+        let g = &self.spec.group;
+        let mut rec = self.rec.borrow_mut();
+        if let Some(start) = self.marks.starting_since.take() {
+            rec.sample("startup_sync_ms", g, at_ms, at_ms - start);
+        }
+        if by_snapshot {
+            rec.count("resyncs_by_snapshot", g, 1);
+            if let Some(since) = self.app.recovering_since.take() {
+                rec.sample("recovery_ms", g, at_ms, at_ms - since);
+            }
+        }
+        if let Some(open) = self.marks.reopened_at.take() {
+            rec.sample("resync_ms", g, at_ms, at_ms - open);
+        }
+        drop(rec);
+        if by_snapshot {
+            // The replica was replaced wholesale, not event by event.
+            self.invalidate_unlike_replica(now);
+        }
+    }
+
+    /// An event reached the replica: a delivery, timed from its op's intended send.
+    #[allow(clippy::too_many_arguments)] // the note's fields, named
+    fn applied(
+        &mut self,
+        seq: u64,
+        kind: EntityKind,
+        id: &str,
+        version: u64,
+        op_id: Option<&str>,
+        deleted: bool,
+        now: u64,
+    ) {
+        let g = &self.spec.group;
+        let mut rec = self.rec.borrow_mut();
+        rec.count("deliveries", g, 1);
+        if crate::check::leaked(&self.spec.workspace, id) {
+            rec.anomaly(Anomaly::new(
+                "cross_workspace_leaks",
+                format!(
+                    "tab {} of {} received {id} from another workspace",
+                    self.spec.id, self.spec.workspace
+                ),
+            ));
+        }
+        if let Some(op) = op_id {
+            rec.applied(self.epoch, op, seq);
+            if let Some(sent) = rec
+                .ops
+                .get(op)
+                .and_then(|o| o.first_sent_ms.map(|t| t.saturating_sub(o.late_ms)))
+            {
+                // By the transport the event came over, not the one the tab
+                // started on: a WebSocket tab may have fallen back to SSE.
+                let metric = match self.wire.link {
+                    Some(Link::Sse(_)) => "sse_delivery_ms",
+                    _ => "ws_delivery_ms",
+                };
+                rec.sample(metric, g, now, now.saturating_sub(sent));
+            }
+        }
+        if deleted {
+            rec.deletes_seen.insert(
+                (self.epoch, self.spec.workspace.clone(), kind, id.to_owned()),
+                version,
+            );
+        }
+    }
+
+    /// The server acknowledged one of this tab's ops: its outcome, the ACK time, and
+    /// the end of a conflict's resolution if the op resolved one.
+    fn acked(&mut self, op: &PendingOp, ack: &Ack, at_ms: u64) {
+        let g = &self.spec.group;
+        // The answer's own epoch: in SSE mode it is a POST answer, which may come
+        // from a server incarnation the stream has not yet reconnected to.
+        let epoch = ack.epoch.unwrap_or(self.epoch);
+        let deleted = op.kind == EventType::TaskDeleted;
+        let mut rec = self.rec.borrow_mut();
+        rec.count("ops_acked", g, 1);
+        rec.timeline_add("queued_ops", at_ms, -1);
+        if let Some(r) = rec.ops.get_mut(&op.op_id) {
+            r.outcome = Outcome::Applied {
+                epoch,
+                seq: ack.seq,
+                version: ack.version,
+                fields: op.changes.clone(),
+                delete: deleted,
+            };
+            if let Some(sent) = r.first_sent_ms {
+                let v = at_ms.saturating_sub(sent.saturating_sub(r.late_ms));
+                r.answered_ms = Some(at_ms);
+                rec.sample("ack_ms", g, at_ms, v);
+            }
+        }
+        if let Some(seq) = ack.seq {
+            rec.applied(epoch, &op.op_id, seq);
+            if deleted {
+                let key = (
+                    epoch,
+                    self.spec.workspace.clone(),
+                    EntityKind::Task,
+                    op.entity_id.clone(),
+                );
+                rec.deletes_seen.insert(key, ack.version);
+            }
+        }
+        if let Some(received) = self.user.resolving.remove(&op.op_id) {
+            rec.sample(
+                "conflict_resolution_ms",
+                g,
+                at_ms,
+                at_ms.saturating_sub(received),
+            );
+        }
+    }
+
+    /// The server answered a conflict: what MERGE applied is recorded, and the user
+    /// starts thinking about the rest.
+    fn conflicted(&mut self, c: Box<ConflictDetected>, now: u64) {
+        let mut rec = self.rec.borrow_mut();
+        rec.count("conflicts", &self.spec.group, 1);
+        if let Some(seq) = c.seq {
+            let epoch = c.epoch.unwrap_or(self.epoch);
+            // MERGE applied the fields nobody else had changed: the entity at
+            // that version is `current`, which the final state must show if it
+            // is still at that version.
+            if let Some(r) = rec.ops.get_mut(&c.op_id) {
+                r.outcome = Outcome::Applied {
+                    epoch,
+                    seq: Some(seq),
+                    version: c.current.version,
+                    fields: c.current.fields.clone(),
+                    delete: false,
+                };
+            }
+            rec.applied(epoch, &c.op_id, seq);
+        }
+        drop(rec);
+        let due = now + self.spec.workload.think_time_ms;
+        self.user.thinking.push((due, c, now));
     }
 
     /// Tells the device's other tabs about a change (BroadcastChannel STATE_UPDATE).
