@@ -515,22 +515,10 @@ impl QueryCache {
     }
 
     /// A component starts observing `key`: observed entries are refetched on reconnect
-    /// and never removed by `gc`, `trim_to` or `entries_max`.
+    /// and never removed by `gc`, `trim_to` or `entries_max`. An entry stays observed
+    /// for good: the simulator's tabs observe their home query and never navigate away.
     pub fn subscribe(&mut self, key: &[String], now_ms: u64) {
         self.entry(key, now_ms).observers += 1;
-    }
-
-    /// A component stops observing `key` (TanStack: the last observer unmounts): once
-    /// no observer is left, the entry can be collected `gc_time_ms` after `now_ms`.
-    /// Without it an entry once observed is kept for good.
-    ///
-    /// No scenario drives it yet: the simulator's tabs subscribe their home query and
-    /// never navigate away, so only the unit tests call it.
-    pub fn unsubscribe(&mut self, key: &[String], now_ms: u64) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.observers = e.observers.saturating_sub(1);
-            e.last_used_ms = now_ms;
-        }
     }
 
     /// `refetchOnReconnect: 'always'`: observed queries are marked stale, to refetch

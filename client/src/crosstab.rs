@@ -1,5 +1,4 @@
-//! Cross-tab sync for the tabs of one device: a bus with BroadcastChannel semantics,
-//! and a lock with Web Locks semantics.
+//! Cross-tab sync for the tabs of one device: a bus with BroadcastChannel semantics.
 //!
 //! [`Bus`] (BroadcastChannel): a message reaches every *other* tab that is on the
 //! channel when it is posted (never the sender, never a tab that joins later), in order
@@ -10,13 +9,10 @@
 //! (`cross_tab_ms`). Every tab still holds its own connection to the server and takes
 //! the change from it; the bus carries no state a tab depends on.
 //!
-//! [`WebLock`] (one exclusive `navigator.locks` lock): the primitive a leader-tab mode
-//! would elect its leader with. **The leader-tab mode is not implemented**: nothing
-//! makes one tab hold the device's only connection and relay for the others over the
-//! bus, and nothing uses `WebLock` outside its unit test.
+//! A leader-tab mode (one connection per device, the other tabs on the bus) is future work.
 
 use rtsync_protocol::CrossTabMessage;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Counters for reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -131,55 +127,6 @@ impl Bus {
     }
 }
 
-/// One exclusive Web Lock (`navigator.locks.request(name, cb)`): at most one holder;
-/// requests queue in order; when the holder releases or its tab closes, the next
-/// request is granted.
-///
-/// Meant for electing a device's leader tab (the one that would own the connection),
-/// as `../shared/DESIGN.md` plans ("cross-tab bus + leader tab"; the seed has no Web
-/// Locks). That mode is not implemented and no scenario drives this type yet: only its
-/// unit test uses it.
-#[derive(Debug, Default)]
-pub struct WebLock {
-    holder: Option<String>,
-    queue: VecDeque<String>,
-}
-
-impl WebLock {
-    /// The tab holding the lock, if any.
-    pub fn holder(&self) -> Option<&str> {
-        self.holder.as_deref()
-    }
-
-    /// Returns true if `tab` holds the lock now.
-    pub fn request(&mut self, tab: &str) -> bool {
-        match &self.holder {
-            None => {
-                self.holder = Some(tab.to_owned());
-                true
-            }
-            Some(h) if h == tab => true,
-            Some(_) => {
-                if !self.queue.iter().any(|t| t == tab) {
-                    self.queue.push_back(tab.to_owned());
-                }
-                false
-            }
-        }
-    }
-
-    /// `tab` releases (or closes): its request is withdrawn; if it held the lock, the
-    /// next in line gets it and is returned.
-    pub fn release(&mut self, tab: &str) -> Option<String> {
-        self.queue.retain(|t| t != tab);
-        if self.holder.as_deref() != Some(tab) {
-            return None;
-        }
-        self.holder = self.queue.pop_front();
-        self.holder.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,18 +192,5 @@ mod tests {
         b.join("c");
         assert_eq!(b.post("a", msg(1), 0, |_| 0), Err(BusFull(1)));
         assert_eq!(b.stats.refused_full, 1);
-    }
-
-    #[test]
-    fn one_leader_at_a_time_and_the_next_takes_over() {
-        let mut l = WebLock::default();
-        assert!(l.request("a"));
-        assert!(!l.request("b"));
-        assert!(!l.request("c"));
-        assert_eq!(l.release("c"), None); // a queued tab closing changes nothing
-        assert_eq!(l.release("a"), Some("b".into()));
-        assert_eq!(l.holder(), Some("b"));
-        assert_eq!(l.release("b"), None);
-        assert_eq!(l.holder(), None);
     }
 }

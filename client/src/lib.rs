@@ -11,13 +11,11 @@
 //! - [`seq`] — which seqs were applied: resume point, duplicates, gaps.
 //! - [`outbox`] — the offline queue: contiguous opIds, replay, dependencies, bounds.
 //! - [`replica`] — confirmed state and the optimistic view (confirmed ⊕ pending).
-//! - [`conflict`] — LWW register laws and the MANUAL path.
-//! - [`crosstab`] — BroadcastChannel bus; a Web Locks lock (the leader-tab mode it is
-//!   meant for is not implemented).
+//! - [`conflict`] — the MANUAL path: a user's choice turned into a resolving mutation.
+//! - [`crosstab`] — BroadcastChannel bus between the tabs of one device.
 //! - [`cache`] — TanStack-Query-style query cache with statistics.
 //! - [`persist`] — snapshot dehydrate/hydrate: checksum, gzip, base64, migrations.
 //! - [`memory`] — retained-bytes accounting, pressure, cleanup, trend.
-//! - [`perf`] — the seed's performance monitor.
 //! - [`virtual_list`] — the virtual list window.
 //! - [`rng`] — the seeded RNG every random choice draws from.
 
@@ -29,7 +27,6 @@ pub mod connection;
 pub mod crosstab;
 pub mod memory;
 pub mod outbox;
-pub mod perf;
 pub mod persist;
 pub mod replica;
 pub mod rng;

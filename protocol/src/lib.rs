@@ -11,7 +11,7 @@
 //! - [`presence`] — `UserPresence`, `CollaborationCursor`, `USER_ACTION`.
 //! - [`messages`] — `CONNECTED`, `RECENT_EVENTS`, `RESUME`, heartbeats, `ERROR`, close codes.
 //! - [`perf`] — the seed's `PerformanceMetrics` (analytics endpoint).
-//! - [`sync`] — `SyncOperation`, `CrossTabMessage`, `StateSnapshot` (client side).
+//! - [`sync`] — `CrossTabMessage`, `StateSnapshot` (client side).
 //! - [`auth`] — JWT HS256 mint and verify.
 //! - [`sse`] — Server-Sent Events writer and incremental parser.
 //! - [`time`] — [`Timestamp`].
@@ -43,5 +43,5 @@ pub use presence::{
     CollaborationCursor, Device, DeviceType, PresenceChange, PresenceDiff, PresenceStatus,
     UserAction, UserPresence,
 };
-pub use sync::{CrossTabMessage, SnapshotStores, StateSnapshot, SyncOperation};
+pub use sync::{CrossTabMessage, SnapshotStores, StateSnapshot};
 pub use time::Timestamp;

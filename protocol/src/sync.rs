@@ -1,78 +1,10 @@
-//! The seed's state-synchronisation types: offline-queue operations, cross-tab
-//! messages and persisted snapshots. The client crate builds on these.
+//! The seed's state-synchronisation types: cross-tab messages and persisted snapshots.
+//! The client crate builds on these (its offline queue has its own type,
+//! `rtsync_client::outbox::PendingOp`).
 
-use crate::{EntityKind, Timestamp};
+use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// The seed's `SyncOperation.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SyncOperationType {
-    /// Creates an entity.
-    Create,
-    /// Changes an entity.
-    Update,
-    /// Deletes an entity.
-    Delete,
-    /// Several operations as one.
-    Batch,
-}
-
-/// The seed's `SyncOperation.entity`: an entity kind or `USER`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SyncEntity {
-    /// A task.
-    Task,
-    /// A project.
-    Project,
-    /// A note.
-    Note,
-    /// A user (the seed's; no rtsync entity).
-    User,
-}
-
-impl From<EntityKind> for SyncEntity {
-    fn from(k: EntityKind) -> Self {
-        match k {
-            EntityKind::Task => SyncEntity::Task,
-            EntityKind::Project => SyncEntity::Project,
-            EntityKind::Note => SyncEntity::Note,
-        }
-    }
-}
-
-/// The seed's `SyncOperation`: one entry of the offline queue. `id` is the opId.
-///
-/// The seed's shape, kept for clients written from it; nothing in this workspace uses
-/// it: the client's outbox queues and persists `rtsync_client::outbox::PendingOp`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncOperation {
-    /// The opId.
-    pub id: String,
-    /// What the operation does.
-    #[serde(rename = "type")]
-    pub kind: SyncOperationType,
-    /// The kind of entity it acts on.
-    pub entity: SyncEntity,
-    /// The entity it acts on.
-    pub entity_id: String,
-    /// The change.
-    pub data: Value,
-    /// When it was queued.
-    pub timestamp: Timestamp,
-    /// Who queued it.
-    pub user_id: String,
-    /// The tab that queued it.
-    pub session_id: String,
-    /// Whether the view already shows it.
-    pub is_optimistic: bool,
-    /// opIds that must be acknowledged before this one is sent.
-    #[serde(default)]
-    pub dependencies: Vec<String>,
-}
 
 /// The seed's `CrossTabMessage.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

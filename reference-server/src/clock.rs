@@ -41,26 +41,3 @@ impl Clock for SystemClock {
         self.base_ms + self.start.elapsed().as_millis() as u64
     }
 }
-
-/// A clock that reads tokio's time plus a fixed epoch: simulated under turmoil or a
-/// paused runtime, real otherwise. Deterministic when tokio's time is.
-#[derive(Debug)]
-pub struct TokioClock {
-    epoch_ms: u64,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn new(epoch_ms: u64) -> Self {
-        TokioClock {
-            epoch_ms,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now_ms(&self) -> u64 {
-        self.epoch_ms + self.start.elapsed().as_millis() as u64
-    }
-}

@@ -16,6 +16,6 @@ pub mod core;
 pub mod edge;
 pub mod fdlimit;
 
-pub use clock::{Clock, SystemClock, TokioClock};
+pub use clock::{Clock, SystemClock};
 pub use config::ServerConfig;
 pub use edge::{ServeError, Tcp, serve, tcp};

@@ -277,17 +277,3 @@ fn past_the_replay_bound_an_answer_is_refetched_instead() {
     c.resolve(&k, json!([1]), 2);
     assert!(matches!(c.query(&k, 3), Lookup::Stale { fetch: true, .. }));
 }
-
-#[test]
-fn an_unsubscribed_entry_is_collected_gc_time_after_its_last_observer_left() {
-    let mut c = cache(1000);
-    let a = key(&["a"]);
-    c.subscribe(&a, 0);
-    c.query(&a, 0);
-    c.resolve(&a, json!(1), 0);
-    assert_eq!(c.gc(5000), 0, "observed: kept");
-    c.unsubscribe(&a, 5000);
-    assert_eq!(c.gc(5999), 0, "gcTime counts from the unsubscribe");
-    assert_eq!(c.gc(6000), 1);
-    assert!(c.is_empty());
-}

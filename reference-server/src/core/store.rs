@@ -151,6 +151,9 @@ impl EntityStore {
         (page, None)
     }
 
+    /// Applies one mutation: refused if it is too large or its base is ahead of the
+    /// server; a create if the entity is new; otherwise the entity's conflict strategy
+    /// decides what a stale base gets.
     pub fn apply(&mut self, c: &Change<'_>) -> Outcome {
         let key = (c.kind, c.id.to_owned());
         let max = self.entity_bytes_max;
@@ -178,91 +181,11 @@ impl EntityStore {
             );
         }
         if cur.deleted {
-            if c.delete {
-                return Outcome::Unchanged {
-                    entity: wire(c.kind, c.id, cur),
-                };
-            }
-            // Writing to a deleted entity always needs the app's decision.
-            let item = ConflictItem {
-                field: "deleted".into(),
-                local_value: Value::Bool(false),
-                remote_value: Value::Bool(true),
-                timestamp: cur.updated_at,
-                user_id: cur.updated_by.clone(),
-            };
-            return Outcome::Conflict {
-                strategy: c.strategy,
-                conflicts: vec![item],
-                current: wire(c.kind, c.id, cur),
-            };
+            return to_tombstone(cur, c);
         }
         let stale = c.base < cur.version;
-        // Fields someone else changed after the base; for a delete, every such field.
-        let overlap: Vec<String> = if !stale {
-            Vec::new()
-        } else if c.delete {
-            cur.meta
-                .iter()
-                .filter(|(_, m)| m.version > c.base)
-                .map(|(f, _)| f.clone())
-                .collect()
-        } else {
-            c.changes
-                .keys()
-                .filter(|f| cur.meta.get(*f).is_some_and(|m| m.version > c.base))
-                .cloned()
-                .collect()
-        };
-        let items = |cur: &Stored, fields: &[String]| -> Vec<ConflictItem> {
-            fields
-                .iter()
-                .map(|f| {
-                    let m = &cur.meta[f];
-                    ConflictItem {
-                        field: f.clone(),
-                        local_value: c.changes.get(f).cloned().unwrap_or(Value::Null),
-                        remote_value: cur.fields.get(f).cloned().unwrap_or(Value::Null),
-                        timestamp: m.at,
-                        user_id: m.by.clone(),
-                    }
-                })
-                .collect()
-        };
-        match (stale, c.strategy) {
-            (false, _) => {
-                commit(cur, c, c.changes.keys());
-                applied(c, cur, None, Vec::new(), Vec::new())
-            }
-            (true, Strategy::LastWriteWins) => {
-                commit(cur, c, c.changes.keys());
-                applied(c, cur, Some(Strategy::LastWriteWins), overlap, Vec::new())
-            }
-            (true, Strategy::Merge) if overlap.is_empty() => {
-                commit(cur, c, c.changes.keys());
-                applied(c, cur, Some(Strategy::Merge), Vec::new(), Vec::new())
-            }
-            (true, Strategy::Merge) => {
-                let conflicts = items(cur, &overlap);
-                let rest: Vec<&String> =
-                    c.changes.keys().filter(|f| !overlap.contains(f)).collect();
-                if c.delete || rest.is_empty() {
-                    let current = wire(c.kind, c.id, cur);
-                    return Outcome::Conflict {
-                        strategy: Strategy::Merge,
-                        conflicts,
-                        current,
-                    };
-                }
-                commit(cur, c, rest.into_iter());
-                applied(c, cur, Some(Strategy::Merge), Vec::new(), conflicts)
-            }
-            (true, Strategy::Manual) => Outcome::Conflict {
-                strategy: Strategy::Manual,
-                conflicts: items(cur, &overlap),
-                current: wire(c.kind, c.id, cur),
-            },
-        }
+        let overlap = if stale { overlap(cur, c) } else { Vec::new() };
+        by_strategy(cur, c, stale, overlap)
     }
 
     fn create(&mut self, key: (EntityKind, String), c: &Change<'_>) -> Outcome {
@@ -290,6 +213,105 @@ impl EntityStore {
         });
         commit(cur, c, c.changes.keys());
         applied(c, cur, None, Vec::new(), Vec::new())
+    }
+}
+
+/// A write to a deleted entity: deleting it again changes nothing; anything else
+/// always needs the app's decision, so it is a conflict on `deleted` whatever the
+/// strategy.
+fn to_tombstone(cur: &Stored, c: &Change<'_>) -> Outcome {
+    if c.delete {
+        return Outcome::Unchanged {
+            entity: wire(c.kind, c.id, cur),
+        };
+    }
+    let item = ConflictItem {
+        field: "deleted".into(),
+        local_value: Value::Bool(false),
+        remote_value: Value::Bool(true),
+        timestamp: cur.updated_at,
+        user_id: cur.updated_by.clone(),
+    };
+    Outcome::Conflict {
+        strategy: c.strategy,
+        conflicts: vec![item],
+        current: wire(c.kind, c.id, cur),
+    }
+}
+
+/// The fields of a stale write that someone else changed after its base; for a
+/// delete, every such field (a delete touches them all).
+fn overlap(cur: &Stored, c: &Change<'_>) -> Vec<String> {
+    if c.delete {
+        cur.meta
+            .iter()
+            .filter(|(_, m)| m.version > c.base)
+            .map(|(f, _)| f.clone())
+            .collect()
+    } else {
+        c.changes
+            .keys()
+            .filter(|f| cur.meta.get(*f).is_some_and(|m| m.version > c.base))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The conflict items of `fields`: the writer's value against the stored one, and who
+/// wrote the stored one when.
+fn conflict_items(cur: &Stored, c: &Change<'_>, fields: &[String]) -> Vec<ConflictItem> {
+    fields
+        .iter()
+        .map(|f| {
+            let m = &cur.meta[f];
+            ConflictItem {
+                field: f.clone(),
+                local_value: c.changes.get(f).cloned().unwrap_or(Value::Null),
+                remote_value: cur.fields.get(f).cloned().unwrap_or(Value::Null),
+                timestamp: m.at,
+                user_id: m.by.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The three strategies as docs/protocol.md states them, one arm per case. A current
+/// base always applies; LWW applies a stale one and reports what it overwrote; MERGE
+/// applies the fields nobody else changed and returns the others as conflicts (all of
+/// them if nothing is left to apply); MANUAL applies nothing.
+fn by_strategy(cur: &mut Stored, c: &Change<'_>, stale: bool, overlap: Vec<String>) -> Outcome {
+    match (stale, c.strategy) {
+        (false, _) => {
+            commit(cur, c, c.changes.keys());
+            applied(c, cur, None, Vec::new(), Vec::new())
+        }
+        (true, Strategy::LastWriteWins) => {
+            commit(cur, c, c.changes.keys());
+            applied(c, cur, Some(Strategy::LastWriteWins), overlap, Vec::new())
+        }
+        (true, Strategy::Merge) if overlap.is_empty() => {
+            commit(cur, c, c.changes.keys());
+            applied(c, cur, Some(Strategy::Merge), Vec::new(), Vec::new())
+        }
+        (true, Strategy::Merge) => {
+            let conflicts = conflict_items(cur, c, &overlap);
+            let rest: Vec<&String> = c.changes.keys().filter(|f| !overlap.contains(f)).collect();
+            if c.delete || rest.is_empty() {
+                let current = wire(c.kind, c.id, cur);
+                return Outcome::Conflict {
+                    strategy: Strategy::Merge,
+                    conflicts,
+                    current,
+                };
+            }
+            commit(cur, c, rest.into_iter());
+            applied(c, cur, Some(Strategy::Merge), Vec::new(), conflicts)
+        }
+        (true, Strategy::Manual) => Outcome::Conflict {
+            strategy: Strategy::Manual,
+            conflicts: conflict_items(cur, c, &overlap),
+            current: wire(c.kind, c.id, cur),
+        },
     }
 }
 

@@ -128,9 +128,6 @@ impl Workspace {
     pub fn entities(&self) -> usize {
         self.store.len()
     }
-    pub fn online_users(&self) -> Vec<UserPresence> {
-        self.presence.online()
-    }
     pub fn op_clients_evicted(&self) -> u64 {
         self.ops.evicted
     }

@@ -1,5 +1,9 @@
 //! The HTTP edge's error: a status, a machine-readable code and a message, rendered
-//! as a JSON body. Details that help an attacker more than a user stay in the log.
+//! as a JSON body. The message goes to the client as written, so it says what the
+//! caller must fix and nothing about the server's internals (a 401 says why the token
+//! was refused: docs/protocol.md). Auth failures and refused connections are also
+//! logged, rate-limited, where they are raised (`auth.rs`); other rejections are the
+//! caller's own mistakes and are not logged.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -94,36 +94,7 @@ pub async fn post_event(
     Caller { claims, q }: Caller,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let text = std::str::from_utf8(&raw).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
-    let ev = match ClientMsg::decode(text) {
-        Ok(ClientMsg::RealtimeEvent(ev)) => ev,
-        Ok(other) => {
-            return Err(ApiError::bad_request(format!(
-                "{} is not accepted over POST; send a mutation",
-                other.frame_type()
-            )));
-        }
-        Err(DecodeError::BadJson(_) | DecodeError::UnknownType(_))
-            if serde_json::from_str::<ClientEvent>(text).is_ok() =>
-        {
-            serde_json::from_str::<ClientEvent>(text)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                e.code().as_str(),
-                e.to_string(),
-            ));
-        }
-    };
-    if !ev.kind.is_mutation() {
-        return Err(ApiError::bad_request(format!(
-            "{} is not a mutation",
-            ev.kind.as_str()
-        )));
-    }
+    let ev = mutation_of(&body(raw)?)?;
     let session = q.session_id.unwrap_or_else(|| "http".to_owned());
     if session.len() > ID_BYTES_MAX {
         return Err(ApiError::bad_request(format!(
@@ -169,6 +140,43 @@ pub async fn post_event(
         answer.text.to_string(),
     )
         .into_response())
+}
+
+/// The mutation a POST body carries: the WebSocket envelope or the bare
+/// `RealtimeEvent`. A body that decodes as neither is a 400 carrying the code a
+/// WebSocket client would get in its `ERROR`; any other frame, or an event that is not
+/// a mutation, is a 400 too: POST only writes.
+fn mutation_of(raw: &[u8]) -> Result<ClientEvent, ApiError> {
+    let text = std::str::from_utf8(raw).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+    let ev = match ClientMsg::decode(text) {
+        Ok(ClientMsg::RealtimeEvent(ev)) => ev,
+        Ok(other) => {
+            return Err(ApiError::bad_request(format!(
+                "{} is not accepted over POST; send a mutation",
+                other.frame_type()
+            )));
+        }
+        Err(DecodeError::BadJson(_) | DecodeError::UnknownType(_))
+            if serde_json::from_str::<ClientEvent>(text).is_ok() =>
+        {
+            serde_json::from_str::<ClientEvent>(text)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code().as_str(),
+                e.to_string(),
+            ));
+        }
+    };
+    if !ev.kind.is_mutation() {
+        return Err(ApiError::bad_request(format!(
+            "{} is not a mutation",
+            ev.kind.as_str()
+        )));
+    }
+    Ok(ev)
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1) and the `ERROR RATE_LIMITED`

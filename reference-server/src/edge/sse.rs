@@ -83,49 +83,20 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let claims = authenticate(&server, q.token.as_deref(), &headers, q.user_id.as_deref())?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(q.last_event_id);
-    // Opaque, like every resume point: one that cannot be read is answered
-    // `complete: false` (a non-200 would make a browser's EventSource give up for good).
-    let resume = last_event_id.map(|id| {
-        sse::parse_event_id(&id).map_or(Resume::UNUSABLE, |(epoch, last_seq)| Resume {
-            epoch,
-            last_seq,
-        })
-    });
+    let resume = resume_point(&headers, q.last_event_id);
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
     Metrics::inc(&server.metrics.connections_sse_opened_total);
-    let cfg = &server.cfg;
-    let (out, mut rx) = outbound::channel(
-        cfg.outbound_messages_max,
-        cfg.outbound_bytes_max,
-        server.shutdown_rx(),
-    );
-    let shard = server.shard(&claims.ws);
-    let watched = out.clone();
-    {
-        let now = server.now_ms();
-        let mut s = shard.lock();
-        s.attach(conn, out);
-        let info = SessionInfo {
-            user_id: claims.sub,
-            session_id,
-            device: Device {
-                kind: super::ws::device_kind(q.device.as_deref()),
-                browser: String::new(),
-            },
-        };
-        let hello = s.core.connect(conn, info, resume, now);
-        s.deliver(hello, &server.metrics);
-        s.note_replay(conn);
-    }
-    rx.set_refill(super::replay_refill(shard.clone(), conn));
-    let epoch = server.epoch;
+    let info = SessionInfo {
+        user_id: claims.sub,
+        session_id,
+        device: Device {
+            kind: super::ws::device_kind(q.device.as_deref()),
+            browser: String::new(),
+        },
+    };
+    let (shard, watched, rx) = join(&server, &claims.ws, conn, info, resume);
     let slot: Slot = Arc::new(Mutex::new(Some(Guard {
         server: server.clone(),
         shard,
@@ -139,6 +110,7 @@ pub async fn subscribe(
         abort.map(|a| a.0),
         gone_rx,
     ));
+    let cfg = &server.cfg;
     let state = StreamState {
         rx,
         server: server.clone(),
@@ -148,52 +120,115 @@ pub async fn subscribe(
         expires: Expiry::at_s(claims.exp),
         ended: false,
     };
-    let stream = futures_util::stream::unfold(state, move |mut st| async move {
-        if st.ended {
-            return None;
-        }
-        let next = tokio::select! {
-            biased;
-            next = st.rx.next() => next,
-            () = st.expires.wait(&st.server) => {
-                Metrics::inc(&st.server.metrics.closes_token_expired_total);
-                st.ended = true;
-                let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
-                    code: ErrorCode::TokenExpired,
-                    message: "token expired; reconnect with a fresh token".into(),
-                    op_id: None,
-                    expected_n: None,
-                    retry_after_ms: None,
-                }));
-                return Some((Ok(Event::default().data(&*frame.text)), st));
-            }
-        };
-        match next {
-            Next::Frame(frame, waited) => {
-                let m = &st.server.metrics;
-                m.observe_queue_wait(waited);
-                Metrics::inc(&m.messages_out_total);
-                m.bytes_out_total
-                    .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let mut ev = Event::default().data(&*frame.text);
-                if let Some(seq) = frame.seq {
-                    ev = ev.id(sse::event_id(epoch, seq));
-                }
-                if let Some(r) = st.retry.take() {
-                    ev = ev.retry(r);
-                }
-                Some((Ok(ev), st))
-            }
-            // Slow consumer or shutdown: end the stream; the client reconnects with
-            // Last-Event-ID and loses nothing.
-            Next::Close(_) => None,
-        }
-    });
+    let epoch = server.epoch;
+    let stream = futures_util::stream::unfold(state, move |st| next_event(st, epoch));
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(cfg.heartbeat())
             .text("keep-alive"),
     ))
+}
+
+/// Where the client resumes from: the browser's own `Last-Event-ID` header, else
+/// `?lastEventId=`. Opaque, like every resume point: one that cannot be read is
+/// answered `complete: false` (a non-200 would make a browser's EventSource give up
+/// for good).
+fn resume_point(headers: &HeaderMap, from_query: Option<String>) -> Option<Resume> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(from_query);
+    last_event_id.map(|id| {
+        sse::parse_event_id(&id).map_or(Resume::UNUSABLE, |(epoch, last_seq)| Resume {
+            epoch,
+            last_seq,
+        })
+    })
+}
+
+/// Opens the session in its workspace: attaches its bounded outbound queue and queues
+/// the hello (`CONNECTED`, then a resume's replay) under the shard's lock, so nothing
+/// fanned out later can overtake it. Returns the shard, a handle on the queue for the
+/// slow-consumer watch, and the queue's receiving end for the stream.
+fn join(
+    server: &Arc<Server>,
+    workspace: &str,
+    conn: ConnId,
+    info: SessionInfo,
+    resume: Option<Resume>,
+) -> (Arc<Shard>, outbound::Outbound, OutboundRx) {
+    let cfg = &server.cfg;
+    let (out, mut rx) = outbound::channel(
+        cfg.outbound_messages_max,
+        cfg.outbound_bytes_max,
+        server.shutdown_rx(),
+    );
+    let shard = server.shard(workspace);
+    let watched = out.clone();
+    {
+        let now = server.now_ms();
+        let mut s = shard.lock();
+        s.attach(conn, out);
+        let hello = s.core.connect(conn, info, resume, now);
+        s.deliver(hello, &server.metrics);
+        s.note_replay(conn);
+    }
+    rx.set_refill(super::replay_refill(shard.clone(), conn));
+    (shard, watched, rx)
+}
+
+/// The stream's next event: the next queued frame, or — once the token expires — one
+/// last `ERROR TOKEN_EXPIRED`, after which the stream ends.
+async fn next_event(
+    mut st: StreamState,
+    epoch: u64,
+) -> Option<(Result<Event, Infallible>, StreamState)> {
+    if st.ended {
+        return None;
+    }
+    let next = tokio::select! {
+        biased;
+        next = st.rx.next() => next,
+        () = st.expires.wait(&st.server) => {
+            Metrics::inc(&st.server.metrics.closes_token_expired_total);
+            st.ended = true;
+            return Some((Ok(token_expired_event()), st));
+        }
+    };
+    match next {
+        Next::Frame(frame, waited) => {
+            let m = &st.server.metrics;
+            m.observe_queue_wait(waited);
+            Metrics::inc(&m.messages_out_total);
+            m.bytes_out_total
+                .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut ev = Event::default().data(&*frame.text);
+            if let Some(seq) = frame.seq {
+                ev = ev.id(sse::event_id(epoch, seq));
+            }
+            // `retry:` goes once, on the first event.
+            if let Some(r) = st.retry.take() {
+                ev = ev.retry(r);
+            }
+            Some((Ok(ev), st))
+        }
+        // Slow consumer or shutdown: end the stream; the client reconnects with
+        // Last-Event-ID and loses nothing.
+        Next::Close(_) => None,
+    }
+}
+
+/// The last event of a session whose token expired (a WebSocket gets close 4001).
+fn token_expired_event() -> Event {
+    let frame = Frame::of(&ServerMsg::Error(ErrorPayload {
+        code: ErrorCode::TokenExpired,
+        message: "token expired; reconnect with a fresh token".into(),
+        op_id: None,
+        expected_n: None,
+        retry_after_ms: None,
+    }));
+    Event::default().data(&*frame.text)
 }
 
 /// Frees a slow consumer's place the moment its queue overflows and cuts its socket
