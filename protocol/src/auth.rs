@@ -2,16 +2,13 @@
 //! `exp` (seconds since the epoch). Minting lives here too, so the server's `token`
 //! command, the simulator and tests all make tokens the same way.
 //!
-//! Small on purpose: one algorithm, compact form only, constant-time signature check
-//! (`Mac::verify_slice`). Anything else is refused with a reason.
+//! Signing and verification are `jsonwebtoken`'s (the crate people audit: algorithm
+//! pinned to HS256, constant-time signature check); the protocol's own rules — bounded
+//! ids, expiry on an injected clock, a reason for every refusal — are here.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The claims the server reads. Unknown claims are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,56 +58,43 @@ pub enum AuthError {
     },
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-}
-
-fn mac(secret: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key"))
-}
+/// The one algorithm accepted: a token naming another is refused before its signature
+/// is looked at (no `none`, no RS/HS confusion).
+const ALGORITHM: Algorithm = Algorithm::HS256;
 
 /// Mints a compact HS256 JWT.
+///
+/// # Panics
+/// If `secret` is empty: an HMAC with an empty key proves nothing, and every caller
+/// (the server's config, its `token` command, the simulator) refuses one first.
 pub fn mint(claims: &Claims, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = serde_json::to_vec(claims).unwrap_or_else(|e| unreachable!("claims: {e}"));
-    let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(body));
-    let mut m = mac(secret);
-    m.update(signing_input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    let key = EncodingKey::from_secret(secret).expect("a non-empty JWT secret");
+    jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &key)
+        .unwrap_or_else(|e| unreachable!("HS256 signs any claims: {e}"))
 }
 
-/// Checks the signature and expiry and returns the claims.
+/// Checks the algorithm, the signature and the expiry against `now_s` and returns the
+/// claims. `exp` is checked here, not by `jsonwebtoken`, whose check reads the system
+/// clock: the server's clock is injected (simulated time in the simulator).
 pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthError> {
     if token.is_empty() {
         return Err(AuthError::Missing);
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed);
-    };
-    let header = URL_SAFE_NO_PAD
-        .decode(h)
-        .map_err(|_| AuthError::Malformed)?;
-    let header: Header = serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
-    if header.alg != "HS256" {
-        return Err(AuthError::Algorithm);
-    }
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| AuthError::Malformed)?;
-    let mut m = mac(secret);
-    m.update(&token.as_bytes()[..h.len() + 1 + c.len()]);
-    m.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
-    let body = URL_SAFE_NO_PAD
-        .decode(c)
-        .map_err(|_| AuthError::Malformed)?;
-    let claims: Claims =
-        serde_json::from_slice(&body).map_err(|e| AuthError::Claims(e.to_string()))?;
+    let mut validation = Validation::new(ALGORITHM);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    // The header first, so a JSON error there (an algorithm the crate does not know,
+    // such as `none`, or none named) is told apart from one in the claims.
+    jsonwebtoken::decode_header(token).map_err(|e| match e.into_kind() {
+        ErrorKind::Json(_) => AuthError::Algorithm,
+        kind => refusal(kind),
+    })?;
+    // An empty secret verifies nothing: every token is refused as if forged.
+    let key = DecodingKey::from_secret(secret).map_err(|_| AuthError::Signature)?;
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        .map_err(|e| refusal(e.into_kind()))?
+        .claims;
     let max = crate::event::ID_BYTES_MAX;
     if [&claims.sub, &claims.ws]
         .iter()
@@ -129,6 +113,20 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthErro
         });
     }
     Ok(claims)
+}
+
+/// `jsonwebtoken`'s reason, as the protocol names it.
+fn refusal(kind: ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::Signature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::Claims(format!("no {c}")),
+        ErrorKind::InvalidClaimFormat(c) => AuthError::Claims(format!("{c} is malformed")),
+        ErrorKind::Json(e) => AuthError::Claims(e.to_string()),
+        _ => AuthError::Malformed,
+    }
 }
 
 #[cfg(test)]
@@ -166,8 +164,28 @@ mod tests {
         ));
         assert_eq!(verify("", b"s3cret", 0), Err(AuthError::Missing));
         assert_eq!(verify("a.b", b"s3cret", 0), Err(AuthError::Malformed));
-        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), "e30");
-        assert_eq!(verify(&none, b"s3cret", 0), Err(AuthError::Algorithm));
+        // base64url of {"alg":"none"} and of {}.
+        let none = "eyJhbGciOiJub25lIn0.e30.";
+        assert_eq!(verify(none, b"s3cret", 0), Err(AuthError::Algorithm));
+        // An RS256 header with an HMAC signature (algorithm confusion): refused for
+        // its algorithm, before any key is used.
+        let rs = format!(
+            "{}.{}.{}",
+            "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9",
+            "eyJzdWIiOiJ1MSIsIndzIjoidzEiLCJleHAiOjIwMDAwMDAwMDB9",
+            t.rsplit('.').next().unwrap()
+        );
+        assert_eq!(verify(&rs, b"s3cret", 0), Err(AuthError::Algorithm));
+        assert_eq!(verify("!!.e30.x", b"s3cret", 0), Err(AuthError::Malformed));
+        assert_eq!(verify(&t, b"", 0), Err(AuthError::Signature));
+        let key = EncodingKey::from_secret(b"s3cret").unwrap();
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(ALGORITHM),
+            &serde_json::json!({"sub": "u1", "ws": "w1"}),
+            &key,
+        )
+        .unwrap();
+        assert!(matches!(verify(&no_exp, b"s3cret", 0), Err(AuthError::Claims(_))));
         let mut tampered = t.clone();
         tampered.insert(t.find('.').unwrap() + 2, 'x');
         assert!(verify(&tampered, b"s3cret", 0).is_err());
