@@ -48,6 +48,15 @@ fn wire(c: &mut Criterion) {
     c.bench_function("decode_client_mutation", |b| {
         b.iter(|| black_box(ClientMsg::decode(mutation).is_ok()))
     });
+    // Every event carries two timestamps, written and read as ISO-8601 strings.
+    let ts = Timestamp(1_795_646_589_123);
+    let iso = ts.to_string();
+    c.bench_function("timestamp_format", |b| {
+        b.iter(|| black_box(black_box(ts).to_string().len()))
+    });
+    c.bench_function("timestamp_parse", |b| {
+        b.iter(|| black_box(Timestamp::parse(black_box(&iso)).is_ok()))
+    });
 }
 
 criterion_group! {

@@ -185,7 +185,10 @@ mod tests {
             &key,
         )
         .unwrap();
-        assert!(matches!(verify(&no_exp, b"s3cret", 0), Err(AuthError::Claims(_))));
+        assert!(matches!(
+            verify(&no_exp, b"s3cret", 0),
+            Err(AuthError::Claims(_))
+        ));
         let mut tampered = t.clone();
         tampered.insert(t.find('.').unwrap() + 2, 'x');
         assert!(verify(&tampered, b"s3cret", 0).is_err());

@@ -2,11 +2,15 @@
 //! `"2026-11-24T22:43:09.123Z"`. Kept as milliseconds since the Unix epoch so that
 //! simulated time (a simulated epoch plus elapsed ms) and real time look the same.
 //!
-//! Hand-rolled rather than pulling a date crate: we need exactly one format, strictly
-//! written and leniently read (a browser may also send `Date.now()` as a number).
+//! The calendar is the `time` crate's: written in exactly the browser's format, read
+//! as RFC 3339 in UTC, and leniently as a number (a browser may send `Date.now()`).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
 /// Milliseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -17,8 +21,12 @@ pub struct Timestamp(pub u64);
 #[error("invalid timestamp {input:?}: expected UTC ISO-8601 like 2026-11-24T22:43:09.123Z ({why})")]
 pub struct TimestampError {
     input: String,
-    why: &'static str,
+    why: String,
 }
+
+/// How the seed's `Date.toJSON()` writes: always three fraction digits, always `Z`.
+const WRITTEN: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 impl Timestamp {
     /// The timestamp `ms` milliseconds after the Unix epoch.
@@ -31,71 +39,41 @@ impl Timestamp {
         self.0
     }
 
-    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff…]Z` (years 1970..=9999). Fractions beyond
-    /// milliseconds are truncated, as `Date.parse` does.
+    /// Parses RFC 3339 in UTC (`YYYY-MM-DDTHH:MM:SS[.fff…]Z`, years 1970..=9999).
+    /// Fractions beyond milliseconds are truncated, as `Date.parse` does; an offset
+    /// other than `Z` is refused (the protocol's times are UTC).
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
-        let err = |why| TimestampError {
+        let err = |why: String| TimestampError {
             input: s.chars().take(64).collect(),
             why,
         };
-        let b = s.as_bytes();
-        if b.len() < 20 || !b.ends_with(b"Z") {
-            return Err(err("must end with Z"));
+        if !s.ends_with('Z') {
+            return Err(err("must end with Z".into()));
         }
-        let num = |from: usize, to: usize| -> Result<u64, TimestampError> {
-            let part = s.get(from..to).ok_or_else(|| err("truncated"))?;
-            if !part.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(err("digit expected"));
-            }
-            part.parse().map_err(|_| err("digit expected"))
-        };
-        for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-            if b[i] != c {
-                return Err(err("separator expected"));
-            }
+        if s.as_bytes().get(10) != Some(&b'T') {
+            return Err(err("T expected between date and time".into()));
         }
-        let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-        let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-        if year < 1970 || !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
-            return Err(err("field out of range"));
-        }
-        if day < 1 || day > days_in_month(year, month) {
-            return Err(err("day out of range"));
-        }
-        let frac = &s[19..s.len() - 1];
-        let millis = match frac.strip_prefix('.') {
-            None if frac.is_empty() => 0,
-            Some(digits) if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) => {
-                let mut ms = 0u64;
-                for (i, c) in digits.bytes().take(3).enumerate() {
-                    ms += u64::from(c - b'0') * [100, 10, 1][i];
-                }
-                ms
-            }
-            _ => return Err(err("bad fraction of a second")),
-        };
-        let days = days_from_civil(year as i64, month as u32, day as u32) as u64;
-        Ok(Timestamp(
-            ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis,
-        ))
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| err(e.to_string()))?;
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        u64::try_from(ms)
+            .map(Timestamp)
+            .map_err(|_| err("before 1970".into()))
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0;
-        let (days, rem) = (ms / 86_400_000, ms % 86_400_000);
-        let (y, m, d) = civil_from_days(days as i64);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3_600_000,
-            rem / 60_000 % 60,
-            rem / 1000 % 60,
-            rem % 1000
-        )
+        // Any u64 of milliseconds up to year 9999 fits `time`'s range; later ones are
+        // clamped there rather than failing a write.
+        let nanos = i128::from(self.0.min(MAX_MS)) * 1_000_000;
+        let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| fmt::Error)?;
+        let text = t.format(WRITTEN).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
     }
 }
+
+/// 9999-12-31T23:59:59.999Z, the last instant four-digit years can write.
+const MAX_MS: u64 = 253_402_300_799_999;
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -135,42 +113,6 @@ impl<'de> Deserialize<'de> for Timestamp {
         }
         d.deserialize_any(V)
     }
-}
-
-fn is_leap(y: u64) -> bool {
-    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
-}
-
-fn days_in_month(y: u64, m: u64) -> u64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's civil-date algorithms (public domain), days relative to 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -216,6 +158,7 @@ mod tests {
             "2026-02-30T00:00:00.000Z",
             "2026-13-01T00:00:00.000Z",
             "2026-11-25T22:43:09.Z",
+            "1969-12-31T23:59:59.999Z",
             "yesterday",
             "",
         ] {
