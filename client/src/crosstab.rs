@@ -2,12 +2,12 @@
 //!
 //! [`Bus`] (BroadcastChannel): a message reaches every *other* tab that is on the
 //! channel when it is posted (never the sender, never a tab that joins later), in order
-//! per sender. The delay of each delivery is the caller's model (measured in a browser:
-//! p50 0.3 ms, p99 2.3 ms — `../shared/DESIGN.md`); the bus keeps FIFO per sender
-//! whatever the draws. The simulator gives each device one bus: a tab posts a
-//! `STATE_UPDATE` for each change it applies and the receivers record the delay
-//! (`cross_tab_ms`). Every tab still holds its own connection to the server and takes
-//! the change from it; the bus carries no state a tab depends on.
+//! per sender. The delay of each delivery is the caller's model (measured in Chromium:
+//! p50 0.4 ms, p99 2.1–3.3 ms — docs/performance.md, "Simulator fidelity"); the bus
+//! keeps FIFO per sender whatever the draws. The simulator gives each device one bus: a
+//! tab posts a `STATE_UPDATE` for each change it applies and the receivers record the
+//! delay (`cross_tab_ms`). Every tab still holds its own connection to the server and
+//! takes the change from it; the bus carries no state a tab depends on.
 //!
 //! A leader-tab mode (one connection per device, the other tabs on the bus) is future work.
 

@@ -81,7 +81,7 @@ impl Entity {
     }
 }
 
-/// How a mutation made on a stale base version is resolved (PROTOCOL.md, Mutations).
+/// How a mutation made on a stale base version is resolved (docs/protocol.md, Mutations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Strategy {

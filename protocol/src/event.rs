@@ -154,7 +154,7 @@ pub struct ClientEvent {
     pub version: u64,
 }
 
-/// The payload of a mutation event: `{opId, id, changes}` (PROTOCOL.md, Mutations).
+/// The payload of a mutation event: `{opId, id, changes}` (docs/protocol.md, Mutations).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutationPayload {

@@ -196,7 +196,7 @@ pub struct ErrorPayload {
     pub retry_after_ms: Option<u64>,
 }
 
-/// WebSocket close codes (PROTOCOL.md).
+/// WebSocket close codes (docs/protocol.md).
 pub mod close {
     /// Normal close (the seed's client disconnect).
     pub const NORMAL: u16 = 1000;

@@ -86,9 +86,10 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// tungstenite buffers. The read buffer is allocated up front for every
     /// connection and zero-filled on every read: tungstenite's 128 KiB default cost 5×
-    /// in simulation throughput (DESIGN.md); 2 KiB holds any usual client frame in one
-    /// read and keeps an idle connection at ≈ 15 KB (4 KiB: ≈ 17 KB; a larger frame
-    /// only takes more reads). docs/performance.md, "Side by side", has the figures.
+    /// in simulation throughput (docs/performance.md, "Simulator speed"); 2 KiB holds
+    /// any usual client frame in one read and keeps an idle connection at ≈ 15 KB
+    /// (4 KiB: ≈ 17 KB; a larger frame only takes more reads). docs/performance.md,
+    /// "Side by side", has the figures.
     #[arg(long, default_value_t = d().ws_read_buffer_bytes)]
     pub ws_read_buffer_bytes: usize,
     /// tungstenite's write buffer per connection: frames are batched up to this before

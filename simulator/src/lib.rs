@@ -20,7 +20,7 @@
 //! - [`net`] — the network a run speaks over ([`net::Net`]: turmoil or real TCP), the
 //!   WebSocket/SSE/HTTP clients, turmoil's listener for axum, the simulated clock.
 //! - [`record`] — histograms, counters and the history the checkers read.
-//! - [`check`] — the checkers (SLO.md's invariants), each anomaly explained.
+//! - [`check`] — the checkers (the invariants of docs/metrics.md), each anomaly explained.
 //! - [`threshold`] — k6-style thresholds.
 //! - [`timeline`] — the fault timeline, applied once for simulated and live runs.
 //! - [`report`] — verdicts, the console summary and `summary.json`.

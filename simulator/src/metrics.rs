@@ -1,4 +1,4 @@
-//! The metric and invariant names of SLO.md, in one place.
+//! The metric and invariant names of docs/metrics.md, in one place.
 
 /// Latency histograms, in simulated milliseconds.
 pub const HISTOGRAMS: [&str; 10] = [

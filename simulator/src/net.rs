@@ -22,7 +22,8 @@ pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
 
 /// The server's port on its simulated host.
 pub const SERVER_PORT: u16 = 8080;
-/// Small buffers: tungstenite zero-fills its read buffer on every read (DESIGN.md).
+/// Small buffers: tungstenite zero-fills its read buffer on every read
+/// (docs/performance.md, "Simulator speed").
 const WS_BUFFER_BYTES: usize = 4096;
 
 /// The network a run's tabs speak over, chosen when the run is built: turmoil's

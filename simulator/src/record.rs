@@ -1,4 +1,4 @@
-//! The recorder: every metric of SLO.md as an HDR histogram or a counter, tagged by
+//! The recorder: every metric of docs/metrics.md as an HDR histogram or a counter, tagged by
 //! phase and group, plus the history the checkers read after the run. One per
 //! simulation, shared by every task (turmoil runs all hosts on one thread).
 

@@ -82,8 +82,8 @@ enum Cmd {
         /// Runs at once (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Reports of failing seeds go to OUT/<scenario>/seed-<N>/, the table to
-        /// OUT/sweep.json; passing seeds leave nothing.
+        /// Reports of failing seeds go to `OUT/<scenario>/seed-<N>/`, the table to
+        /// `OUT/sweep.json`; passing seeds leave nothing.
         #[arg(long, default_value = "reports/sweep")]
         out: PathBuf,
         /// No progress bar.
@@ -121,8 +121,8 @@ enum Cmd {
         /// …or by this share of the simulated figure, whichever is larger.
         #[arg(long, default_value_t = 50.0)]
         tolerance_percent: f64,
-        /// Reports go to OUT/sim/<scenario>/ and OUT/live/<scenario>/; the table to
-        /// OUT/fidelity.md and OUT/fidelity.json.
+        /// Reports go to `OUT/sim/<scenario>/` and `OUT/live/<scenario>/`; the table to
+        /// `OUT/fidelity.md` and `OUT/fidelity.json`.
         #[arg(long, default_value = "reports/fidelity")]
         out: PathBuf,
         #[arg(long, short)]
