@@ -19,7 +19,7 @@ use crate::record::Recorder;
 use crate::run::{RunOutput, conclude};
 use crate::scenario::Scenario;
 use crate::setup::{
-    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf_cdf,
+    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf,
 };
 use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
@@ -321,12 +321,12 @@ fn spawn_workers(
     buckets: Vec<Vec<(TabSpec, Inbox)>>,
     net: &Net,
 ) -> Vec<std::thread::JoinHandle<Option<Recorder>>> {
-    let zipf = zipf_cdf(sc.workload.keys, sc.workload.zipf_s);
+    let zipf = zipf(sc.workload.keys, sc.workload.zipf_s);
     buckets
         .into_iter()
         .filter(|b| !b.is_empty())
         .map(|bucket| {
-            let (net, zipf, template) = (net.clone(), zipf.clone(), new_recorder(sc));
+            let (net, template) = (net.clone(), new_recorder(sc));
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -335,7 +335,7 @@ fn spawn_workers(
                 let local = tokio::task::LocalSet::new();
                 let rec = Rc::new(RefCell::new(template));
                 local.block_on(&rt, async {
-                    for h in spawn_tabs(bucket, &rec, &Rc::new(zipf), &net) {
+                    for h in spawn_tabs(bucket, &rec, zipf, &net) {
                         let _ = h.await;
                     }
                 });

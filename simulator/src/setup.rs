@@ -9,6 +9,7 @@ use crate::scenario::Scenario;
 use crate::tab::{
     Command, DeviceBus, Inbox, Input, TabSpec, fetch_snapshots, run_device_bus, run_tab,
 };
+use rand_distr::Zipf;
 use rtsync_client::connection::{ConnectionConfig, Transport};
 use rtsync_client::crosstab::Bus;
 use rtsync_client::outbox::OutboxConfig;
@@ -19,17 +20,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use tokio::sync::mpsc;
 
-/// Zipf CDF over `keys` ranks with exponent `s` (s = 0: uniform).
-pub fn zipf_cdf(keys: u64, s: f64) -> Vec<f64> {
-    let w: Vec<f64> = (1..=keys).map(|k| 1.0 / (k as f64).powf(s)).collect();
-    let total: f64 = w.iter().sum();
-    let mut acc = 0.0;
-    w.iter()
-        .map(|x| {
-            acc += x / total;
-            acc
-        })
-        .collect()
+/// Zipf over `keys` ranks with exponent `s` (s = 0: uniform); draws are ranks 1..=keys.
+/// The scenario's validation guarantees `keys >= 1` and `s >= 0`.
+pub fn zipf(keys: u64, s: f64) -> Zipf<f64> {
+    Zipf::new(keys as f64, s).expect("workload.keys >= 1 and zipf_s >= 0 (validated)")
 }
 
 /// Every tab of the scenario, in a fixed order. `run_tag` prefixes user, workspace and
@@ -97,7 +91,7 @@ pub fn tab_specs(sc: &Scenario, root: &mut Rng, run_tag: &str) -> Vec<TabSpec> {
 pub fn spawn_tabs(
     tabs: Vec<(TabSpec, Inbox)>,
     rec: &Rc<RefCell<Recorder>>,
-    zipf: &Rc<Vec<f64>>,
+    zipf: Zipf<f64>,
     net: &Net,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut devices: BTreeMap<String, Rc<RefCell<DeviceBus>>> = BTreeMap::new();
@@ -129,7 +123,7 @@ pub fn spawn_tabs(
             spec,
             rec.clone(),
             Some(dev),
-            zipf.clone(),
+            zipf,
             inbox,
             net.clone(),
         )));

@@ -4,9 +4,9 @@
 //! like a user would, and records what happens.
 //!
 //! Here: the tab's inputs and its run loop. The tab's state is split by what owns it,
-//! each part with its submodule: `wire` ([`Wire`]: the sockets), `workload` ([`User`]:
-//! the simulated user), `app` ([`App`]: query cache, memory, storage, reloads, the final
-//! report), `notes` ([`Marks`]: what the session reports, recorded, and the moments
+//! each part with its submodule: `wire` (`Wire`: the sockets), `workload` (`User`:
+//! the simulated user), `app` (`App`: query cache, memory, storage, reloads, the final
+//! report), `notes` (`Marks`: what the session reports, recorded, and the moments
 //! metrics are measured from); `actions` carries out the session's actions.
 
 mod actions;
@@ -26,6 +26,7 @@ use crate::scenario::Workload;
 use crate::storage;
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rand_distr::{Exp, Zipf};
 use rtsync_client::cache::{CacheConfig, Filter, Lookup, QueryCache, QueryKey};
 use rtsync_client::conflict::{ConflictChoice, resolve};
 use rtsync_client::connection::{ConnectError, Transport};
@@ -233,7 +234,7 @@ pub async fn run_tab(
     spec: TabSpec,
     rec: Rc<RefCell<Recorder>>,
     device: Option<Rc<RefCell<DeviceBus>>>,
-    zipf: Rc<Vec<f64>>,
+    zipf: Zipf<f64>,
     inbox: Inbox,
     net: Net,
 ) {
@@ -285,7 +286,7 @@ impl Tab {
         spec: TabSpec,
         rec: Rc<RefCell<Recorder>>,
         device: Option<Rc<RefCell<DeviceBus>>>,
-        zipf: Rc<Vec<f64>>,
+        zipf: Zipf<f64>,
         io_tx: mpsc::UnboundedSender<Input>,
         net: Net,
     ) -> Tab {

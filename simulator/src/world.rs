@@ -7,7 +7,7 @@ use crate::net::{Net, SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
 use crate::record::Recorder;
 use crate::scenario::Scenario;
 use crate::setup::{
-    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf_cdf,
+    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf,
 };
 use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
@@ -199,7 +199,7 @@ fn add_clients(
     rec: &Rc<RefCell<Recorder>>,
     finish: &watch::Receiver<bool>,
 ) -> (Controls, Vec<String>) {
-    let zipf = Rc::new(zipf_cdf(sc.workload.keys, sc.workload.zipf_s));
+    let zipf = zipf(sc.workload.keys, sc.workload.zipf_s);
     let mut controls = Controls::default();
     let mut by_group: BTreeMap<String, Vec<(TabSpec, Inbox)>> = BTreeMap::new();
     for spec in specs {
@@ -216,9 +216,9 @@ fn add_clients(
         .filter(|g| by_group.contains_key(g))
         .collect();
     for (group, tabs) in by_group {
-        let (rec, zipf, mut finish) = (rec.clone(), zipf.clone(), finish.clone());
+        let (rec, mut finish) = (rec.clone(), finish.clone());
         sim.client(group.as_str(), async move {
-            let handles = spawn_tabs(tabs, &rec, &zipf, &Net::Sim);
+            let handles = spawn_tabs(tabs, &rec, zipf, &Net::Sim);
             let _ = finish.wait_for(|f| *f).await;
             for h in handles {
                 let _ = h.await;

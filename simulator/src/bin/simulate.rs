@@ -6,7 +6,6 @@ use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
 use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
 use rtsync_simulator::{compare, html, output, sweep};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A simulation allocates and frees small objects (frames, JSON values, entity copies)
@@ -203,13 +202,23 @@ fn run_in(
     out_dir: &Path,
     quiet: bool,
 ) -> anyhow::Result<Ran> {
-    let mut last = std::time::Instant::now();
+    // Simulated (or, live, real) seconds of the run, with its speed and an ETA; drawn
+    // only on a terminal, so logs and pipes get the report alone.
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new((sc.duration_s + sc.quiescence_s).max(1))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {prefix}: [{bar:30}] {pos}/{len} s, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(sc.name.clone());
     let mut progress = |at: u64, total: u64| {
-        if !quiet && last.elapsed().as_millis() >= 500 {
-            last = std::time::Instant::now();
-            eprint!("\r  {}: {at}/{total} s ", sc.name);
-            let _ = std::io::stderr().flush();
-        }
+        // The liveness phase may run past the planned end.
+        bar.set_length(total.max(at));
+        bar.set_position(at);
     };
     let live = matches!(mode, Mode::Live { .. });
     let drawn = sc.for_seed(seed)?;
@@ -223,9 +232,7 @@ fn run_in(
             threads,
         } => rtsync_simulator::live::run(sc, seed, addr, server, direct, threads, &mut progress)?,
     };
-    if !quiet {
-        eprint!("\r{:60}\r", "");
-    }
+    bar.finish_and_clear();
     let verdict = report::evaluate(sc, &out.recorder);
     let replay = output::replay_line(source, seed, live);
     println!("{}", report::console(sc, seed, &out, &verdict, &replay));

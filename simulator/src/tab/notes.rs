@@ -258,7 +258,8 @@ impl Tab {
 /// One draw of the bus's delay model (`WorkloadSpec::cross_tab_ms_mean`): exponential,
 /// rounded to the millisecond, clamped into `lo..=hi`. One random draw per delivery.
 pub fn cross_tab_delay_ms(rng: &mut Rng, mean_ms: f64, lo: u64, hi: u64) -> u64 {
-    let x = -mean_ms * (1.0 - rng.unit()).ln();
+    let exp = Exp::new(1.0 / mean_ms).expect("a positive mean");
+    let x: f64 = rng.sample(&exp);
     (x.round() as u64).clamp(lo, hi)
 }
 

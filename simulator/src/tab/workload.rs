@@ -6,8 +6,8 @@ use super::*;
 /// The simulated user: when it acts next, what it is thinking about, its randomness.
 pub(super) struct User {
     pub(super) rng: Rng,
-    /// The Zipf CDF its entity keys are drawn from (shared by the run's tabs).
-    pub(super) zipf: Rc<Vec<f64>>,
+    /// The Zipf distribution its entity keys are drawn from (ranks 1..=keys).
+    pub(super) zipf: Zipf<f64>,
     /// Conflicts waiting for the user's think time: (due, conflict, received_at).
     pub(super) thinking: Vec<(u64, Box<ConflictDetected>, u64)>,
     /// Resolving op → when its conflict arrived.
@@ -24,18 +24,16 @@ impl Tab {
         if rate_per_s <= 0.0 {
             return None;
         }
-        // Exponential inter-arrival (Poisson process).
-        let u = self.user.rng.unit().max(1e-12);
-        Some(now + (-u.ln() / rate_per_s * 1000.0).round().max(1.0) as u64)
+        // Exponential inter-arrival (Poisson process), in seconds.
+        let exp = Exp::new(rate_per_s).expect("a positive rate");
+        let gap_s: f64 = self.user.rng.sample(&exp);
+        Some(now + (gap_s * 1000.0).round().max(1.0) as u64)
     }
 
     pub(super) fn key(&mut self) -> String {
-        let u = self.user.rng.unit();
-        let k = self
-            .user
-            .zipf
-            .partition_point(|c| *c < u)
-            .min(self.user.zipf.len().saturating_sub(1));
+        // Ranks 1..=keys; key 0 is the most popular.
+        let rank: f64 = self.user.rng.sample(&self.user.zipf);
+        let k = rank as u64 - 1;
         format!("{}-t{k}", self.spec.workspace)
     }
 
