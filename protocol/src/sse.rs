@@ -1,6 +1,13 @@
-//! Server-Sent Events framing (WHATWG HTML, "Parsing an event stream"): the
-//! writer the server uses and an incremental parser for clients that are not
-//! browsers (tests, the simulator, live mode).
+//! Server-Sent Events framing (WHATWG HTML, "Parsing an event stream"): an event
+//! writer (tests; the server writes through axum's `Sse`) and an incremental parser
+//! for clients that are not browsers (tests, the simulator, live mode).
+//!
+//! The parser stays hand-written for a missing feature, checked in the crates'
+//! sources on 2026-12-04: `eventsource-stream` 0.2.3 and `sse-stream` 0.3.0 buffer an
+//! unterminated line without any bound (a server that never sends a newline grows the
+//! client until it runs out of memory; this one refuses the stream past
+//! `line_bytes_max`), and both are async `Stream` adapters over a body, where the
+//! simulator feeds bytes to a sans-IO parser and counts `:` comment lines as liveness.
 
 /// One dispatched SSE event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
