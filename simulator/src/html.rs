@@ -3,7 +3,7 @@
 //! and an index page when several scenarios ran.
 
 use crate::metrics::{HISTOGRAMS, INVARIANTS};
-use crate::record::PHASES;
+use crate::record::{PHASES, Recorder};
 use crate::report::Verdict;
 use crate::run::RunOutput;
 use crate::scenario::Scenario;
@@ -187,6 +187,24 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1400px;margin:2em aut
 pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay: &str) -> String {
     let rec = &out.recorder;
     let mut h = String::new();
+    page_head(&mut h, sc, seed, out, verdict, replay);
+    page_checks(&mut h, rec, verdict);
+    page_phases(&mut h, rec);
+    page_charts(&mut h, rec, out.simulated_s);
+    page_faults(&mut h, rec);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The document head, the run's identity and verdict, and a swarm seed's draws.
+fn page_head(
+    h: &mut String,
+    sc: &Scenario,
+    seed: u64,
+    out: &RunOutput,
+    verdict: &Verdict,
+    replay: &str,
+) {
     let ok = verdict.code == 0;
     let _ = write!(
         h,
@@ -214,6 +232,10 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         }
         h.push_str("</table>");
     }
+}
+
+/// Thresholds, invariants and the first anomalies.
+fn page_checks(h: &mut String, rec: &Recorder, verdict: &Verdict) {
     h.push_str("<h2>Thresholds</h2><table><tr><th>metric</th><th>condition</th><th>observed</th><th></th></tr>");
     for t in &verdict.thresholds {
         let _ = write!(
@@ -257,6 +279,10 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         }
         h.push_str("</ul>");
     }
+}
+
+/// Every histogram's percentiles per phase (the table is closed by the charts).
+fn page_phases(h: &mut String, rec: &Recorder) {
     h.push_str("<h2>Latency by phase (ms)</h2><table><tr><th>metric</th><th>phase</th><th>n</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
     for m in HISTOGRAMS {
         for p in PHASES {
@@ -274,8 +300,11 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
             }
         }
     }
+}
+
+/// Timelines, percentile distributions and latency over time, as inline SVG.
+fn page_charts(h: &mut String, rec: &Recorder, end_s: f64) {
     h.push_str("</table><h2>Charts</h2><p>Latencies are simulated time (network model, round trips, backoff, queueing), not CPU time.</p><div class=\"charts\">");
-    let end_s = out.simulated_s;
     for (name, title) in [
         ("connections_open", "connections open"),
         ("queued_ops", "queued ops (all tabs)"),
@@ -303,6 +332,10 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         }
     }
     h.push_str("</div>");
+}
+
+/// The fault timeline, as it was applied.
+fn page_faults(h: &mut String, rec: &Recorder) {
     if !rec.fault_marks.is_empty() {
         h.push_str("<h2>Faults</h2><table><tr><th>at (s)</th><th>fault</th></tr>");
         for (t, f) in &rec.fault_marks {
@@ -315,8 +348,6 @@ pub fn page(sc: &Scenario, seed: u64, out: &RunOutput, verdict: &Verdict, replay
         }
         h.push_str("</table>");
     }
-    h.push_str("</body></html>\n");
-    h
 }
 
 /// How the run went on this machine (measured: differs from run to run).

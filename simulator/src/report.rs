@@ -224,6 +224,17 @@ fn wall_summary(us: &[u64]) -> Value {
 pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &str) -> String {
     let rec = &out.recorder;
     let mut s = String::new();
+    console_header(&mut s, sc, seed, out);
+    console_histograms(&mut s, rec, v);
+    s.push('\n');
+    console_figures(&mut s, rec);
+    console_checks(&mut s, rec, v);
+    console_verdict(&mut s, v, replay);
+    s
+}
+
+/// The run's identity and speed, and what a swarm seed drew.
+fn console_header(s: &mut String, sc: &Scenario, seed: u64, out: &RunOutput) {
     s.push_str(&format!(
         "\n  scenario: {}   seed: {seed}   tabs: {}   {}\n\n",
         sc.name,
@@ -254,6 +265,10 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
     if !sc.drawn.is_empty() {
         s.push('\n');
     }
+}
+
+/// One line per latency histogram, k6-style, marked by its thresholds.
+fn console_histograms(s: &mut String, rec: &Recorder, v: &Verdict) {
     let passed: BTreeMap<&str, bool> = v.thresholds.iter().fold(BTreeMap::new(), |mut m, t| {
         let metric = t.selector.split('{').next().unwrap_or_default();
         let e = m.entry(metric).or_insert(true);
@@ -278,7 +293,10 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
             h.len()
         ));
     }
-    s.push('\n');
+}
+
+/// The counters that counted something, and the end-of-run gauges.
+fn console_figures(s: &mut String, rec: &Recorder) {
     for c in COUNTERS {
         let n = rec.counter(c, None);
         if n > 0 {
@@ -288,6 +306,10 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
     for (name, v) in &rec.gauges {
         s.push_str(&format!("    {:.<28}: {v}\n", name));
     }
+}
+
+/// Thresholds and invariants, each with its mark, and the first anomalies.
+fn console_checks(s: &mut String, rec: &Recorder, v: &Verdict) {
     s.push_str("\n  thresholds\n");
     for t in &v.thresholds {
         s.push_str(&format!(
@@ -320,6 +342,10 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
             ));
         }
     }
+}
+
+/// The verdict, and on a failure its reasons and the replay line.
+fn console_verdict(s: &mut String, v: &Verdict, replay: &str) {
     let verdict = match (v.code, &v.expected_violation) {
         (0, Some(e)) => format!("PASS (canary failed as expected: {e})"),
         (0, None) => "PASS".into(),
@@ -333,5 +359,4 @@ pub fn console(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict, replay: &
         }
         s.push_str(&format!("  replay: {replay}\n"));
     }
-    s
 }

@@ -476,7 +476,15 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |f: &str, m: String| Err((f.to_owned(), m));
+        self.validate_run()?;
+        self.validate_groups()?;
+        self.validate_workload()?;
+        self.validate_faults()?;
+        self.validate_checks()
+    }
+
+    /// Name, durations, tick, and the shards the workspaces allow.
+    fn validate_run(&self) -> Result<(), (String, String)> {
         if self.name.is_empty()
             || !self
                 .name
@@ -519,6 +527,11 @@ impl Scenario {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Each group, and the total of tabs.
+    fn validate_groups(&self) -> Result<(), (String, String)> {
         let mut names = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
             let f = |name: &str| format!("groups[{i}].{name}");
@@ -567,9 +580,22 @@ impl Scenario {
                 format!("{} tabs in all; at most 20 000", self.tabs()),
             );
         }
+        Ok(())
+    }
+
+    /// The workload's rates and mix, and the server settings it must fit.
+    fn validate_workload(&self) -> Result<(), (String, String)> {
         let w = &self.workload;
-        if w.ops_per_s < 0.0 || w.cursors_per_s < 0.0 || !w.ops_per_s.is_finite() {
-            return bad("workload.ops_per_s", "expected a rate >= 0".into());
+        // TOML can write `nan` and `inf`: every rate and the skew must be a real number.
+        for (field, rate) in [
+            ("workload.ops_per_s", w.ops_per_s),
+            ("workload.cursors_per_s", w.cursors_per_s),
+            ("workload.queries_per_s", w.queries_per_s),
+            ("workload.zipf_s", w.zipf_s),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return bad(field, format!("expected a finite number >= 0, got {rate}"));
+            }
         }
         if [w.create, w.update, w.status, w.delete]
             .iter()
@@ -625,6 +651,11 @@ impl Scenario {
                 "must not exceed cross_tab_ms_max".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Each fault names a known group, falls inside the run, and has what its kind needs.
+    fn validate_faults(&self) -> Result<(), (String, String)> {
         for (i, fault) in self.faults.iter().enumerate() {
             let f = |name: &str| format!("faults[{i}].{name}");
             if !(fault.at_s >= 0.0 && fault.at_s <= self.duration_s as f64) {
@@ -637,7 +668,7 @@ impl Scenario {
                 );
             }
             if let Some(g) = &fault.group
-                && !names.contains(g)
+                && !self.groups.iter().any(|x| &x.name == g)
             {
                 return bad(&f("group"), format!("no group named {g:?}"));
             }
@@ -653,6 +684,11 @@ impl Scenario {
                 return bad(&f("latency_ms"), "a latency fault needs latency_ms".into());
             }
         }
+        Ok(())
+    }
+
+    /// Thresholds name known metrics with parseable conditions; a canary names an invariant.
+    fn validate_checks(&self) -> Result<(), (String, String)> {
         for (metric, conds) in &self.thresholds {
             let sel = crate::threshold::Selector::parse(metric)
                 .map_err(|m| (format!("thresholds.{metric}"), m))?;
@@ -683,4 +719,9 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// A refusal naming the field it is about.
+fn bad(field: &str, message: String) -> Result<(), (String, String)> {
+    Err((field.to_owned(), message))
 }

@@ -97,99 +97,108 @@ pub fn draw(
         None => Vec::new(),
     };
     for (i, f) in swarm.faults.iter().enumerate() {
-        let field = |n: &str| format!("swarm.faults[{i}].{n}");
-        if !(0.0..=1.0).contains(&f.p) {
-            return Err((field("p"), "expected 0..=1".into()));
-        }
-        // Every field is drawn whether or not the fault happens, so one fault's chance
-        // never shifts the draws of the next.
-        let happens = rng.chance(f.p);
-        let kind_v = pick(&f.kind, &mut rng).map_err(|m| (field("kind"), m))?;
-        let kind: FaultKind = kind_v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| (field("kind"), e.message().to_owned()))?;
-        let group = match &f.group {
-            Some(g) => Some(pick(g, &mut rng).map_err(|m| (field("group"), m))?),
-            None => None,
-        };
-        let at_s = number(&pick(&f.at_s, &mut rng).map_err(|m| (field("at_s"), m))?)
-            .ok_or((field("at_s"), "expected a number".into()))?;
-        let for_s = match &f.for_s {
-            Some(v) => Some(
-                number(&pick(v, &mut rng).map_err(|m| (field("for_s"), m))?)
-                    .ok_or((field("for_s"), "expected a number".into()))?,
-            ),
-            None => None,
-        };
-        let fraction = match &f.fraction {
-            Some(v) => Some(pick(v, &mut rng).map_err(|m| (field("fraction"), m))?),
-            None => None,
-        };
-        let latency = match &f.latency_ms {
-            Some(v) => Some(pick(v, &mut rng).map_err(|m| (field("latency_ms"), m))?),
-            None => None,
-        };
-        let ops = match &f.ops {
-            Some(v) => Some(pick(v, &mut rng).map_err(|m| (field("ops"), m))?),
-            None => None,
-        };
-        let mut words = format!("{} at {at_s} s", show(&kind_v));
-        if !happens {
-            drawn.push((format!("faults[{i}]"), "none".into()));
-            continue;
-        }
-        let mut fault = toml::Table::new();
-        fault.insert("at_s".into(), Value::Float(at_s));
-        fault.insert("kind".into(), kind_v.clone());
-        if let Some(g) = &group {
-            fault.insert("group".into(), g.clone());
-            words.push_str(&format!(" on {}", show(g)));
-        }
-        if let Some(x) = &fraction {
-            fault.insert("fraction".into(), x.clone());
-            words.push_str(&format!(", fraction {}", show(x)));
-        }
-        if let Some(x) = &latency {
-            fault.insert("latency_ms".into(), x.clone());
-            words.push_str(&format!(", {} ms", show(x)));
-        }
-        if let Some(x) = &ops {
-            fault.insert("ops".into(), x.clone());
-            words.push_str(&format!(", {} ops", show(x)));
-        }
-        faults.push(Value::Table(fault.clone()));
-        if let (Some(d), Some(heal)) = (for_s, kind.heal()) {
-            let mut h = fault;
-            let heal = toml::Value::try_from(heal).map_err(|e| (field("kind"), e.to_string()))?;
-            h.insert("kind".into(), heal);
-            h.insert("at_s".into(), Value::Float(round3(at_s + d)));
-            if kind == FaultKind::Latency {
-                // Back to the group's own latency, or the server's default.
-                h.insert(
-                    "latency_ms".into(),
-                    Value::Integer(base_latency(base, group.as_ref())),
-                );
-            }
-            faults.push(Value::Table(h));
-            words.push_str(&format!(" for {d} s"));
-        }
+        let (drawn_faults, words) = draw_fault(i, f, &mut rng, base)?;
+        faults.extend(drawn_faults);
         drawn.push((format!("faults[{i}]"), words));
     }
-    // Heals drawn past the end of the workload happen at its end (the heal phase).
+    clamp_to_workload(&mut faults, &table);
+    table.insert("faults".into(), Value::Array(faults));
+    Ok((table, drawn))
+}
+
+/// One swarm fault drawn: the faults it adds (with its heal when it has a duration)
+/// and how the report words it. Every field is drawn whether or not the fault happens,
+/// so one fault's chance never shifts the draws of the next.
+fn draw_fault(
+    i: usize,
+    f: &SwarmFault,
+    rng: &mut Rng,
+    base: &toml::Table,
+) -> Result<(Vec<Value>, String), (String, String)> {
+    let field = |n: &str| format!("swarm.faults[{i}].{n}");
+    if !(0.0..=1.0).contains(&f.p) {
+        return Err((field("p"), "expected 0..=1".into()));
+    }
+    let happens = rng.chance(f.p);
+    let kind_v = pick(&f.kind, rng).map_err(|m| (field("kind"), m))?;
+    let kind: FaultKind = kind_v
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| (field("kind"), e.message().to_owned()))?;
+    // An optional field is drawn only when the scenario gives it.
+    let maybe = |v: &Option<Value>, name: &str, rng: &mut Rng| {
+        v.as_ref()
+            .map(|v| pick(v, rng).map_err(|m| (field(name), m)))
+            .transpose()
+    };
+    let group = maybe(&f.group, "group", rng)?;
+    let at_s = number(&pick(&f.at_s, rng).map_err(|m| (field("at_s"), m))?)
+        .ok_or((field("at_s"), "expected a number".into()))?;
+    let for_s = match &f.for_s {
+        Some(v) => Some(
+            number(&pick(v, rng).map_err(|m| (field("for_s"), m))?)
+                .ok_or((field("for_s"), "expected a number".into()))?,
+        ),
+        None => None,
+    };
+    let fraction = maybe(&f.fraction, "fraction", rng)?;
+    let latency = maybe(&f.latency_ms, "latency_ms", rng)?;
+    let ops = maybe(&f.ops, "ops", rng)?;
+    let mut words = format!("{} at {at_s} s", show(&kind_v));
+    if !happens {
+        return Ok((Vec::new(), "none".into()));
+    }
+    let mut fault = toml::Table::new();
+    fault.insert("at_s".into(), Value::Float(at_s));
+    fault.insert("kind".into(), kind_v.clone());
+    if let Some(g) = &group {
+        fault.insert("group".into(), g.clone());
+        words.push_str(&format!(" on {}", show(g)));
+    }
+    if let Some(x) = &fraction {
+        fault.insert("fraction".into(), x.clone());
+        words.push_str(&format!(", fraction {}", show(x)));
+    }
+    if let Some(x) = &latency {
+        fault.insert("latency_ms".into(), x.clone());
+        words.push_str(&format!(", {} ms", show(x)));
+    }
+    if let Some(x) = &ops {
+        fault.insert("ops".into(), x.clone());
+        words.push_str(&format!(", {} ops", show(x)));
+    }
+    let mut out = vec![Value::Table(fault.clone())];
+    if let (Some(d), Some(heal)) = (for_s, kind.heal()) {
+        let mut h = fault;
+        let heal = toml::Value::try_from(heal).map_err(|e| (field("kind"), e.to_string()))?;
+        h.insert("kind".into(), heal);
+        h.insert("at_s".into(), Value::Float(round3(at_s + d)));
+        if kind == FaultKind::Latency {
+            // Back to the group's own latency, or the server's default.
+            h.insert(
+                "latency_ms".into(),
+                Value::Integer(base_latency(base, group.as_ref())),
+            );
+        }
+        out.push(Value::Table(h));
+        words.push_str(&format!(" for {d} s"));
+    }
+    Ok((out, words))
+}
+
+/// Heals drawn past the end of the workload happen at its end (the heal phase).
+fn clamp_to_workload(faults: &mut [Value], table: &toml::Table) {
     let duration = table
         .get("duration_s")
         .and_then(Value::as_integer)
         .unwrap_or(0) as f64;
-    for f in &mut faults {
+    for f in faults.iter_mut() {
         if let Some(t) = f.get_mut("at_s")
             && number(t).is_some_and(|x| x > duration)
         {
             *t = Value::Float(duration);
         }
     }
-    table.insert("faults".into(), Value::Array(faults));
-    Ok((table, drawn))
 }
 
 fn base_latency(base: &toml::Table, group: Option<&Value>) -> i64 {

@@ -258,8 +258,11 @@ impl Tab {
 /// One draw of the bus's delay model (`WorkloadSpec::cross_tab_ms_mean`): exponential,
 /// rounded to the millisecond, clamped into `lo..=hi`. One random draw per delivery.
 pub fn cross_tab_delay_ms(rng: &mut Rng, mean_ms: f64, lo: u64, hi: u64) -> u64 {
-    let exp = Exp::new(1.0 / mean_ms).expect("a positive mean");
-    let x: f64 = rng.sample(&exp);
+    // A mean of 0 (validated 0..=60000) is a bus without delay.
+    let x: f64 = match Exp::new(1.0 / mean_ms) {
+        Ok(exp) if mean_ms > 0.0 => rng.sample(&exp),
+        _ => 0.0,
+    };
     (x.round() as u64).clamp(lo, hi)
 }
 

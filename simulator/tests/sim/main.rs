@@ -326,6 +326,18 @@ fn invalid_scenarios_name_the_field() {
             "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\nreconnect = \"eager\"\n",
             "eager",
         ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[workload]\nzipf_s = -1.0\n",
+            "workload.zipf_s",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[workload]\nqueries_per_s = nan\n",
+            "workload.queries_per_s",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[workload]\ncursors_per_s = inf\n",
+            "workload.cursors_per_s",
+        ),
     ];
     for (text, field) in cases {
         let e = Scenario::parse(text, "bad.toml").unwrap_err().to_string();
