@@ -6,6 +6,7 @@ use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_PASS};
 use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
 use rtsync_simulator::{compare, html, output, sweep};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A simulation allocates and frees small objects (frames, JSON values, entity copies)
@@ -246,6 +247,13 @@ fn run_in(
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(code) => std::process::ExitCode::from(code as u8),
+        // The reader went away (`simulate list | head`): not an error of ours.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)
@@ -292,23 +300,26 @@ fn real_main() -> anyhow::Result<i32> {
 
 /// `simulate list`: the scenarios of a folder, or the metric names.
 fn run_list(dir: PathBuf, metrics: bool) -> anyhow::Result<i32> {
+    // Written, not printed: a closed pipe is an error to return, not a panic.
+    let mut out = std::io::stdout().lock();
     if metrics {
         use rtsync_simulator::metrics::*;
-        println!("histograms (ms): {}", HISTOGRAMS.join(", "));
-        println!("counters:        {}", COUNTERS.join(", "));
-        println!("invariants:      {}", INVARIANTS.join(", "));
+        writeln!(out, "histograms (ms): {}", HISTOGRAMS.join(", "))?;
+        writeln!(out, "counters:        {}", COUNTERS.join(", "))?;
+        writeln!(out, "invariants:      {}", INVARIANTS.join(", "))?;
         return Ok(EXIT_PASS);
     }
     for f in expand(&[dir])? {
         match Scenario::load(&f) {
-            Ok(sc) => println!(
+            Ok(sc) => writeln!(
+                out,
                 "{:<40} {:>6} tabs  {:>5} s  {}",
                 f.display(),
                 sc.tabs(),
                 sc.duration_s,
                 sc.description
-            ),
-            Err(e) => println!("{:<40} INVALID: {e}", f.display()),
+            )?,
+            Err(e) => writeln!(out, "{:<40} INVALID: {e}", f.display())?,
         }
     }
     Ok(EXIT_PASS)

@@ -366,6 +366,22 @@ fn server_keys_overlay_the_simulation_defaults_one_by_one() {
     assert_eq!(sc.server.config.jwt_secret, defaults.config.jwt_secret);
 }
 
+#[test]
+fn a_reader_that_goes_away_ends_simulate_list_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
+        .args(["list", concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("simulate starts");
+    // Closed before the child writes its first line (it has a folder to read first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("simulate ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 fn simulate(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
         .args(args)
