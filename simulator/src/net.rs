@@ -42,7 +42,8 @@ pub struct LiveNet {
     server: SocketAddr,
     /// Group → its fault proxy; routes without one go straight to the server.
     routes: BTreeMap<String, SocketAddr>,
-    /// The run's common time origin: every live thread measures from it.
+    /// The run's common time origin: every live thread measures from it. Wall clock,
+    /// and live only: a simulated run is `Net::Sim` and never builds a `LiveNet`.
     start: std::time::Instant,
 }
 
@@ -80,6 +81,7 @@ impl Net {
     pub fn epoch_now_s(&self) -> u64 {
         match self {
             Net::Sim => (SIM_EPOCH_MS + sim_now_ms()) / 1000,
+            // Live only: a real server checks tokens against the real clock.
             Net::Live(_) => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
