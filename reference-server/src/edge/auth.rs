@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use rtsync_protocol::auth::{self, AuthError, Claims};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 #[derive(Debug)]
 pub struct Admission {
@@ -56,7 +55,7 @@ pub fn authenticate(
             _ => Ok(c),
         });
     result.map_err(|e| {
-        super::Metrics::inc(&server.metrics.auth_failures_total);
+        server.metrics.auth_failures_total.inc();
         super::log::warn_limited!(server, super::log::Kind::AuthFailure, reason = %e, "auth refused");
         ApiError::from(e)
     })
@@ -72,7 +71,7 @@ pub struct ConnPermit {
 /// Admits a new connection for `user` or says when to try again.
 pub fn admit(server: &Arc<Server>, user: &str) -> Result<ConnPermit, ApiError> {
     let refuse = |e: ApiError| {
-        super::Metrics::inc(&server.metrics.admission_refused_total);
+        server.metrics.admission_refused_total.inc();
         super::log::warn_limited!(
             server,
             super::log::Kind::Refused,
@@ -123,10 +122,7 @@ pub fn admit(server: &Arc<Server>, user: &str) -> Result<ConnPermit, ApiError> {
     }
     a.total += 1;
     *a.per_user.entry(user.to_owned()).or_insert(0) += 1;
-    server
-        .metrics
-        .connections_active
-        .fetch_add(1, Ordering::Relaxed);
+    server.metrics.connections_active.inc();
     Ok(ConnPermit {
         server: server.clone(),
         user: user.to_owned(),
@@ -144,10 +140,7 @@ impl Drop for ConnPermit {
             }
         }
         drop(a);
-        self.server
-            .metrics
-            .connections_active
-            .fetch_sub(1, Ordering::Relaxed);
+        self.server.metrics.connections_active.dec();
         self.server.idle.notify_waiters();
     }
 }

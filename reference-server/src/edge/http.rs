@@ -2,7 +2,7 @@
 //! performance analytics, health and Prometheus metrics; CORS for browsers.
 
 use super::auth::authenticate;
-use super::{ApiError, Metrics, Server};
+use super::{ApiError, Server};
 use crate::core::{FrameKind, Sender};
 use axum::Json;
 use axum::body::Bytes;
@@ -101,8 +101,8 @@ pub async fn post_event(
             "sessionId must be at most {ID_BYTES_MAX} bytes"
         )));
     }
-    Metrics::inc(&server.metrics.messages_in_total);
-    Metrics::inc(&server.metrics.mutations_total);
+    server.metrics.messages_in_total.inc();
+    server.metrics.mutations_total.inc();
     let shard = server.shard(&claims.ws);
     let now = server.now_ms();
     let answer = {
@@ -111,7 +111,7 @@ pub async fn post_event(
         // fanned out to every session (`PostBudgets`).
         if let Err(wait_ms) = s.posts.take(&claims.sub, &session, now) {
             drop(s);
-            Metrics::inc(&server.metrics.rate_limited_total);
+            server.metrics.rate_limited_total.inc();
             return Ok(rate_limited(&server, &ev, wait_ms));
         }
         let (answer, out) = s.core.mutate(
@@ -129,7 +129,7 @@ pub async fn post_event(
         FrameKind::Ack => StatusCode::OK,
         FrameKind::Conflict => StatusCode::CONFLICT,
         FrameKind::Error(code) => {
-            Metrics::inc(&server.metrics.errors_sent_total);
+            server.metrics.errors_sent_total.inc();
             status_of(code)
         }
         FrameKind::Event | FrameKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,7 +196,7 @@ fn rate_limited(server: &Server, ev: &ClientEvent, wait_ms: u64) -> Response {
         expected_n: None,
         retry_after_ms: Some(wait_ms),
     });
-    Metrics::inc(&server.metrics.errors_sent_total);
+    server.metrics.errors_sent_total.inc();
     (
         StatusCode::TOO_MANY_REQUESTS,
         [
@@ -284,7 +284,7 @@ pub async fn analytics(
             "userId does not match the token's user",
         ));
     }
-    Metrics::inc(&server.metrics.analytics_reports_total);
+    server.metrics.analytics_reports_total.inc();
     tracing::debug!(user = %m.user_id, lcp = m.lcp, cache_hit_rate = m.cache_hit_rate, "performance report");
     Ok((
         StatusCode::ACCEPTED,
@@ -359,7 +359,7 @@ pub async fn metrics(State(server): State<Arc<Server>>) -> Response {
             evicted,
         ),
     ]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// CORS for the HTTP endpoints, so a web app on another origin can use `EventSource`

@@ -46,7 +46,7 @@ impl Handshakes {
             };
             // A stored permit: the connection sees it even if not yet waiting for it.
             oldest.notify_one();
-            Metrics::inc(&metrics.handshakes_evicted_total);
+            metrics.handshakes_evicted_total.inc();
         }
         w.insert(id, evict.clone());
         (id, evict)
@@ -177,7 +177,7 @@ where
     server.handshakes.done(id);
     if let Some(Err(e)) = result {
         if e.is_timeout() {
-            Metrics::inc(&server.metrics.header_timeouts_total);
+            server.metrics.header_timeouts_total.inc();
             warn_limited!(
                 server,
                 Kind::Refused,

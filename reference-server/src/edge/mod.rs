@@ -116,7 +116,7 @@ impl ShardInner {
         let mut slow = Vec::new();
         for d in out {
             if let FrameKind::Error(_) = d.frame.kind {
-                Metrics::inc(&metrics.errors_sent_total);
+                metrics.errors_sent_total.inc();
             }
             if let Some(o) = self.outs.get(&d.to)
                 && o.push(d.frame).is_err()
@@ -134,7 +134,7 @@ impl ShardInner {
         // applied and answered, never read and silently dropped.
         for conn in slow {
             if self.outs.remove(&conn).is_some() {
-                Metrics::inc(&metrics.closes_slow_consumer_total);
+                metrics.closes_slow_consumer_total.inc();
             }
         }
     }
@@ -227,7 +227,7 @@ impl Server {
     }
 
     fn active(&self) -> u64 {
-        self.metrics.connections_active.load(Ordering::Relaxed)
+        self.metrics.active()
     }
 }
 

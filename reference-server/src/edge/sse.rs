@@ -6,7 +6,7 @@
 use super::auth::{ConnPermit, admit, authenticate};
 use super::outbound::{Next, OutboundRx};
 use super::ws::{Expiry, session_id};
-use super::{Abort, ApiError, Metrics, Server, Shard, outbound};
+use super::{Abort, ApiError, Server, Shard, outbound};
 use crate::core::{ConnId, Frame, SessionInfo};
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -87,7 +87,7 @@ pub async fn subscribe(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
-    Metrics::inc(&server.metrics.connections_sse_opened_total);
+    server.metrics.connections_sse_opened_total.inc();
     let info = SessionInfo {
         user_id: claims.sub,
         session_id,
@@ -191,7 +191,7 @@ async fn next_event(
         biased;
         next = st.rx.next() => next,
         () = st.expires.wait(&st.server) => {
-            Metrics::inc(&st.server.metrics.closes_token_expired_total);
+            st.server.metrics.closes_token_expired_total.inc();
             st.ended = true;
             return Some((Ok(token_expired_event()), st));
         }
@@ -200,9 +200,8 @@ async fn next_event(
         Next::Frame(frame, waited) => {
             let m = &st.server.metrics;
             m.observe_queue_wait(waited);
-            Metrics::inc(&m.messages_out_total);
-            m.bytes_out_total
-                .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            m.messages_out_total.inc();
+            m.bytes_out_total.inc_by(frame.len() as u64);
             let mut ev = Event::default().data(&*frame.text);
             if let Some(seq) = frame.seq {
                 ev = ev.id(sse::event_id(epoch, seq));

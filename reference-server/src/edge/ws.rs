@@ -4,7 +4,7 @@
 
 use super::auth::{ConnPermit, admit, authenticate};
 use super::outbound::{CloseReason, Next, OutboundRx};
-use super::{ApiError, Metrics, Server, Shard, outbound};
+use super::{ApiError, Server, Shard, outbound};
 use crate::core::ratelimit::TokenBucket;
 use crate::core::{ConnId, Frame, SessionInfo};
 use axum::body::Bytes;
@@ -134,7 +134,7 @@ async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: 
         resume,
         expires,
     } = start;
-    Metrics::inc(&server.metrics.connections_ws_opened_total);
+    server.metrics.connections_ws_opened_total.inc();
     let cfg = server.cfg.clone();
     let (out, mut rx) = outbound::channel(
         cfg.outbound_messages_max,
@@ -252,9 +252,8 @@ async fn write_loop(
 fn sent_frame(server: &Server, frame: Frame, waited: Duration) -> Message {
     let m = &server.metrics;
     m.observe_queue_wait(waited);
-    Metrics::inc(&m.messages_out_total);
-    m.bytes_out_total
-        .fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    m.messages_out_total.inc();
+    m.bytes_out_total.inc_by(frame.len() as u64);
     Message::Text(ws_text(frame))
 }
 
@@ -291,13 +290,16 @@ fn count_close(server: &Server, r: &CloseReason) {
             "closing a session"
         );
     }
-    match r.code {
-        close::POLICY => Metrics::inc(&m.closes_policy_total),
-        close::TOO_BIG => Metrics::inc(&m.closes_too_big_total),
-        close::HEARTBEAT_TIMEOUT => Metrics::inc(&m.closes_heartbeat_timeout_total),
-        close::TOKEN_EXPIRED => Metrics::inc(&m.closes_token_expired_total),
-        close::UNSUPPORTED_DATA => Metrics::inc(&m.closes_unsupported_total),
-        _ => {} // 1013 is counted where the queue overflowed
+    let counter = match r.code {
+        close::POLICY => Some(&m.closes_policy_total),
+        close::TOO_BIG => Some(&m.closes_too_big_total),
+        close::HEARTBEAT_TIMEOUT => Some(&m.closes_heartbeat_timeout_total),
+        close::TOKEN_EXPIRED => Some(&m.closes_token_expired_total),
+        close::UNSUPPORTED_DATA => Some(&m.closes_unsupported_total),
+        _ => None, // 1013 is counted where the queue overflowed
+    };
+    if let Some(c) = counter {
+        c.inc();
     }
 }
 
@@ -358,7 +360,7 @@ impl Reader<'_> {
                 return reason(close::NORMAL, "closed by client");
             }
             // Every frame a client sends counts against its rate, pings and garbage too.
-            Metrics::inc(&self.server.metrics.messages_in_total);
+            self.server.metrics.messages_in_total.inc();
             let now = self.server.now_ms();
             if self.expires.passed(now) {
                 return reason(close::TOKEN_EXPIRED, "token expired");
@@ -370,7 +372,7 @@ impl Reader<'_> {
                 );
             }
             if !self.bucket.try_take(now) {
-                Metrics::inc(&self.server.metrics.rate_limited_total);
+                self.server.metrics.rate_limited_total.inc();
                 let second = now / 1000;
                 self.strikes = if self.strikes.0 == second {
                     (second, self.strikes.1 + 1)
@@ -418,7 +420,7 @@ impl Reader<'_> {
         if let ClientMsg::RealtimeEvent(ev) = &msg
             && ev.kind.is_mutation()
         {
-            Metrics::inc(&self.server.metrics.mutations_total);
+            self.server.metrics.mutations_total.inc();
         }
         let mut s = self.shard.lock();
         let out = s.core.handle_msg(self.conn, &msg, now);

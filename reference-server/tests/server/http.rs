@@ -156,7 +156,7 @@ async fn entity_reads_health_metrics_and_analytics() {
     assert_eq!(status, 200);
     assert!(health.contains(r#""status":"ok""#));
     let (_, metrics) = server.http("GET", "/metrics", None, None).await;
-    assert!(metrics.contains("# TYPE rtsync_mutations_total counter"));
+    assert!(metrics.contains("# TYPE rtsync_mutations counter"));
     assert!(metrics.contains("rtsync_mutations_total 2"));
     assert!(metrics.contains("rtsync_connections_active 1"));
     assert!(metrics.contains("rtsync_outbound_queue_wait_seconds_bucket{le=\"+Inf\"}"));

@@ -1,8 +1,8 @@
 //! The simulator end to end: the real server and real clients in turmoil, small
-//! scenarios, each invariant checked on a faulty run, the canary, determinism, and
-//! the CLI's exit codes.
+//! scenarios, each invariant checked on a faulty run, the canary, determinism and
+//! reports. The `simulate` binary itself is run by the top-level tests/e2e.
 
-use rtsync_simulator::report::{self, EXIT_INVALID, EXIT_INVARIANT, EXIT_PASS, EXIT_THRESHOLD};
+use rtsync_simulator::report::{self, EXIT_INVARIANT, EXIT_PASS, EXIT_THRESHOLD};
 use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
 
@@ -364,68 +364,6 @@ fn server_keys_overlay_the_simulation_defaults_one_by_one() {
     );
     assert_ne!(sc.server.config.core.heartbeat_ms, 30_000);
     assert_eq!(sc.server.config.jwt_secret, defaults.config.jwt_secret);
-}
-
-#[test]
-fn a_reader_that_goes_away_ends_simulate_list_quietly() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
-        .args(["list", concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("simulate starts");
-    // Closed before the child writes its first line (it has a folder to read first).
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("simulate ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-}
-
-fn simulate(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
-        .args(args)
-        .output()
-        .expect("simulate runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-#[test]
-fn the_cli_exits_104_on_an_invalid_scenario_and_prints_a_replay_line_on_failure() {
-    let dir = std::env::temp_dir().join(format!("rtsync-sim-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "name = \"x\"\nduration_s = 0\n[[groups]]\nname = \"g\"\nusers = 1\n",
-    )
-    .unwrap();
-    let (code, text) = simulate(&[bad.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
-    assert_eq!(code, EXIT_INVALID, "{text}");
-    assert!(text.contains("duration_s"), "{text}");
-    let failing = dir.join("failing.toml");
-    std::fs::write(&failing, "name = \"failing\"\nduration_s = 3\nquiescence_s = 3\n[[groups]]\nname = \"g\"\nusers = 2\n[thresholds]\nack_ms = [\"p(99)<1\"]\n").unwrap();
-    let (code, text) = simulate(&[
-        failing.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-        "-q",
-        "--seed",
-        "5",
-    ]);
-    assert_eq!(code, EXIT_THRESHOLD, "{text}");
-    assert!(
-        text.contains(&format!(
-            "replay: cargo run --release --bin simulate -- {} --seed 5",
-            failing.display()
-        )),
-        "{text}"
-    );
-    assert!(dir.join("failing/summary.json").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

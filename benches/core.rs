@@ -4,9 +4,12 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rtsync_protocol::{ClientEvent, Device, EventType, Resume};
 use rtsync_server::core::{CoreConfig, SessionInfo, Workspace};
+use rtsync_server::edge::metrics::WAIT_BUCKETS_S;
 use serde_json::json;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 fn update(n: u64, id: &str, base: u64) -> ClientEvent {
     ClientEvent {
@@ -132,9 +135,78 @@ fn event_log(c: &mut Criterion) {
     });
 }
 
+/// The `/metrics` queue-wait histogram is observed once per frame written, on every
+/// runtime thread: the server's (`prometheus-client`, a mutex per observation) against
+/// the lock-free cumulative atomics it replaced, kept here as [`AtomicBuckets`], alone
+/// and with two threads observing at once (the machine's cores).
+fn queue_wait_observe(c: &mut Criterion) {
+    use rtsync_server::edge::metrics::Metrics;
+    let ours = Arc::new(AtomicBuckets::default());
+    let theirs = Arc::new(Metrics::default());
+    let waits: Vec<Duration> = (0..64u64)
+        .map(|i| Duration::from_micros(i * i * 97))
+        .collect();
+    let mut g = c.benchmark_group("queue_wait_observe");
+    for threads in [1usize, 2] {
+        g.bench_function(BenchmarkId::new("hand_written_atomics", threads), |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, &waits, &ours, AtomicBuckets::observe))
+        });
+        g.bench_function(BenchmarkId::new("prometheus_client", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, &waits, &theirs, Metrics::observe_queue_wait)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The hand-written histogram `/metrics` used before prometheus-client: one atomic per
+/// cumulative bucket, every bucket at or above the value bumped.
+#[derive(Default)]
+struct AtomicBuckets {
+    buckets: [AtomicU64; WAIT_BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl AtomicBuckets {
+    fn observe(&self, wait: Duration) {
+        let s = wait.as_secs_f64();
+        for (i, le) in WAIT_BUCKETS_S.iter().enumerate() {
+            if s <= *le {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(wait.as_micros() as u64, Relaxed);
+    }
+}
+
+/// Runs `iters` observations on each of `threads` threads at once; the wall time of the
+/// slowest, so contention shows as time per observation.
+fn on_threads<T: Send + Sync>(
+    threads: usize,
+    iters: u64,
+    waits: &[Duration],
+    target: &Arc<T>,
+    observe: impl Fn(&T, Duration) + Sync,
+) -> Duration {
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for i in 0..iters {
+                    observe(target, black_box(waits[i as usize % waits.len()]));
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = fan_out, conflicts, event_log
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = fan_out, conflicts, event_log, queue_wait_observe
 }
 criterion_main!(benches);

@@ -1,0 +1,166 @@
+//! `reference-server` as a user runs it: `token` mints, `serve` answers real WebSocket
+//! clients and HTTP, and SIGTERM closes every connection with 1001 and exits 0.
+
+use futures_util::{SinkExt, StreamExt};
+use rtsync_protocol::{ClientEvent, ClientMsg, EventType, ServerMsg};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "e2e-secret";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn server_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reference-server"))
+}
+
+/// `reference-server token` for a user of `demo`.
+fn token(user: &str) -> String {
+    let out = server_cmd()
+        .args(["token", "--jwt-secret", SECRET, "--user", user])
+        .args(["--workspace", "demo"])
+        .output()
+        .expect("token runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Starts `serve` on a free port; returns the child and the address it printed.
+fn serve() -> (Child, String) {
+    let mut child = server_cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: &str, user: &str, session: &str) -> Ws {
+    let url = format!("ws://{addr}/ws?token={}&sessionId={session}", token(user));
+    tokio_tungstenite::connect_async(url).await.expect("ws").0
+}
+
+/// The next frame `pick` accepts (heartbeats, presence and the rest skipped), or the
+/// close code when the server closes first.
+async fn until<T>(ws: &mut Ws, mut pick: impl FnMut(ServerMsg) -> Option<T>) -> Result<T, u16> {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                if let Some(v) = pick(ServerMsg::decode(t.as_str()).expect("frame decodes")) {
+                    return Ok(v);
+                }
+            }
+            Some(Ok(Message::Close(c))) => return Err(c.map_or(0, |c| u16::from(c.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(0),
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_answers_real_clients_and_sigterm_closes_them_with_1001() {
+    let (mut child, addr) = serve();
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut alice = connect(&addr, "alice", "tab-a").await;
+        let mut bob = connect(&addr, "bob", "tab-b").await;
+        for ws in [&mut alice, &mut bob] {
+            until(ws, |m| matches!(m, ServerMsg::Connected(_)).then_some(()))
+                .await
+                .unwrap();
+        }
+        let op = ClientMsg::RealtimeEvent(ClientEvent {
+            id: None,
+            kind: EventType::TaskCreated,
+            payload: serde_json::json!({"opId": "a:1", "id": "t1", "changes": {"title": "Plan"}}),
+            user_id: None,
+            session_id: None,
+            timestamp: None,
+            version: 0,
+        });
+        alice.send(Message::text(op.encode())).await.unwrap();
+        let ack = until(&mut alice, |m| match m {
+            ServerMsg::Ack(a) => Some(a),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        assert_eq!((ack.op_id.as_str(), ack.seq), ("a:1", Some(1)));
+        let (seq, title) = until(&mut bob, |m| match m {
+            ServerMsg::RealtimeEvent { seq, event } if event.kind == EventType::TaskCreated => {
+                Some((seq, event.payload["title"].clone()))
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+        assert_eq!((seq, title.as_str()), (Some(1), Some("Plan")));
+
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        for ws in [&mut alice, &mut bob] {
+            assert_eq!(until(ws, |_| None::<()>).await, Err(1001));
+        }
+    });
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_secret_and_says_why() {
+    let out = server_cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("RTSYNC_JWT_SECRET")
+        .output()
+        .expect("serve runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("secret"), "{stderr}");
+}
