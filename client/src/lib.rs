@@ -17,6 +17,7 @@
 //! - [`persist`] — snapshot dehydrate/hydrate: checksum, gzip, base64, migrations.
 //! - [`memory`] — retained-bytes accounting, pressure, cleanup, trend.
 //! - [`virtual_list`] — the virtual list window.
+//! - [`rollup`] — a live dashboard's counters and project progress, kept from events.
 //! - [`rng`] — the seeded RNG every random choice draws from.
 
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ pub mod outbox;
 pub mod persist;
 pub mod replica;
 pub mod rng;
+pub mod rollup;
 pub mod seq;
 
 /// Approximate bytes a JSON value retains (for memory accounting; not exact, but

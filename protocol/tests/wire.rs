@@ -349,3 +349,25 @@ fn performance_metrics_accept_the_seeds_shape_and_refuse_nonsense() {
     let m: PerformanceMetrics = serde_json::from_value(body).unwrap();
     assert!(m.validate().unwrap_err().contains("cacheHitRate"));
 }
+
+#[test]
+fn a_float_a_client_writes_comes_back_bit_for_bit() {
+    // 5/24 is where the default parser (without serde_json's float_roundtrip) was one
+    // ulp off; a replica holding the written value then differed from the server's.
+    for x in [5.0 / 24.0, 0.1 + 0.2, 1e-300, f64::MAX, 2.0f64.sqrt()] {
+        let sent = ClientMsg::RealtimeEvent(ClientEvent {
+            id: None,
+            kind: EventType::ProjectUpdated,
+            payload: json!({"opId": "c:1", "id": "p", "changes": {"progress": x}}),
+            user_id: None,
+            session_id: None,
+            timestamp: None,
+            version: 1,
+        });
+        let ClientMsg::RealtimeEvent(got) = ClientMsg::decode(&sent.encode()).unwrap() else {
+            panic!("a realtime event");
+        };
+        let back = got.payload["changes"]["progress"].as_f64().unwrap();
+        assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+    }
+}

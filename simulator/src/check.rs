@@ -65,6 +65,7 @@ pub fn run_all(rec: &mut Recorder) {
     convergence(rec, &mut found);
     presence(rec, &mut found);
     silent_drops(rec, &mut found);
+    integrations::check(rec, &mut found);
     rec.anomalies.extend(found);
     rec.anomalies.sort();
 }
@@ -263,6 +264,8 @@ fn silent_drops(rec: &Recorder, out: &mut Vec<Anomaly>) {
         }
     }
 }
+
+mod integrations;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The metric and invariant names of docs/metrics.md, in one place.
 
 /// Latency histograms, in simulated milliseconds.
-pub const HISTOGRAMS: [&str; 10] = [
+pub const HISTOGRAMS: [&str; 12] = [
     "recovery_ms",
     "startup_sync_ms",
     "ws_delivery_ms",
@@ -12,6 +12,8 @@ pub const HISTOGRAMS: [&str; 10] = [
     "reconnect_ms",
     "resync_ms",
     "offline_drain_ms",
+    "dashboard_staleness_ms",
+    "progress_staleness_ms",
 ];
 
 /// Ratios and gauges computed at the end of a run (threshold with `value` or `rate`).
@@ -26,7 +28,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 17] = [
+pub const COUNTERS: [&str; 19] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -44,10 +46,12 @@ pub const COUNTERS: [&str; 17] = [
     "resyncs_by_snapshot",
     "conflicts",
     "token_refreshes",
+    "dashboard_updates",
+    "progress_broadcasts",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).
-pub const INVARIANTS: [&str; 11] = [
+pub const INVARIANTS: [&str; 13] = [
     "lost_acked_writes",
     "duplicate_applies",
     "session_order_violations",
@@ -59,6 +63,8 @@ pub const INVARIANTS: [&str; 11] = [
     "silent_queue_drops",
     "unconverged_clients",
     "stale_cache_entries",
+    "dashboard_drift",
+    "progress_drift",
 ];
 
 pub fn is_known(name: &str) -> bool {

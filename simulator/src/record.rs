@@ -3,6 +3,7 @@
 //! simulation, shared by every task (turmoil runs all hosts on one thread).
 
 use hdrhistogram::Histogram;
+use rtsync_client::rollup::{Counts, Progress};
 use rtsync_protocol::{Entity, EntityKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -104,6 +105,10 @@ pub struct TabFinal {
     pub live: Vec<Entity>,
     pub presence: BTreeSet<String>,
     pub dropped_silently: u64,
+    /// The dashboard's counters (projects left out), when the scenario keeps one.
+    pub dashboard: Option<Counts>,
+    /// Project progress as the tab shows it, when the scenario derives it.
+    pub progress: Option<BTreeMap<String, Progress>>,
 }
 
 /// The server's state at the end, per workspace, read over HTTP by the probe.

@@ -256,6 +256,44 @@ pub struct Workload {
     /// server ends the session at expiry (4001), and the app fetches a fresh token
     /// (`TOKEN_REFRESH_MS`) and reconnects.
     pub token_ttl_s: u64,
+    /// The seed's live dashboard: tasks by status and completions per minute, kept from
+    /// events (`client::rollup`). Status changes then carry `completedAt`.
+    pub dashboard: DashboardMode,
+    /// The seed's project progress (done of all tasks per project).
+    pub progress: ProgressMode,
+}
+
+/// How a tab keeps its dashboard (docs/scenarios.md, "Integration points").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DashboardMode {
+    #[default]
+    Off,
+    /// Incremental from events, rebuilt from the replica after a snapshot resync.
+    Live,
+    /// Canary: never rebuilt, so what changed while it was away is missed.
+    NoResync,
+}
+
+/// How project progress reaches the tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressMode {
+    #[default]
+    Off,
+    /// Each tab derives it from its replica (what rtsync recommends).
+    Derived,
+    /// Canary, the seed's `broadcastProjectProgress`: the tab that changes a task's
+    /// status computes its project's progress from its own view and writes it to the
+    /// project (`PROJECT_UPDATED {progress}`); concurrent writers race.
+    Broadcast,
+}
+
+impl Workload {
+    /// Whether tabs keep a rollup (dashboard or progress).
+    pub fn rolls_up(&self) -> bool {
+        self.dashboard != DashboardMode::Off || self.progress != ProgressMode::Off
+    }
 }
 
 impl Default for Workload {
@@ -283,6 +321,8 @@ impl Default for Workload {
             payload_bytes: 0,
             presence_bytes: 0,
             token_ttl_s: 0,
+            dashboard: DashboardMode::Off,
+            progress: ProgressMode::Off,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod actions;
 mod app;
+mod dashboard;
 mod notes;
 mod wire;
 mod workload;
@@ -33,6 +34,7 @@ use rtsync_client::connection::{ConnectError, Transport};
 use rtsync_client::crosstab::Bus;
 use rtsync_client::memory::MemoryManager;
 use rtsync_client::rng::Rng;
+use rtsync_client::rollup::{Counts, Progress, Rollup};
 use rtsync_client::session::{Action, Note, Session, SessionConfig, SyncState};
 use rtsync_client::virtual_list::{ListGeometry, window};
 use rtsync_protocol::sync::CrossTabType;
@@ -331,6 +333,7 @@ impl Tab {
                 next_sample_ms: None,
                 snapshot_retry_at: None,
                 recovering_since: None,
+                rollup: spec.workload.rolls_up().then(Rollup::default),
             },
             marks: Marks::default(),
             spec,

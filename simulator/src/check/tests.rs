@@ -167,7 +167,53 @@ fn tab(name: &str, user: &str, live: Vec<Entity>, presence: &[&str]) -> TabFinal
         live,
         presence: presence.iter().map(|s| s.to_string()).collect(),
         dropped_silently: 0,
+        dashboard: None,
+        progress: None,
     }
+}
+
+#[test]
+fn dashboards_and_progress_must_match_the_servers_tasks() {
+    use rtsync_client::rollup::Rollup;
+    let server = vec![
+        entity("w0-t1", 2, json!({"status": "done", "projectId": "p0"})),
+        entity("w0-t2", 1, json!({"status": "todo", "projectId": "p0"})),
+    ];
+    let right = Rollup::of(&server).counts().clone();
+    let mut rec = with_server(server.clone());
+    let mut a = tab("a", "u1", server.clone(), &["u1"]);
+    a.dashboard = Some(rtsync_client::rollup::Counts {
+        projects: Default::default(),
+        ..right.clone()
+    });
+    a.progress = Some(right.projects.clone());
+    rec.tabs.push(a.clone());
+    run_all(&mut rec);
+    assert!(names(&rec).is_empty(), "{:?}", rec.anomalies);
+
+    // A dashboard that missed the completion of t1, and a stored 1/1 for p0.
+    let stale = Rollup::of(&[entity(
+        "w0-t1",
+        1,
+        json!({"status": "todo", "projectId": "p0"}),
+    )]);
+    let mut b = a.clone();
+    b.tab = "b".into();
+    b.dashboard = Some(stale.counts().clone());
+    let mut project = entity("w0-p0", 3, json!({"progress": 1.0, "done": 1, "all": 1}));
+    project.entity = EntityKind::Project;
+    let mut rec = with_server(server.into_iter().chain([project]).collect());
+    rec.tabs.extend([a, b]);
+    run_all(&mut rec);
+    let found = names(&rec);
+    assert!(found.contains(&"dashboard_drift"), "{found:?}");
+    assert!(
+        rec.anomalies.iter().any(|x| x.invariant == "progress_drift"
+            && x.explanation.contains("stores progress 1/1")
+            && x.explanation.contains("1/2 done")),
+        "{:?}",
+        rec.anomalies
+    );
 }
 
 #[test]

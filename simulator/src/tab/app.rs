@@ -20,6 +20,9 @@ pub(super) struct App {
     pub(super) snapshot_retry_at: Option<u64>,
     /// A reset (corrupted storage) is being recovered since this time.
     pub(super) recovering_since: Option<u64>,
+    /// The dashboard's counters and project progress (`tab/dashboard.rs`), when the
+    /// scenario keeps them.
+    pub(super) rollup: Option<Rollup>,
 }
 
 /// The query cache's share of a tab's retained bytes once memory pressure was seen.
@@ -329,6 +332,7 @@ impl Tab {
             }
             rec.list_rows_max = rec.list_rows_max.max(self.app.list_rows_max);
         }
+        let (dashboard, progress) = self.final_rollup();
         let t = TabFinal {
             tab: self.spec.id.clone(),
             user: self.spec.user.clone(),
@@ -342,6 +346,8 @@ impl Tab {
             live: self.s.take_replica().into_live().collect(),
             presence: self.app.presence.clone(),
             dropped_silently: self.s.outbox().stats.dropped_silently,
+            dashboard,
+            progress,
         };
         self.rec.borrow_mut().tabs.push(t);
     }

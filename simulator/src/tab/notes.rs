@@ -53,6 +53,7 @@ impl Tab {
                 deleted,
             } => {
                 self.applied(seq, kind, &id, version, op_id.as_deref(), deleted, now);
+                self.roll(kind, &id, op_id.as_deref(), now);
                 self.patch_lists(kind, &id, now);
                 self.cross_tab(now, op_id.map(Value::String));
             }
@@ -79,7 +80,10 @@ impl Tab {
                     self.app.presence.remove(&p.user_id);
                 }
             }
-            Note::Confirmed { kind, id } => self.patch_lists(kind, &id, now),
+            Note::Confirmed { kind, id } => {
+                self.roll(kind, &id, None, now);
+                self.patch_lists(kind, &id, now);
+            }
             Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
             Note::NeedsAuth => {
                 // The app asks its auth server for a fresh token: one round trip away.
@@ -108,6 +112,7 @@ impl Tab {
         if by_snapshot {
             // The replica was replaced wholesale, not event by event.
             self.invalidate_unlike_replica(now);
+            self.rebuild_rollup();
         }
     }
 

@@ -64,7 +64,16 @@ impl Tab {
             )
         } else if pick < create + update + status {
             let status = ["todo", "doing", "done"][(n % 3) as usize];
-            (EventType::TaskStatusChanged, json!({ "status": status }))
+            let mut changes = json!({ "status": status });
+            if self.spec.workload.rolls_up() {
+                // The dashboard's completions per minute count done tasks by this.
+                changes["completedAt"] = if status == "done" {
+                    json!(now)
+                } else {
+                    Value::Null
+                };
+            }
+            (EventType::TaskStatusChanged, changes)
         } else {
             (EventType::TaskDeleted, json!({}))
         };
@@ -72,13 +81,16 @@ impl Tab {
         if bytes > 0 && matches!(kind, EventType::TaskCreated | EventType::TaskUpdated) {
             changes["description"] = Value::String(filler(n, bytes));
         }
-        self.enqueue(
+        let queued = self.enqueue(
             kind,
             &id,
             changes.as_object().cloned().unwrap_or_default(),
             now,
             late_ms,
         );
+        if queued.is_some() && kind == EventType::TaskStatusChanged {
+            self.broadcast_progress(&id, now);
+        }
     }
 
     pub(super) fn enqueue(
