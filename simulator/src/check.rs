@@ -66,6 +66,7 @@ pub fn run_all(rec: &mut Recorder) {
     presence(rec, &mut found);
     silent_drops(rec, &mut found);
     integrations::check(rec, &mut found);
+    notes::check(rec, &mut found);
     rec.anomalies.extend(found);
     rec.anomalies.sort();
 }
@@ -266,6 +267,7 @@ fn silent_drops(rec: &Recorder, out: &mut Vec<Anomaly>) {
 }
 
 mod integrations;
+mod notes;
 
 #[cfg(test)]
 mod tests;

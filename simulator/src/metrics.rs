@@ -28,7 +28,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 19] = [
+pub const COUNTERS: [&str; 20] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -48,10 +48,11 @@ pub const COUNTERS: [&str; 19] = [
     "token_refreshes",
     "dashboard_updates",
     "progress_broadcasts",
+    "note_edits",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).
-pub const INVARIANTS: [&str; 13] = [
+pub const INVARIANTS: [&str; 14] = [
     "lost_acked_writes",
     "duplicate_applies",
     "session_order_violations",
@@ -65,6 +66,7 @@ pub const INVARIANTS: [&str; 13] = [
     "stale_cache_entries",
     "dashboard_drift",
     "progress_drift",
+    "lost_note_edits",
 ];
 
 pub fn is_known(name: &str) -> bool {

@@ -89,6 +89,8 @@ pub struct OpRecord {
     pub outcome: Outcome,
     /// When the ack came, for the client's own order check.
     pub answered_ms: Option<u64>,
+    /// The version the acknowledged op was based on (what its writer had seen).
+    pub base: Option<u64>,
 }
 
 /// What a tab reports at the end of the run.

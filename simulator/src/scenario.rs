@@ -261,6 +261,11 @@ pub struct Workload {
     pub dashboard: DashboardMode,
     /// The seed's project progress (done of all tasks per project).
     pub progress: ProgressMode,
+    /// Shared notes per workspace (`<workspace>-n0…`) that users edit at once (0: none)…
+    pub notes: u64,
+    /// …with this share of a tab's ops: `NOTE_UPDATED` of one or two of `title`, `body`,
+    /// `tags`, under the server's `strategy_note`.
+    pub note_p: f64,
 }
 
 /// How a tab keeps its dashboard (docs/scenarios.md, "Integration points").
@@ -323,6 +328,8 @@ impl Default for Workload {
             token_ttl_s: 0,
             dashboard: DashboardMode::Off,
             progress: ProgressMode::Off,
+            notes: 0,
+            note_p: 0.5,
         }
     }
 }
@@ -652,6 +659,12 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&w.keep_local_p) {
             return bad("workload.keep_local_p", "expected 0..=1".into());
+        }
+        if !(0.0..=1.0).contains(&w.note_p) {
+            return bad("workload.note_p", "expected 0..=1".into());
+        }
+        if w.notes > 10_000 {
+            return bad("workload.notes", "expected 0..=10000".into());
         }
         // A frame is at most 64 KiB; leave room for the envelope and the other fields.
         if w.payload_bytes > 60_000 {

@@ -32,6 +32,7 @@ fn op(client: &str, n: u64, id: &str, outcome: Outcome) -> OpRecord {
         late_ms: 0,
         outcome,
         answered_ms: Some(1),
+        base: None,
     }
 }
 
@@ -297,4 +298,39 @@ fn an_entity_of_another_workspace_is_a_leak() {
     assert!(!leaked("w1", "w1-t5"));
     assert!(leaked("w1", "w12-t5"));
     assert!(leaked("w1", "w2-t5"));
+}
+
+#[test]
+fn a_note_edit_overwritten_by_a_writer_who_never_saw_it_is_lost() {
+    let note = |client: &str, n: u64, version: u64, base: u64, fields: Value| {
+        let mut o = op(client, n, "w0-n0", applied(version, version + 10, fields));
+        o.kind = EntityKind::Note;
+        o.base = Some(base);
+        o
+    };
+    let mut rec = with_server(vec![]);
+    let ops = [
+        ("a:1", note("a", 1, 1, 0, json!({"body": "x"}))),
+        // b saw version 1 only; a's version 2 body is overwritten at 3 unseen.
+        ("a:2", note("a", 2, 2, 1, json!({"body": "y"}))),
+        (
+            "b:1",
+            note("b", 1, 3, 1, json!({"body": "z", "title": "t"})),
+        ),
+        // c saw version 3: overwriting knowingly loses nothing.
+        ("c:1", note("c", 1, 4, 3, json!({"body": "w"}))),
+        // c's second write was based on 3 and overwrote c's own 4: not a loss.
+        ("c:2", note("c", 2, 5, 3, json!({"body": "v"}))),
+    ];
+    for (id, o) in ops {
+        rec.ops.insert(id.into(), o);
+    }
+    let mut found = Vec::new();
+    super::notes::check(&rec, &mut found);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].explanation.contains("edit by a at version 2")
+            && found[0].explanation.contains("at version 3 by b"),
+        "{found:?}"
+    );
 }

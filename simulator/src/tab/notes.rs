@@ -183,6 +183,7 @@ impl Tab {
                 fields: op.changes.clone(),
                 delete: deleted,
             };
+            r.base = Some(op.base);
             if let Some(sent) = r.first_sent_ms {
                 let v = at_ms.saturating_sub(sent.saturating_sub(r.late_ms));
                 r.answered_ms = Some(at_ms);

@@ -38,6 +38,10 @@ impl Tab {
     }
 
     pub(super) fn workload_op(&mut self, now: u64, late_ms: u64) {
+        let notes = self.spec.workload.notes;
+        if notes > 0 && self.user.rng.chance(self.spec.workload.note_p) {
+            return self.note_edit(notes, now, late_ms);
+        }
         let w = &self.spec.workload;
         let total = w.create + w.update + w.status + w.delete;
         let (create, update, status) = (w.create, w.update, w.status);
@@ -93,6 +97,26 @@ impl Tab {
         }
     }
 
+    /// One user typing into a shared note: one or two of its fields, rewritten.
+    fn note_edit(&mut self, notes: u64, now: u64, late_ms: u64) {
+        let rng = &mut self.user.rng;
+        let id = format!("{}-n{}", self.spec.workspace, rng.below(notes));
+        let first = rng.below(3) as usize;
+        let second = rng
+            .chance(0.3)
+            .then(|| (first + 1 + rng.below(2) as usize) % 3);
+        let n = rng.below(1_000_000);
+        let mut changes = Map::new();
+        for f in std::iter::once(first).chain(second) {
+            let field = NOTE_FIELDS[f];
+            changes.insert(field.to_owned(), Value::String(format!("{field} {n}")));
+        }
+        self.rec
+            .borrow_mut()
+            .count("note_edits", &self.spec.group, 1);
+        self.enqueue(EventType::NoteUpdated, &id, changes, now, late_ms);
+    }
+
     pub(super) fn enqueue(
         &mut self,
         kind: EventType,
@@ -135,6 +159,7 @@ impl Tab {
                         late_ms,
                         outcome: Outcome::Pending,
                         answered_ms: None,
+                        base: None,
                     },
                 );
                 Some(op_id)
@@ -179,6 +204,9 @@ impl Tab {
         }
     }
 }
+
+/// The fields a note edit rewrites.
+const NOTE_FIELDS: [&str; 3] = ["title", "body", "tags"];
 
 /// `bytes` bytes of text that differ with `n` (so an update really changes the field).
 fn filler(n: u64, bytes: usize) -> String {
