@@ -16,7 +16,8 @@ pub enum CrossTabType {
     UserAction,
     /// Query keys to invalidate in the other tabs' caches.
     CacheInvalidation,
-    /// The sending tab gained or lost focus.
+    /// A focus session changed in the sending tab (the seed's `FOCUS_STARTED` and the
+    /// like; the simulator's focus timer carries the whole session state).
     FocusChange,
 }
 

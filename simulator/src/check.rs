@@ -67,6 +67,7 @@ pub fn run_all(rec: &mut Recorder) {
     silent_drops(rec, &mut found);
     integrations::check(rec, &mut found);
     notes::check(rec, &mut found);
+    focus::check(rec, &mut found);
     rec.anomalies.extend(found);
     rec.anomalies.sort();
 }
@@ -266,6 +267,7 @@ fn silent_drops(rec: &Recorder, out: &mut Vec<Anomaly>) {
     }
 }
 
+mod focus;
 mod integrations;
 mod notes;
 

@@ -1,7 +1,7 @@
 //! The metric and invariant names of docs/metrics.md, in one place.
 
 /// Latency histograms, in simulated milliseconds.
-pub const HISTOGRAMS: [&str; 12] = [
+pub const HISTOGRAMS: [&str; 13] = [
     "recovery_ms",
     "startup_sync_ms",
     "ws_delivery_ms",
@@ -14,6 +14,7 @@ pub const HISTOGRAMS: [&str; 12] = [
     "offline_drain_ms",
     "dashboard_staleness_ms",
     "progress_staleness_ms",
+    "focus_skew_ms",
 ];
 
 /// Ratios and gauges computed at the end of a run (threshold with `value` or `rate`).
@@ -28,7 +29,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 20] = [
+pub const COUNTERS: [&str; 21] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -49,10 +50,11 @@ pub const COUNTERS: [&str; 20] = [
     "dashboard_updates",
     "progress_broadcasts",
     "note_edits",
+    "focus_sessions_completed",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).
-pub const INVARIANTS: [&str; 14] = [
+pub const INVARIANTS: [&str; 16] = [
     "lost_acked_writes",
     "duplicate_applies",
     "session_order_violations",
@@ -67,6 +69,8 @@ pub const INVARIANTS: [&str; 14] = [
     "dashboard_drift",
     "progress_drift",
     "lost_note_edits",
+    "focus_miscounts",
+    "focus_divergence",
 ];
 
 pub fn is_known(name: &str) -> bool {

@@ -111,6 +111,8 @@ pub struct TabFinal {
     pub dashboard: Option<Counts>,
     /// Project progress as the tab shows it, when the scenario derives it.
     pub progress: Option<BTreeMap<String, Progress>>,
+    /// The user's focus session as the tab knows it, when the scenario runs one.
+    pub focus: Option<crate::tab::FocusState>,
 }
 
 /// The server's state at the end, per workspace, read over HTTP by the probe.
@@ -136,6 +138,8 @@ pub struct Recorder {
     /// (epoch, workspace, kind, id) → versions seen deleted at.
     pub deletes_seen: BTreeMap<(u64, String, EntityKind, String), u64>,
     pub anomalies: Vec<Anomaly>,
+    /// (workspace, user, session) of every focus session a driving tab completed.
+    pub focus_completed: BTreeSet<(String, String, u64)>,
     pub tabs: Vec<TabFinal>,
     pub server: BTreeMap<String, ServerFinal>,
     /// Per-second timelines: name → (second, value).

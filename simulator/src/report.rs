@@ -29,6 +29,8 @@ pub struct Verdict {
     pub thresholds: Vec<ThresholdResult>,
     pub invariants: BTreeMap<String, u64>,
     pub expected_violation: Option<String>,
+    /// Invariants a canary's bug may break too (`[expect] tolerate`): not failures.
+    pub tolerated: Vec<String>,
     /// Why the run failed, in words; empty on a pass.
     pub failures: Vec<String>,
     pub code: i32,
@@ -100,9 +102,10 @@ pub fn evaluate(sc: &Scenario, rec: &Recorder) -> Verdict {
         .collect();
     let expected = sc.expect.violation.clone();
     let mut invariant_failed = false;
+    let tolerated = sc.expect.tolerate.clone();
     for (name, n) in &invariants {
         let is_expected = expected.as_deref() == Some(name.as_str());
-        if *n > 0 && !is_expected {
+        if *n > 0 && !is_expected && !tolerated.contains(name) {
             invariant_failed = true;
             failures.push(format!("invariant {name}: {n} anomalies"));
         }
@@ -122,6 +125,7 @@ pub fn evaluate(sc: &Scenario, rec: &Recorder) -> Verdict {
         thresholds,
         invariants,
         expected_violation: expected,
+        tolerated,
         failures,
         code,
     }
@@ -326,6 +330,7 @@ fn console_checks(s: &mut String, rec: &Recorder, v: &Verdict) {
         let mark = match (n, expected) {
             (0, false) => "✓",
             (_, true) if *n > 0 => "✓ (canary: expected)",
+            (_, false) if v.tolerated.contains(name) => "~ (canary: tolerated)",
             _ => "✗",
         };
         s.push_str(&format!("    {mark} {name} = {n}\n"));

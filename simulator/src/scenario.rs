@@ -266,6 +266,23 @@ pub struct Workload {
     /// …with this share of a tab's ops: `NOTE_UPDATED` of one or two of `title`, `body`,
     /// `tags`, under the server's `strategy_note`.
     pub note_p: f64,
+    /// The seed's focus timer across tabs and devices (`tab/focus.rs`)…
+    pub focus: FocusMode,
+    /// …with sessions this long (simulated ms).
+    pub focus_ms: u64,
+}
+
+/// How a user's tabs keep their focus timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FocusMode {
+    #[default]
+    Off,
+    /// One tab drives; the others follow through the bus and the server.
+    Driven,
+    /// Canary, the seed's `syncFocusMetrics` from every tab: each tab that learns of a
+    /// completed session counts it again.
+    CountEverywhere,
 }
 
 /// How a tab keeps its dashboard (docs/scenarios.md, "Integration points").
@@ -330,6 +347,8 @@ impl Default for Workload {
             progress: ProgressMode::Off,
             notes: 0,
             note_p: 0.5,
+            focus: FocusMode::Off,
+            focus_ms: 10_000,
         }
     }
 }
@@ -425,6 +444,9 @@ fn d_fraction() -> f64 {
 pub struct Expect {
     #[serde(default)]
     pub violation: Option<String>,
+    /// Other invariants the canary's bug may break too (not failures of the canary).
+    #[serde(default)]
+    pub tolerate: Vec<String>,
 }
 
 /// Why a scenario file was refused (exit code 104).
@@ -663,6 +685,9 @@ impl Scenario {
         if !(0.0..=1.0).contains(&w.note_p) {
             return bad("workload.note_p", "expected 0..=1".into());
         }
+        if !(100..=3_600_000).contains(&w.focus_ms) {
+            return bad("workload.focus_ms", "expected 100..=3600000".into());
+        }
         if w.notes > 10_000 {
             return bad("workload.notes", "expected 0..=10000".into());
         }
@@ -759,11 +784,24 @@ impl Scenario {
                     .map_err(|m| (format!("thresholds.{metric}"), m))?;
             }
         }
-        if let Some(v) = &self.expect.violation
-            && !crate::metrics::INVARIANTS.contains(&v.as_str())
+        if !self.expect.tolerate.is_empty() && self.expect.violation.is_none() {
+            return bad(
+                "expect.tolerate",
+                "only a canary (expect.violation) tolerates invariants".into(),
+            );
+        }
+        let names = self
+            .expect
+            .violation
+            .iter()
+            .map(|v| ("expect.violation", v));
+        let tolerated = self.expect.tolerate.iter().map(|v| ("expect.tolerate", v));
+        if let Some((field, v)) = names
+            .chain(tolerated)
+            .find(|(_, v)| !crate::metrics::INVARIANTS.contains(&v.as_str()))
         {
             return bad(
-                "expect.violation",
+                field,
                 format!(
                     "{v:?} is not an invariant: expected one of {:?}",
                     crate::metrics::INVARIANTS

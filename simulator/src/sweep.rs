@@ -157,6 +157,7 @@ fn run_seed(entries: &[Entry], entry: usize, seed: u64, out: &Path) -> anyhow::R
         let anomaly = run.recorder.anomalies.iter().find(|a| {
             verdict.invariants.get(&a.invariant).is_some_and(|n| *n > 0)
                 && verdict.expected_violation.as_deref() != Some(a.invariant.as_str())
+                && !verdict.tolerated.contains(&a.invariant)
         });
         r.first_failure = match anomaly {
             Some(a) => format!("{}: {}", a.invariant, a.explanation),

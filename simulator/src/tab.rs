@@ -12,11 +12,13 @@
 mod actions;
 mod app;
 mod dashboard;
+mod focus;
 mod notes;
 mod wire;
 mod workload;
 
 use app::App;
+pub use focus::FocusState;
 use notes::Marks;
 use wire::{Incoming, Link, Wire};
 use workload::User;
@@ -227,6 +229,7 @@ struct Tab {
     user: User,
     app: App,
     marks: Marks,
+    focus: focus::Focus,
 }
 
 /// How long the simulated app takes to fetch a fresh token from its auth server.
@@ -336,6 +339,7 @@ impl Tab {
                 rollup: spec.workload.rolls_up().then(Rollup::default),
             },
             marks: Marks::default(),
+            focus: focus::Focus::default(),
             spec,
         }
     }
@@ -364,6 +368,9 @@ impl Tab {
         match input {
             Input::Command(cmd) => return self.command(cmd, now),
             Input::Io(io) => self.io(io, now),
+            Input::CrossTab(msg) if msg.kind == CrossTabType::FocusChange => {
+                self.focus_from_bus(&msg, now);
+            }
             Input::CrossTab(msg) => {
                 if let Some(at) = msg.payload.get("appliedAt").and_then(Value::as_u64) {
                     self.rec.borrow_mut().sample(
@@ -508,6 +515,7 @@ impl Tab {
             self.app.snapshot_retry_at,
             self.reauth_at,
             self.user.thinking.iter().map(|(due, _, _)| *due).min(),
+            self.focus.due,
         ]
         .into_iter()
         .flatten()
@@ -575,6 +583,7 @@ impl Tab {
         for (_, c, received) in due {
             self.resolve_conflict(&c, received, now);
         }
+        self.focus.due = self.focus_tick(now);
         self.s.handle_timeout(now);
     }
 

@@ -16,7 +16,13 @@ type Edits<'a> = BTreeMap<(u64, &'a str, &'a str), Vec<(u64, u64, &'a OpRecord)>
 
 pub(super) fn check(rec: &Recorder, out: &mut Vec<Anomaly>) {
     let mut edits: Edits<'_> = BTreeMap::new();
-    for o in rec.ops.values().filter(|o| o.kind == EntityKind::Note) {
+    // A user's focus record lives in the notes store too; it has one writer at a time
+    // and its own checker (`check/focus.rs`).
+    let notes = rec
+        .ops
+        .values()
+        .filter(|o| o.kind == EntityKind::Note && !o.entity_id.contains("-focus-"));
+    for o in notes {
         if let (
             Outcome::Applied {
                 epoch,

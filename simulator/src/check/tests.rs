@@ -170,6 +170,7 @@ fn tab(name: &str, user: &str, live: Vec<Entity>, presence: &[&str]) -> TabFinal
         dropped_silently: 0,
         dashboard: None,
         progress: None,
+        focus: None,
     }
 }
 

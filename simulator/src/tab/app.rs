@@ -348,6 +348,7 @@ impl Tab {
             dropped_silently: self.s.outbox().stats.dropped_silently,
             dashboard,
             progress,
+            focus: self.focus.view.clone(),
         };
         self.rec.borrow_mut().tabs.push(t);
     }

@@ -54,6 +54,7 @@ impl Tab {
             } => {
                 self.applied(seq, kind, &id, version, op_id.as_deref(), deleted, now);
                 self.roll(kind, &id, op_id.as_deref(), now);
+                self.focus_from_replica(&id, now);
                 self.patch_lists(kind, &id, now);
                 self.cross_tab(now, op_id.map(Value::String));
             }
@@ -82,6 +83,7 @@ impl Tab {
             }
             Note::Confirmed { kind, id } => {
                 self.roll(kind, &id, None, now);
+                self.focus_from_replica(&id, now);
                 self.patch_lists(kind, &id, now);
             }
             Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
@@ -109,6 +111,7 @@ impl Tab {
             rec.sample("resync_ms", g, at_ms, at_ms - open);
         }
         drop(rec);
+        self.focus_synced(now);
         if by_snapshot {
             // The replica was replaced wholesale, not event by event.
             self.invalidate_unlike_replica(now);

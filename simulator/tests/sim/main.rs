@@ -338,6 +338,18 @@ fn invalid_scenarios_name_the_field() {
             "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[workload]\ncursors_per_s = inf\n",
             "workload.cursors_per_s",
         ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[expect]\ntolerate = [\"focus_divergence\"]\n",
+            "expect.tolerate",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[expect]\nviolation = \"focus_miscounts\"\ntolerate = [\"nope\"]\n",
+            "expect.tolerate",
+        ),
+        (
+            "name = \"x\"\nduration_s = 5\n[[groups]]\nname = \"g\"\nusers = 1\n[workload]\nfocus = \"sometimes\"\n",
+            "sometimes",
+        ),
     ];
     for (text, field) in cases {
         let e = Scenario::parse(text, "bad.toml").unwrap_err().to_string();
