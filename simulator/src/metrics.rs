@@ -29,7 +29,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 21] = [
+pub const COUNTERS: [&str; 22] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -51,6 +51,7 @@ pub const COUNTERS: [&str; 21] = [
     "progress_broadcasts",
     "note_edits",
     "focus_sessions_completed",
+    "focus_takeovers",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).

@@ -354,6 +354,8 @@ impl Tab {
         self.user.next_query_ms = self.draw_next(now, w.queries_per_s);
         self.app.next_sample_ms = (w.memory_sample_s > 0).then(|| now + w.memory_sample_s * 1000);
         self.marks.starting_since = Some(now);
+        // A driving tab draws its user's first focus move.
+        self.focus.due = (w.focus != crate::scenario::FocusMode::Off).then_some(now);
         self.refresh_token();
         let home = self.query_key(0);
         self.app.cache.subscribe(&home, now);
@@ -454,6 +456,7 @@ impl Tab {
                 old_schema,
             } => self.reload(corrupt, old_schema, now),
             Command::Close if !self.closed => {
+                self.focus_leave(now);
                 self.closed = true;
                 self.s.close(now);
                 if let Some(dev) = &self.device {
@@ -466,6 +469,9 @@ impl Tab {
                     dev.borrow_mut().bus.join(&self.spec.id);
                 }
                 self.reload(false, false, now);
+                if self.spec.workload.focus != crate::scenario::FocusMode::Off {
+                    self.focus.due = Some(now); // it may drive again
+                }
             }
             Command::Close | Command::Open => {}
             Command::Stall(on) => self.stalled = on,

@@ -76,6 +76,9 @@ pub(super) struct Focus {
     dirty: bool,
     /// When the driver's next move falls due (a wake-up time).
     pub(super) due: Option<u64>,
+    /// This tab drove at its last tick (a tab that starts driving with a session
+    /// already known takes over).
+    drove: bool,
 }
 
 impl Tab {
@@ -94,9 +97,10 @@ impl Tab {
             .id
             .strip_prefix(&self.spec.user)
             .is_some_and(|rest| rest.starts_with("-d0-"));
-        let lowest = self.device.as_ref().is_none_or(|d| {
-            d.borrow().bus.members().min() == Some(self.spec.id.as_str())
-        });
+        let lowest = self
+            .device
+            .as_ref()
+            .is_none_or(|d| d.borrow().bus.members().min() == Some(self.spec.id.as_str()));
         first_device && lowest && !self.closed
     }
 
@@ -122,6 +126,8 @@ impl Tab {
             msg.payload.as_object().and_then(FocusState::of),
         ) {
             self.focus_learn(st, now);
+            // The sender may have left the device's tabs: this one may drive now.
+            self.focus.due = self.focus_tick(now);
         }
     }
 
@@ -159,8 +165,15 @@ impl Tab {
     /// Acts if the driver's next move is due; returns when the next one is.
     pub(super) fn focus_tick(&mut self, now: u64) -> Option<u64> {
         if !self.focus_on() || !self.drives() || self.user.next_op_ms.is_none() {
+            self.focus.drove = false;
             return None;
         }
+        if !self.focus.drove && self.focus.view.is_some() {
+            self.rec
+                .borrow_mut()
+                .count("focus_takeovers", &self.spec.group, 1);
+        }
+        self.focus.drove = true;
         let view = self.focus.view.clone().unwrap_or_default();
         let drawn = match self.focus.next_ms {
             Some(t) => t,
@@ -243,6 +256,20 @@ impl Tab {
         self.focus.view = Some(st.clone());
         self.focus.dirty = true;
         self.focus_push(now);
+        self.focus_announce(st, now);
+    }
+
+    /// The tab is closing: it tells the device's other tabs (as a page's `pagehide`
+    /// handler would), so the next one takes over now rather than at its next wake.
+    pub(super) fn focus_leave(&mut self, now: u64) {
+        self.focus.drove = false;
+        if let (true, Some(st)) = (self.focus_on(), self.focus.view.clone()) {
+            self.focus_announce(st, now);
+        }
+    }
+
+    /// A `FOCUS_CHANGE` with `st` to the device's other tabs.
+    fn focus_announce(&mut self, st: FocusState, now: u64) {
         let Some(dev) = &self.device else { return };
         let msg = CrossTabMessage {
             kind: CrossTabType::FocusChange,
