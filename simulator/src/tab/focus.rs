@@ -270,21 +270,13 @@ impl Tab {
 
     /// A `FOCUS_CHANGE` with `st` to the device's other tabs.
     fn focus_announce(&mut self, st: FocusState, now: u64) {
-        let Some(dev) = &self.device else { return };
         let msg = CrossTabMessage {
             kind: CrossTabType::FocusChange,
             payload: Value::Object(st.fields()),
             source: self.spec.id.clone(),
             timestamp: Timestamp(now),
         };
-        let w = &self.spec.workload;
-        let (mean, lo, hi) = (w.cross_tab_ms_mean, w.cross_tab_ms_min, w.cross_tab_ms_max);
-        let rng = &mut self.user.rng;
-        let mut d = dev.borrow_mut();
-        let _ = d.bus.post(&self.spec.id, msg, now, |_| {
-            notes::cross_tab_delay_ms(rng, mean, lo, hi)
-        });
-        d.wake.notify_one();
+        self.post_cross_tab(msg, now);
     }
 
     fn focus_push(&mut self, now: u64) {

@@ -247,14 +247,20 @@ impl Tab {
         if dev.borrow().bus.members().nth(1).is_none() {
             return; // the only tab of its device: nobody to tell
         }
-        let w = &self.spec.workload;
-        let (mean, lo, hi) = (w.cross_tab_ms_mean, w.cross_tab_ms_min, w.cross_tab_ms_max);
         let msg = CrossTabMessage {
             kind: CrossTabType::StateUpdate,
             payload: json!({"appliedAt": now, "opId": op}),
             source: self.spec.id.clone(),
             timestamp: Timestamp(now),
         };
+        self.post_cross_tab(msg, now);
+    }
+
+    /// Posts `msg` to the device's other tabs, each delivery delayed by the bus model.
+    pub(super) fn post_cross_tab(&mut self, msg: CrossTabMessage, now: u64) {
+        let Some(dev) = &self.device else { return };
+        let w = &self.spec.workload;
+        let (mean, lo, hi) = (w.cross_tab_ms_mean, w.cross_tab_ms_min, w.cross_tab_ms_max);
         let rng = &mut self.user.rng;
         let mut d = dev.borrow_mut();
         let _ = d.bus.post(&self.spec.id, msg, now, |_| {
