@@ -65,6 +65,9 @@ const RUNNING: &str = "running";
 const PAUSED: &str = "paused";
 const DONE: &str = "done";
 
+/// How many recent sessions a tab remembers having counted (the set's bound).
+const COUNTED_KEPT: u64 = 8;
+
 /// The tab's focus timer: what it knows, and (when it drives) its next action.
 #[derive(Debug, Default)]
 pub(super) struct Focus {
@@ -147,6 +150,9 @@ impl Tab {
             now.saturating_sub(st.at),
         );
         let first_done = st.state == DONE && self.focus.counted.insert(st.session);
+        // Sessions only move forward: the last few are all a tab needs to remember.
+        let recent = st.session.saturating_sub(COUNTED_KEPT);
+        self.focus.counted.retain(|s| *s >= recent);
         self.focus.view = Some(st.clone());
         self.focus.next_ms = None;
         if first_done && self.spec.workload.focus == FocusMode::CountEverywhere {
