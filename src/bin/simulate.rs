@@ -9,6 +9,29 @@ use rtsync_simulator::{compare, html, output, sweep};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// `println!` that does not panic when the reader went away (`simulate | head`): the
+/// run goes on without its console, writes its reports and exits with its verdict;
+/// any other write error is returned.
+macro_rules! say {
+    ($($t:tt)*) => {
+        quiet_if_gone(writeln!(std::io::stdout().lock(), $($t)*))?
+    };
+}
+
+/// `print!`, likewise.
+macro_rules! say_raw {
+    ($($t:tt)*) => {
+        quiet_if_gone(write!(std::io::stdout().lock(), $($t)*))?
+    };
+}
+
+fn quiet_if_gone(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
 /// A simulation allocates and frees small objects (frames, JSON values, entity copies)
 /// for a thousand tabs at once; glibc's allocator spent a fifth of a large run walking
 /// cold free lists. jemalloc keeps them local; mimalloc did too, but returned idle pages
@@ -236,8 +259,9 @@ fn run_in(
     bar.finish_and_clear();
     let verdict = report::evaluate(sc, &out.recorder);
     let replay = output::replay_line(source, seed, live);
-    println!("{}", report::console(sc, seed, &out, &verdict, &replay));
+    // The reports first: they are written even if the console's reader went away.
     let sha = output::write_reports(&out_dir.join(&sc.name), sc, seed, &out, &verdict, &replay)?;
+    say!("{}", report::console(sc, seed, &out, &verdict, &replay));
     Ok(Ran {
         code: verdict.code,
         deterministic_sha256: sha,
@@ -356,7 +380,7 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
         }
     };
     raise_nofile_for(&sc, a.direct);
-    println!("  live: {} tabs against {addr}", sc.tabs());
+    say!("  live: {} tabs against {addr}", sc.tabs());
     let r = run_in(
         Mode::Live {
             addr,
@@ -390,12 +414,12 @@ fn run_compare(base: &Path, new: &Path, band_percent: f64, band_ms: f64) -> anyh
             absolute_ms: band_ms,
         },
     );
-    print!("{}", c.table());
+    say_raw!("{}", c.table());
     if c.regressed() {
-        println!("\nREGRESSION beyond the noise band ({band_percent}% and {band_ms} ms): exit 99");
+        say!("\nREGRESSION beyond the noise band ({band_percent}% and {band_ms} ms): exit 99");
         Ok(report::EXIT_THRESHOLD)
     } else {
-        println!("\nno regression beyond the noise band ({band_percent}% and {band_ms} ms)");
+        say!("\nno regression beyond the noise band ({band_percent}% and {band_ms} ms)");
         Ok(EXIT_PASS)
     }
 }
@@ -438,13 +462,13 @@ fn run_catalog(cli: &Cli) -> anyhow::Result<i32> {
             .collect();
         std::fs::create_dir_all(&cli.out)?;
         std::fs::write(cli.out.join("index.html"), html::index(&entries))?;
-        println!(
+        say!(
             "\n  catalog: {} scenarios   (reports: {})",
             table.len(),
             cli.out.join("index.html").display()
         );
         for (name, code) in &table {
-            println!(
+            say!(
                 "    {} {name} (exit {code})",
                 if *code == 0 { "✓" } else { "✗" }
             );
@@ -467,7 +491,7 @@ fn run_checked(cli: &Cli, sc: &Scenario, source: &str, seed: u64) -> anyhow::Res
             );
             code = code.max(report::EXIT_INVARIANT);
         } else {
-            println!(
+            say!(
                 "  determinism: two runs, identical deterministic summary (sha256 {})",
                 &r.deterministic_sha256[..16]
             );
@@ -538,7 +562,7 @@ fn run_fidelity(
     for s in &skipped {
         md.push_str(&format!("\nskipped: {s}"));
     }
-    println!("\n{md}");
+    say!("\n{md}");
     std::fs::write(out.join("fidelity.md"), &md)?;
     let json = serde_json::json!({"tolerance": tol, "rows": rows, "skipped": skipped});
     std::fs::write(
@@ -546,7 +570,7 @@ fn run_fidelity(
         serde_json::to_string_pretty(&json)?,
     )?;
     let beyond = rows.iter().filter(|r| r.within == Some(false)).count();
-    println!(
+    say!(
         "  fidelity: {} rows, {beyond} beyond the tolerance ({} ms or {:.0}%); table in {}",
         rows.len(),
         tol.absolute_ms,
@@ -648,11 +672,11 @@ fn run_sweep(
     })?;
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
-    print!("{}", sweep::table(&entries, seeds_n, &results, 10));
+    say_raw!("{}", sweep::table(&entries, seeds_n, &results, 10));
     std::fs::create_dir_all(out)?;
     let json = sweep::summary_json(&entries, &seeds, &results);
     std::fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&json)?)?;
-    println!(
+    say!(
         "\n  {runs} runs, {failing} failing, in {wall_s:.0} s ({:.0} seeds per hour of the whole set; reports of failing seeds and sweep.json in {})",
         seeds_n as f64 / wall_s.max(1e-9) * 3600.0,
         out.display()

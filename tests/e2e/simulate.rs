@@ -83,20 +83,37 @@ fn live_spawn_server_runs_a_scenario_over_real_tcp() {
     assert_eq!(summary["deterministic"]["verdict"], "pass");
 }
 
-#[test]
-fn a_reader_that_goes_away_ends_simulate_list_quietly() {
+/// Runs `simulate` with its stdout closed before it writes (a `| head` that already
+/// went away); returns its exit code and stderr.
+fn with_reader_gone(args: &[&str]) -> (Option<i32>, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
-        .args(["list", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("simulate starts");
-    // Closed before the child writes its first line (it has a folder to read first).
     drop(child.stdout.take());
     let out = child.wait_with_output().expect("simulate ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_simulate_quietly_and_the_reports_are_still_written() {
+    // `list` has a folder to read before its first line.
+    let (code, stderr) =
+        with_reader_gone(&["list", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")]);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
+    let dir = TempDir::new("pipe");
+    let file = dir.file("small.toml", SMALL);
+    let out = dir.path().join("out");
+    let (code, stderr) = with_reader_gone(&[&file, "--out", out.to_str().unwrap(), "-q"]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.join("small/summary.json").is_file());
 }
 
 #[test]
