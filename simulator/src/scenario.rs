@@ -521,6 +521,31 @@ impl Scenario {
 
     /// The scenario as `seed` runs it: itself when fixed; a swarm's own draws otherwise
     /// (refused like a bad file, naming the seed, when a draw makes it invalid).
+    /// What a valid scenario may not mean, in words: said on stderr, never refused.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let timeout_ms = self.server.config.heartbeat_timeout_ms;
+        let end_ms = (self.duration_s + self.quiescence_s) * 1000;
+        let last_partition_ms = self
+            .faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Partition)
+            .map(|f| (f.at_s * 1000.0) as u64)
+            .max();
+        if let Some(at) = last_partition_ms
+            && at + timeout_ms > end_ms
+        {
+            out.push(format!(
+                "{}: a partition black-holes connections (nothing arrives, nothing is refused); a tab cut off at {:.1} s may notice only after heartbeat_timeout_ms ({timeout_ms} ms) of silence, after the run ends at {} s (duration_s + quiescence_s): it may end unconverged. Raise quiescence_s to {} or more",
+                self.name,
+                at as f64 / 1000.0,
+                end_ms / 1000,
+                (at + timeout_ms).div_ceil(1000).saturating_sub(self.duration_s)
+            ));
+        }
+        out
+    }
+
     pub fn for_seed(&self, seed: u64) -> Result<Scenario, ScenarioError> {
         let Some(swarm) = &self.swarm else {
             return Ok(self.clone());

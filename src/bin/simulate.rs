@@ -443,6 +443,9 @@ fn run_catalog(cli: &Cli) -> anyhow::Result<i32> {
             }
         };
         let seed = cli.seed.unwrap_or(sc.seed);
+        for w in sc.warnings() {
+            eprintln!("warning: {w}");
+        }
         let code = run_checked(cli, &sc, &source, seed)?;
         worst = worst.max(code);
         let label = match &sc.expect.violation {

@@ -553,3 +553,15 @@ kind = "server_restart"
 }
 
 mod regressions;
+
+#[test]
+fn a_quiet_phase_shorter_than_the_heartbeat_timeout_after_a_partition_is_warned_about() {
+    let short = "name = \"short\"\nduration_s = 4\nquiescence_s = 6\n[[groups]]\nname = \"g\"\nusers = 2\n[[faults]]\nat_s = 1.5\nkind = \"partition\"\n[[faults]]\nat_s = 2.5\nkind = \"repair\"\n";
+    let w = scenario(short).warnings();
+    assert!(
+        w.len() == 1 && w[0].contains("Raise quiescence_s to 13"),
+        "{w:?}"
+    );
+    let long = short.replace("quiescence_s = 6", "quiescence_s = 13");
+    assert!(scenario(&long).warnings().is_empty());
+}
