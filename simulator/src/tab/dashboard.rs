@@ -9,7 +9,14 @@ use rtsync_client::rollup::{Change, Rollup};
 impl Tab {
     /// `(kind, id)` changed in the confirmed replica (an event, an ACK); `op` made it.
     pub(super) fn roll(&mut self, kind: EntityKind, id: &str, op: Option<&str>, now: u64) {
-        let Some(r) = self.app.rollup.as_mut() else {
+        // The rollup counts tasks and indexes them by id alone: a note or project
+        // never reaches it (ids are unique per kind, not across kinds).
+        let Some(r) = self
+            .app
+            .rollup
+            .as_mut()
+            .filter(|_| kind == EntityKind::Task)
+        else {
             return;
         };
         let change = r.update(id, self.s.replica().get(kind, id));
