@@ -155,6 +155,9 @@ pub enum ErrorCode {
     /// The session's token expired: the last frame of an SSE stream before it ends
     /// (a WebSocket is closed 4001 instead). Reconnect with a fresh token.
     TokenExpired,
+    /// The server could not make the write durable (disk full, I/O error): nothing was
+    /// applied; resend after `retryAfterMs`, as after `RATE_LIMITED`.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -172,6 +175,7 @@ impl ErrorCode {
             ErrorCode::StaleOp => "STALE_OP",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 }

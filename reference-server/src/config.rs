@@ -7,8 +7,10 @@
 //! the same names); `Default` holds the values both start from.
 
 use crate::core::CoreConfig;
+use crate::storage::{DiskHandle, Durability};
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 fn d() -> ServerConfig {
@@ -108,6 +110,29 @@ pub struct ServerConfig {
     /// by default it shows server-wide totals.
     #[arg(long)]
     pub metrics_per_workspace: bool,
+    /// What an ACK promises (docs/durability.md): `memory` keeps nothing on disk (a
+    /// restart loses every workspace); `process` writes each change to the OS before
+    /// its ACK (survives a killed process); `fsync` syncs it to disk first (survives
+    /// power loss).
+    #[arg(long, value_enum, default_value_t = d().durability)]
+    pub durability: Durability,
+    /// Where the workspaces' logs are kept (created if missing). Not a scenario key.
+    #[arg(long, default_value_os_t = d().data_dir)]
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// A workspace's log larger than this is rewritten as a snapshot of its state, which
+    /// bounds the disk it takes and the time a start spends replaying it.
+    #[arg(long, default_value_t = d().compact_bytes)]
+    pub compact_bytes: u64,
+    /// Start even when a log is damaged in the middle: keep the records before the
+    /// damage, give up the rest, and begin a new epoch for that workspace (its clients
+    /// reload). Without it such a start is refused, naming the file and the byte.
+    #[arg(long)]
+    pub accept_damage: bool,
+    /// The file system the logs are on: the real one, or the simulator's.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub disk: DiskHandle,
     /// The epoch of every workspace log of this incarnation; `None` = the clock's
     /// now at start (unique per restart, deterministic under simulation).
     #[arg(skip)]
@@ -140,6 +165,11 @@ impl Default for ServerConfig {
             sse_retry_ms: 3000,
             cors_origins: Vec::new(),
             metrics_per_workspace: false,
+            durability: Durability::default(),
+            data_dir: PathBuf::from("rtsync-data"),
+            compact_bytes: 64 << 20,
+            accept_damage: false,
+            disk: DiskHandle::default(),
             epoch: None,
         }
     }

@@ -8,6 +8,7 @@
 //!   `axum::serve::Listener` (tokio TCP, turmoil, tests).
 //! - [`config`] — every bound and policy with its default; [`fdlimit`] — the
 //!   open-file limit against the connection limits, checked at start.
+//! - [`storage`] — the durable log of each workspace (on a real or simulated disk).
 //! - [`clock`] — real or simulated "now".
 
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod edge;
 pub mod fdlimit;
+pub mod storage;
 
 pub use clock::{Clock, SystemClock};
 pub use config::ServerConfig;

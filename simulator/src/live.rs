@@ -74,7 +74,9 @@ impl Faults for LiveFaults<'_> {
     fn set_latency(&mut self, group: &str, ms: u64) {
         self.proxy(group).inspect(|p| p.set_latency(ms));
     }
-    fn crash_server(&mut self) {
+    /// A real machine cannot lose power on cue: live mode kills the process either way
+    /// (what it wrote to the OS survives).
+    fn crash_server(&mut self, _power_loss: bool) {
         if let Some(s) = self.server() {
             s.crash();
         }
@@ -105,7 +107,13 @@ struct Running {
 
 impl SpawnedServer {
     pub fn start(sc: &Scenario) -> Result<Self, RunError> {
-        let cfg = sc.server.config.clone();
+        let mut cfg = sc.server.config.clone();
+        // Its logs live as long as this run: a directory of its own, removed on drop.
+        cfg.data_dir = std::env::temp_dir().join(format!(
+            "rtsync-live-{}-{}",
+            std::process::id(),
+            LIVE_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let (addr, running) = Self::launch(cfg.clone(), any)?;
         Ok(SpawnedServer {
@@ -187,7 +195,8 @@ impl SpawnedServer {
         self.stop(false);
     }
 
-    /// Starts it again on the same port, with empty memory and a new epoch.
+    /// Starts it again on the same port: it replays its logs (durability `memory`:
+    /// empty, a new epoch).
     pub fn restart(&mut self) -> Result<(), RunError> {
         if self.running.is_none() {
             let (_, running) = Self::launch(self.cfg.clone(), self.addr)?;
@@ -204,8 +213,12 @@ impl SpawnedServer {
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
         self.stop(true);
+        let _ = std::fs::remove_dir_all(&self.cfg.data_dir);
     }
 }
+
+/// Numbers the data directories of the servers this process spawns.
+static LIVE_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs the scenario's tabs against `target` in real time, each group through its fault
 /// proxy unless `direct` (capacity runs: no proxy doubling the sockets; network faults

@@ -365,11 +365,16 @@ pub enum FaultKind {
     Release,
     /// Sets the group's link latency to `latency_ms`.
     Latency,
-    /// The server host crashes (in-memory state lost; connects hang).
+    /// The server process is killed (in-memory state lost, connections cut; what it
+    /// wrote to the OS is kept). It stays down until `server_restart`.
     ServerCrash,
-    /// The crashed server starts again (a new epoch).
+    /// The server's machine loses power: like `server_crash`, and whatever its disk had
+    /// not synced is lost, pending writes possibly torn at a block boundary.
+    PowerLoss,
+    /// The stopped server starts again: it replays its logs (same epochs; a new one
+    /// with durability `memory`).
     ServerRestart,
-    /// Crash and restart at once.
+    /// Kill and restart at once.
     ServerBounce,
     /// A fraction of the group's tabs go offline (the browser's offline event)…
     Offline,
@@ -408,7 +413,7 @@ impl FaultKind {
             Hold => Release,
             Offline => Online,
             Stall => Unstall,
-            ServerCrash => ServerRestart,
+            ServerCrash | PowerLoss => ServerRestart,
             TabClose => TabOpen,
             Latency => Latency,
             _ => return None,

@@ -119,8 +119,8 @@ impl Command {
             Unstall => Command::Stall(false),
             Burst => Command::Burst(f.ops.unwrap_or(1)),
             BadResume => Command::BadResume,
-            Partition | Repair | Hold | Release | Latency | ServerCrash | ServerRestart
-            | ServerBounce => return None,
+            Partition | Repair | Hold | Release | Latency | ServerCrash | PowerLoss
+            | ServerRestart | ServerBounce => return None,
         })
     }
 }

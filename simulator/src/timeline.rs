@@ -25,13 +25,14 @@ pub trait Faults {
     /// The group's link holds everything, delivered on release (`false`).
     fn hold(&mut self, group: &str, on: bool);
     fn set_latency(&mut self, group: &str, ms: u64);
-    /// The server process dies: in-memory state gone, connections cut.
-    fn crash_server(&mut self);
-    /// A crashed server starts again (a new epoch).
+    /// The server process dies: in-memory state gone, connections cut. With
+    /// `power_loss` its machine dies too: what its disk had not synced is lost.
+    fn crash_server(&mut self, power_loss: bool);
+    /// A stopped server starts again (it replays its logs).
     fn start_server(&mut self);
-    /// Crash and start at once.
+    /// Kill and start at once.
     fn bounce_server(&mut self) {
-        self.crash_server();
+        self.crash_server(false);
         self.start_server();
     }
 }
@@ -147,9 +148,9 @@ impl Timeline {
                     world.set_latency(g, f.latency_ms.unwrap_or(0));
                 }
             }
-            ServerCrash => {
+            ServerCrash | PowerLoss => {
                 if !self.server_down {
-                    world.crash_server();
+                    world.crash_server(f.kind == PowerLoss);
                     self.server_down = true;
                 }
             }
@@ -219,8 +220,9 @@ mod tests {
         fn set_latency(&mut self, g: &str, ms: u64) {
             self.0.push(format!("latency {g} {ms}"));
         }
-        fn crash_server(&mut self) {
-            self.0.push("crash".into());
+        fn crash_server(&mut self, power_loss: bool) {
+            self.0
+                .push(if power_loss { "power loss" } else { "crash" }.into());
         }
         fn start_server(&mut self) {
             self.0.push("start".into());

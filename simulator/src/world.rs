@@ -58,12 +58,29 @@ pub fn unshare(rec: Rc<RefCell<Recorder>>) -> Result<Recorder, RunError> {
         .map_err(|_| RunError::Sim("recorder still shared after the run".into()))
 }
 
+/// The server's disk under simulation: turmoil's file system (per host; a crash drops
+/// what was not synced), through the same code as the real one.
+#[derive(Debug, Clone, Copy)]
+pub struct SimDisk;
+rtsync_server::disk_impl!(SimDisk, turmoil::fs::shim::std::fs, false);
+
+/// Where the simulated server keeps its logs, on its host's simulated disk.
+pub const SIM_DATA_DIR: &str = "/data";
+/// turmoil tears a write that was pending at a power loss at this block size.
+const SIM_BLOCK_BYTES: u64 = 512;
+
 /// The timeline's faults on turmoil: each group is a client host, linked to "server".
 struct SimFaults<'a, 'b> {
     sim: &'a mut turmoil::Sim<'b>,
     sc: &'a Scenario,
     /// The groups with tabs in this world.
     groups: &'a [String],
+    /// Whether the server process may run. turmoil's `crash` also drops the host's
+    /// unsynced writes (a power loss); a killed process is a `bounce` whose new
+    /// incarnation waits on this until `start_server`.
+    server_up: &'a watch::Sender<bool>,
+    /// The host was crashed (power loss) and must be bounced to start.
+    powered_off: bool,
 }
 
 impl Faults for SimFaults<'_, '_> {
@@ -93,15 +110,22 @@ impl Faults for SimFaults<'_, '_> {
         self.sim
             .set_link_latency(group, "server", Duration::from_millis(ms));
     }
-    fn crash_server(&mut self) {
-        self.sim.crash("server");
+    fn crash_server(&mut self, power_loss: bool) {
+        self.server_up.send_replace(false);
+        if power_loss {
+            self.sim.crash("server");
+            self.powered_off = true;
+        } else {
+            // The process restarts at once and waits, not listening, until started.
+            self.sim.bounce("server");
+        }
     }
-    /// turmoil's `bounce` starts a crashed host again (and restarts a running one).
+    /// turmoil's `bounce` starts a crashed host again.
     fn start_server(&mut self) {
-        self.sim.bounce("server");
-    }
-    fn bounce_server(&mut self) {
-        self.sim.bounce("server");
+        self.server_up.send_replace(true);
+        if std::mem::take(&mut self.powered_off) {
+            self.sim.bounce("server");
+        }
     }
 }
 
@@ -116,13 +140,16 @@ pub fn run_world(
     let rec = Rc::new(RefCell::new(new_recorder(sc)));
     let (workspaces, specs) = shard_tabs(sc, &mut root, shard);
     let tabs_total = specs.len();
-    let mut sim = build_sim(sc, &mut root, shard, tabs_total);
+    let (server_up, up_rx) = watch::channel(true);
+    let mut sim = build_sim(sc, &mut root, shard, tabs_total, up_rx);
     let (finish_tx, finish_rx) = watch::channel(false);
     let (controls, groups) = add_clients(&mut sim, sc, specs, workspaces, &rec, &finish_rx);
     let mut world = SimFaults {
         sim: &mut sim,
         sc,
         groups: &groups,
+        server_up: &server_up,
+        powered_off: false,
     };
     let load = drive(&mut world, sc, &controls, &rec, &finish_tx, progress)?;
     let simulated_s = sim.elapsed().as_secs_f64();
@@ -157,9 +184,12 @@ fn build_sim<'a>(
     root: &mut Rng,
     shard: Shard,
     tabs_total: usize,
+    server_up: watch::Receiver<bool>,
 ) -> turmoil::Sim<'a> {
     let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
-    let mut sim = turmoil::Builder::new()
+    let mut builder = turmoil::Builder::new();
+    builder.fs().block_size(SIM_BLOCK_BYTES);
+    let mut sim = builder
         .simulation_duration(Duration::from_millis(total_ms + 60_000))
         .tick_duration(Duration::from_millis(sc.tick_ms))
         // turmoil panics when a listener's accept queue is full, where a kernel would
@@ -173,10 +203,15 @@ fn build_sim<'a>(
         // Shard 0 keeps the unsharded seed, so `shards = 1` runs are unchanged.
         .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
-    let cfg = sc.server.config.clone();
+    let mut cfg = sc.server.config.clone();
+    cfg.disk = rtsync_server::storage::DiskHandle(Arc::new(SimDisk));
+    cfg.data_dir = SIM_DATA_DIR.into();
     sim.host("server", move || {
         let cfg = cfg.clone();
+        let mut up = server_up.clone();
         async move {
+            // A killed process stays down until the timeline starts it.
+            up.wait_for(|up| *up).await?;
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
             let clock = Arc::new(SimClock {
                 epoch_ms: SIM_EPOCH_MS,

@@ -64,6 +64,10 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Keep nothing on disk (same as `--durability memory`): a restart loses every
+    /// workspace. For tests and benchmarks.
+    #[arg(long, conflicts_with = "durability")]
+    memory: bool,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -93,6 +97,9 @@ impl ServeArgs {
             jwt_secret: self.secret.secret()?,
             ..self.config.clone()
         };
+        if self.memory {
+            c.durability = rtsync_server::storage::Durability::Memory;
+        }
         if self.secret.dev && c.cors_origins.is_empty() {
             c.cors_origins = vec!["*".into()];
         }
@@ -176,6 +183,12 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
+                match config.durability {
+                    rtsync_server::storage::Durability::Memory => {
+                        println!("durability: memory (nothing is kept across a restart)")
+                    }
+                    d => println!("durability: {d}, data dir: {}", config.data_dir.display()),
+                }
                 let user_timeout = config
                     .heartbeat_timeout()
                     .saturating_sub(config.heartbeat());

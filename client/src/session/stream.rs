@@ -289,7 +289,7 @@ impl Session {
                     self.outbox.rewind_to(n);
                 }
             }
-            ErrorCode::RateLimited => {
+            ErrorCode::RateLimited | ErrorCode::Unavailable => {
                 // Nothing was applied: send it again when the server says, not roll back.
                 let wait_ms = e.retry_after_ms.unwrap_or(RATE_LIMITED_WAIT_MS);
                 self.outbox.retry_later(&op_id, now_ms + wait_ms);

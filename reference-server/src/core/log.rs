@@ -44,6 +44,26 @@ impl EventLog {
         }
     }
 
+    /// A log restored from a durable file: `head` is the seq its kept history starts
+    /// after, and a resume from before it has lost continuity.
+    pub fn restored(epoch: u64, head: u64, events_max: usize, age_ms_max: u64) -> Self {
+        EventLog {
+            head,
+            trimmed_through: head,
+            ..EventLog::new(epoch, events_max, age_ms_max)
+        }
+    }
+
+    /// The seq the kept history starts after (the head when none is kept).
+    pub fn history_base(&self) -> u64 {
+        self.events.front().map_or(self.head, |e| e.seq - 1)
+    }
+
+    /// The kept events: seq, when logged, frame.
+    pub fn kept(&self) -> impl Iterator<Item = (u64, u64, &Frame)> {
+        self.events.iter().map(|e| (e.seq, e.at_ms, &e.frame))
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

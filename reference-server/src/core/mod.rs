@@ -5,10 +5,12 @@
 //! - [`workspace`] — the hub of one workspace: sessions, fan-out, mutations, resume.
 //! - [`store`] — entities with per-field versions and the conflict strategies.
 //! - [`log`] — the bounded event log (seq, epoch, replay).
+//! - [`journal`] — the records a durable server persists, and their replay.
 //! - [`ops`] — idempotent, ordered mutations per client.
 //! - [`presence`] — presence with a grace period and batched diffs.
 //! - [`ratelimit`] — token buckets.
 
+pub mod journal;
 pub mod log;
 pub mod ops;
 pub mod presence;
@@ -19,6 +21,7 @@ pub mod workspace;
 use rtsync_protocol::{EntityKind, ErrorCode, ServerMsg, Strategy};
 use std::sync::Arc;
 
+pub use journal::Record;
 pub use workspace::{Sender, SessionInfo, Workspace};
 
 /// Identifies one connection (one WebSocket or one SSE stream) within a server.
@@ -26,7 +29,7 @@ pub type ConnId = u64;
 
 /// What a frame is, known where it is made, so the edge picks an HTTP status or counts
 /// an error without parsing its own output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FrameKind {
     /// `REALTIME_EVENT` (logged or ephemeral).
     Event,

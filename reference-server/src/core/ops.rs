@@ -75,6 +75,17 @@ impl OpTable {
         self.clients.is_empty()
     }
 
+    /// Every kept answer — user, client, n, answer — least recently used client first,
+    /// each client's in order: recorded again in this order, they rebuild this table.
+    pub fn kept(&self) -> impl Iterator<Item = (&str, &str, u64, &Frame)> {
+        self.by_touch.values().flat_map(|key| {
+            self.clients[key]
+                .answers
+                .iter()
+                .map(|(n, f)| (key.0.as_str(), key.1.as_str(), *n, f))
+        })
+    }
+
     pub fn check(&self, user: &str, client: &str, n: u64) -> Verdict {
         let Some(c) = self.clients.get(&(user.to_owned(), client.to_owned())) else {
             // Unknown client (new, evicted, or the server restarted): its first op

@@ -6,15 +6,16 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Who last wrote a field, and at which entity version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct FieldMeta {
     version: u64,
     by: String,
     at: Timestamp,
 }
 
-#[derive(Debug, Clone)]
-struct Stored {
+/// An entity as the store keeps it; public only as the content of a durable record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stored {
     version: u64,
     fields: Map<String, Value>,
     meta: BTreeMap<String, FieldMeta>,
@@ -86,6 +87,24 @@ impl EntityStore {
 
     pub fn len(&self) -> usize {
         self.entities.len()
+    }
+
+    /// The stored state of one entity, for the durable log.
+    pub fn stored(&self, kind: EntityKind, id: &str) -> Option<&Stored> {
+        self.entities.get(&(kind, id.to_owned()))
+    }
+
+    /// Every stored entity, in key order (a snapshot).
+    pub fn all(&self) -> impl Iterator<Item = (EntityKind, &str, &Stored)> {
+        self.entities
+            .iter()
+            .map(|((k, id), s)| (*k, id.as_str(), s))
+    }
+
+    /// Restores an entity's stored state from the durable log (no bound is checked:
+    /// the state was accepted when it was written).
+    pub fn put(&mut self, kind: EntityKind, id: String, stored: Stored) {
+        self.entities.insert((kind, id), stored);
     }
 
     pub fn is_empty(&self) -> bool {

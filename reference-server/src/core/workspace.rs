@@ -2,6 +2,7 @@
 //! presence. Every method takes `now_ms` and returns the frames to deliver; nothing
 //! here blocks, sleeps or reads a clock.
 
+use super::journal::{Record, RestoreError};
 use super::log::{EventLog, Replay};
 use super::ops::{OpTable, Verdict};
 use super::presence::Presence;
@@ -60,6 +61,8 @@ pub struct Workspace {
     presence: Presence,
     /// Numbers ephemeral events (`E:eN`) so their ids never repeat within an epoch.
     ephemeral_n: u64,
+    /// With a durable log: the records of state changes not yet taken by the edge.
+    journal: Option<Vec<Record>>,
 }
 
 /// A snapshot read: live entities plus the seq watermark to stream from.
@@ -104,8 +107,141 @@ impl Workspace {
             ),
             presence: Presence::default(),
             ephemeral_n: 0,
+            journal: None,
             cfg,
         }
+    }
+
+    // ---- durability (core/journal.rs) ----
+
+    /// From now on, every state change is also kept as a [`Record`] for the edge to
+    /// persist ([`take_journal`](Self::take_journal)).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Continuity is lost (damage accepted): a new epoch with no kept history, so every
+    /// resume is answered `complete: false`. Entities and op answers stay.
+    pub fn start_epoch(&mut self, epoch: u64) {
+        self.log = EventLog::restored(
+            epoch,
+            self.log.head(),
+            self.cfg.history_events_max,
+            self.cfg.history_age_ms,
+        );
+    }
+
+    /// Takes over `old`'s live part — sessions, presence, ephemeral numbering — when
+    /// this workspace was just rebuilt from its log after a failed write (whose frames
+    /// never left, so no session has seen past this workspace's head).
+    pub fn adopt_sessions(&mut self, old: &mut Workspace) {
+        self.sessions = std::mem::take(&mut old.sessions);
+        self.presence = std::mem::take(&mut old.presence);
+        self.ephemeral_n = old.ephemeral_n;
+        let head = self.log.head();
+        for s in self.sessions.values_mut() {
+            if s.replayed_through.is_some_and(|t| t > head) {
+                s.replayed_through = Some(head);
+            }
+        }
+    }
+
+    /// The records of the state changes since the last call, in order.
+    pub fn take_journal(&mut self) -> Vec<Record> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn journal(&mut self, r: impl FnOnce(&Self) -> Record) {
+        if self.journal.is_some() {
+            let rec = r(self);
+            if let Some(j) = self.journal.as_mut() {
+                j.push(rec);
+            }
+        }
+    }
+
+    /// Applies one record of a durable log to a fresh workspace (start-up replay).
+    /// Journals nothing. The file's first record must be its `Epoch`.
+    pub fn restore(&mut self, rec: Record, restored: &mut bool) -> Result<(), RestoreError> {
+        let what = match &rec {
+            Record::Epoch { .. } => "",
+            Record::Put { .. } => "put",
+            Record::Event { .. } => "event",
+            Record::Answer { .. } => "answer",
+        };
+        if !*restored && !what.is_empty() {
+            return Err(RestoreError::NoEpoch(what));
+        }
+        match rec {
+            Record::Epoch { epoch, head, .. } => {
+                self.log = EventLog::restored(
+                    epoch,
+                    head,
+                    self.cfg.history_events_max,
+                    self.cfg.history_age_ms,
+                );
+                *restored = true;
+            }
+            Record::Put { kind, id, stored } => self.store.put(kind, id, stored),
+            Record::Event { seq, at_ms, text } => {
+                let head = self.log.head();
+                if seq != head + 1 {
+                    return Err(RestoreError::SeqGap { got: seq, head });
+                }
+                let frame = Frame {
+                    text: text.into(),
+                    seq: Some(seq),
+                    kind: super::FrameKind::Event,
+                };
+                self.log.append(frame, at_ms);
+            }
+            Record::Answer {
+                user,
+                client,
+                n,
+                kind,
+                text,
+            } => {
+                let frame = Frame {
+                    text: text.into(),
+                    seq: None,
+                    kind,
+                };
+                self.ops.record(&user, &client, n, frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole durable state as records: replayed into a fresh workspace, they give
+    /// this one's entities, kept history and kept answers (compaction writes these).
+    pub fn snapshot_records(&self) -> Vec<Record> {
+        let mut out = vec![Record::Epoch {
+            workspace: self.id.clone(),
+            epoch: self.epoch(),
+            head: self.log.history_base(),
+        }];
+        out.extend(self.store.all().map(|(kind, id, s)| Record::Put {
+            kind,
+            id: id.to_owned(),
+            stored: s.clone(),
+        }));
+        out.extend(self.log.kept().map(|(seq, at_ms, f)| Record::Event {
+            seq,
+            at_ms,
+            text: f.text.to_string(),
+        }));
+        out.extend(self.ops.kept().map(|(user, client, n, f)| Record::Answer {
+            user: user.to_owned(),
+            client: client.to_owned(),
+            n,
+            kind: f.kind,
+            text: f.text.to_string(),
+        }));
+        out
     }
 
     // ---- getters ----
@@ -529,6 +665,13 @@ impl Workspace {
         };
         self.ops
             .record(sender.user_id, &op.client_id, op.n, answer.clone());
+        self.journal(|_| Record::Answer {
+            user: sender.user_id.to_owned(),
+            client: op.client_id.clone(),
+            n: op.n,
+            kind: answer.kind,
+            text: answer.text.to_string(),
+        });
         (answer, out)
     }
 
@@ -638,6 +781,20 @@ impl Workspace {
         let frame = Frame::of(&ServerMsg::RealtimeEvent {
             seq: Some(seq),
             event,
+        });
+        if self.journal.is_some()
+            && let Some(stored) = self.store.stored(entity.entity, &entity.id).cloned()
+        {
+            self.journal(|_| Record::Put {
+                kind: entity.entity,
+                id: entity.id.clone(),
+                stored,
+            });
+        }
+        self.journal(|_| Record::Event {
+            seq,
+            at_ms: now_ms,
+            text: frame.text.to_string(),
         });
         self.log.append(frame.clone(), now_ms);
         (seq, self.fan_out(sender.user_id, sender.session_id, &frame))

@@ -103,7 +103,7 @@ pub async fn post_event(
     }
     server.metrics.messages_in_total.inc();
     server.metrics.mutations_total.inc();
-    let shard = server.shard(&claims.ws);
+    let shard = server.shard(&claims.ws)?;
     let now = server.now_ms();
     let answer = {
         let mut s = shard.lock();
@@ -122,7 +122,13 @@ pub async fn post_event(
             &ev,
             now,
         );
-        s.deliver(out, &server.metrics);
+        if !s.commit(out, &server) {
+            drop(s);
+            let op_id = ev.payload.get("opId").and_then(|v| v.as_str());
+            let frame = ServerMsg::Error(super::durable::unavailable(op_id.map(str::to_owned)));
+            server.metrics.errors_sent_total.inc();
+            return Ok(unavailable(&frame));
+        }
         answer
     };
     let status = match answer.kind {
@@ -197,8 +203,19 @@ fn rate_limited(server: &Server, ev: &ClientEvent, wait_ms: u64) -> Response {
         retry_after_ms: Some(wait_ms),
     });
     server.metrics.errors_sent_total.inc();
+    retry_later(StatusCode::TOO_MANY_REQUESTS, &frame, wait_ms)
+}
+
+/// 503 with `Retry-After` and the `ERROR UNAVAILABLE` frame: the write could not be
+/// stored; nothing was applied.
+fn unavailable(frame: &ServerMsg) -> Response {
+    let wait_ms = super::durable::UNAVAILABLE_RETRY_MS;
+    retry_later(StatusCode::SERVICE_UNAVAILABLE, frame, wait_ms)
+}
+
+fn retry_later(status: StatusCode, frame: &ServerMsg, wait_ms: u64) -> Response {
     (
-        StatusCode::TOO_MANY_REQUESTS,
+        status,
         [
             (header::CONTENT_TYPE, "application/json".to_owned()),
             (header::RETRY_AFTER, wait_ms.div_ceil(1000).to_string()),
@@ -220,6 +237,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::OutOfOrder | ErrorCode::StaleOp => StatusCode::CONFLICT,
         ErrorCode::LimitExceeded => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -240,7 +258,7 @@ pub async fn list_entities(
     Caller { claims, q }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let snap = server.shard(&claims.ws).lock().core.snapshot_page(
+    let snap = server.shard(&claims.ws)?.lock().core.snapshot_page(
         kind,
         q.project_id.as_deref(),
         q.after.as_deref(),
@@ -256,7 +274,7 @@ pub async fn get_entity(
     Caller { claims, .. }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let shard = server.shard(&claims.ws);
+    let shard = server.shard(&claims.ws)?;
     let s = shard.lock();
     match s.core.entity(kind, &id) {
         Some(e) if !e.deleted => Ok(Json(serde_json::json!({

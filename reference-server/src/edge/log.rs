@@ -1,5 +1,5 @@
 //! Structured `tracing` events for what an operator must see — auth failures, refused
-//! connections, policy and slow-consumer closes — rate-limited per kind, so that an
+//! connections, policy and slow-consumer closes, storage failures — rate-limited per kind, so that an
 //! attack cannot flood the log: past `EVENTS_PER_S` (burst `BURST`) events of one kind
 //! are counted, and the next event that gets through says how many were suppressed.
 
@@ -17,9 +17,11 @@ pub enum Kind {
     Refused,
     Close,
     SlowConsumer,
+    /// A failed append, sync, compaction or reload of a workspace's log.
+    Storage,
 }
 
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 
 #[derive(Debug)]
 pub struct Limiter {

@@ -99,6 +99,7 @@ counters! {
     header_timeouts_total: "Connections closed without complete request headers within header_read_timeout_ms.",
     handshakes_evicted_total: "Connections closed waiting for their first request, to make room (handshakes_max).",
     analytics_reports_total: "Performance reports accepted.",
+    storage_errors_total: "Failed appends, syncs, compactions or reloads of a workspace's log (the write was refused UNAVAILABLE).",
 }
 
 impl Metrics {

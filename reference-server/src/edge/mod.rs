@@ -3,6 +3,7 @@
 //! - [`serve`] — runs the server on any `axum::serve::Listener` until `shutdown`;
 //!   `listen` — the accept loop (header-read timeout, handshake bound) and [`tcp`].
 //! - `ws` / `sse` / `http` — the endpoints; `auth` — tokens and admission;
+//!   `durable` — each workspace's log opened at start and written before frames leave;
 //!   `outbound` — bounded per-connection queues; `metrics` — `/metrics`; `error` — HTTP errors.
 //!
 //! Locking: one `std::sync::Mutex` per workspace (a [`Shard`]) guards its core and its
@@ -11,6 +12,7 @@
 //! awaits while a lock is held.
 
 mod auth;
+mod durable;
 mod error;
 mod http;
 mod listen;
@@ -41,6 +43,11 @@ pub use listen::{Abort, Tcp, tcp};
 #[derive(Debug)]
 pub struct ShardInner {
     pub core: Workspace,
+    /// The workspace's durable log (`None`: durability `memory`).
+    log: Option<crate::storage::WorkspaceLog>,
+    /// Its log could not be read back after a failed write: every connection was
+    /// closed, and the next `Server::shard` opens it afresh.
+    failed: bool,
     outs: BTreeMap<ConnId, Outbound>,
     /// Budgets of `POST /api/events`: per session (`user` + `sessionId`), as one
     /// WebSocket connection's, and per user, as its most connections' together.
@@ -149,6 +156,19 @@ impl ShardInner {
         }
     }
 
+    /// Closes every connection (1011): the workspace's storage failed.
+    fn fail(&mut self) {
+        self.failed = true;
+        for o in self.outs.values() {
+            o.close(outbound::CloseReason {
+                code: rtsync_protocol::close::INTERNAL,
+                reason: "workspace storage failed; reconnect",
+                flush: true,
+            });
+        }
+        self.outs.clear();
+    }
+
     pub fn attach(&mut self, conn: ConnId, out: Outbound) {
         self.outs.insert(conn, out);
     }
@@ -185,24 +205,39 @@ impl Server {
         self.clock.now_ms()
     }
 
-    pub fn shard(&self, workspace: &str) -> Arc<Shard> {
+    /// The workspace's shard, opened (its log created) on first use. An error: its
+    /// log cannot be created or read (answered 503; nothing else is affected).
+    pub fn shard(&self, workspace: &str) -> Result<Arc<Shard>, ApiError> {
         let mut map = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(workspace.to_owned())
-            .or_insert_with(|| {
-                let mut cfg = self.cfg.core.clone();
-                // A quarter of the outbound queue for answers to a client's own writes
-                // leaves the rest for fan-out, presence and heartbeats.
-                cfg.inflight_max = (self.cfg.outbound_messages_max / 4).max(1);
-                let core = Workspace::new(workspace, self.epoch, Arc::new(cfg));
-                Arc::new(Shard {
-                    inner: Mutex::new(ShardInner {
-                        core,
-                        outs: BTreeMap::new(),
-                        posts: PostBudgets::new(&self.cfg),
-                    }),
-                })
-            })
-            .clone()
+        if let Some(s) = map.get(workspace)
+            && !s.lock().failed
+        {
+            return Ok(s.clone());
+        }
+        let (core, log) = durable::create(self, workspace).map_err(|e| {
+            self.metrics.storage_errors_total.inc();
+            log::warn_limited!(self, log::Kind::Storage, error = %e, "workspace log unavailable");
+            ApiError::unavailable(
+                "UNAVAILABLE",
+                "this workspace's storage is unavailable; retry later",
+                1,
+            )
+        })?;
+        let shard = self.new_shard(core, log);
+        map.insert(workspace.to_owned(), shard.clone());
+        Ok(shard)
+    }
+
+    fn new_shard(&self, core: Workspace, log: Option<crate::storage::WorkspaceLog>) -> Arc<Shard> {
+        Arc::new(Shard {
+            inner: Mutex::new(ShardInner {
+                core,
+                log,
+                failed: false,
+                outs: BTreeMap::new(),
+                posts: PostBudgets::new(&self.cfg),
+            }),
+        })
     }
 
     fn shards(&self) -> Vec<Arc<Shard>> {
@@ -259,6 +294,8 @@ pub enum ServeError {
     Config(String),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// Runs the server on `listener` until `shutdown` resolves; then every client gets
@@ -278,6 +315,7 @@ where
     // Held here and by the signal, so receivers see `true` rather than a dropped sender.
     let stop_tx = Arc::new(stop_tx);
     let epoch = config.epoch.unwrap_or_else(|| clock.now_ms());
+    let logs = durable::open_all(&config, epoch).map_err(ServeError::Storage)?;
     let server = Arc::new(Server {
         limits: Mutex::new(auth::Admission::new(&config)),
         handshakes: listen::Handshakes::default(),
@@ -291,6 +329,12 @@ where
         shutdown: stop_rx,
         idle: Notify::new(),
     });
+    {
+        let mut map = server.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, (core, log)) in logs {
+            map.insert(id, server.new_shard(core, Some(log)));
+        }
+    }
     let ticker = tokio::spawn(tick_loop(server.clone()));
     let app = router(server.clone());
     let drain = Duration::from_millis(server.cfg.drain_timeout_ms);

@@ -96,7 +96,7 @@ pub async fn subscribe(
             browser: String::new(),
         },
     };
-    let (shard, watched, rx) = join(&server, &claims.ws, conn, info, resume);
+    let (shard, watched, rx) = join(&server, &claims.ws, conn, info, resume)?;
     let slot: Slot = Arc::new(Mutex::new(Some(Guard {
         server: server.clone(),
         shard,
@@ -157,14 +157,14 @@ fn join(
     conn: ConnId,
     info: SessionInfo,
     resume: Option<Resume>,
-) -> (Arc<Shard>, outbound::Outbound, OutboundRx) {
+) -> Result<(Arc<Shard>, outbound::Outbound, OutboundRx), ApiError> {
     let cfg = &server.cfg;
     let (out, mut rx) = outbound::channel(
         cfg.outbound_messages_max,
         cfg.outbound_bytes_max,
         server.shutdown_rx(),
     );
-    let shard = server.shard(workspace);
+    let shard = server.shard(workspace)?;
     let watched = out.clone();
     {
         let now = server.now_ms();
@@ -175,7 +175,7 @@ fn join(
         s.note_replay(conn);
     }
     rx.set_refill(super::replay_refill(shard.clone(), conn));
-    (shard, watched, rx)
+    Ok((shard, watched, rx))
 }
 
 /// The stream's next event: the next queued frame, or — once the token expires — one

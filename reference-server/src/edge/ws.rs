@@ -66,6 +66,7 @@ pub async fn upgrade(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
+    let shard = server.shard(&claims.ws)?;
     let resume = Resume::from_query(q.epoch.as_deref(), q.last_seq.as_deref());
     let info = SessionInfo {
         user_id: claims.sub,
@@ -84,7 +85,7 @@ pub async fn upgrade(
     let server2 = server.clone();
     let start = Start {
         conn,
-        workspace: claims.ws,
+        shard,
         info,
         resume,
         expires: Expiry::at_s(claims.exp),
@@ -120,7 +121,7 @@ impl Expiry {
 /// What a WebSocket session starts from.
 struct Start {
     conn: ConnId,
-    workspace: String,
+    shard: Arc<Shard>,
     info: SessionInfo,
     resume: Option<Resume>,
     expires: Expiry,
@@ -129,7 +130,7 @@ struct Start {
 async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: ConnPermit) {
     let Start {
         conn,
-        workspace,
+        shard,
         info,
         resume,
         expires,
@@ -141,7 +142,6 @@ async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: 
         cfg.outbound_bytes_max,
         server.shutdown_rx(),
     );
-    let shard = server.shard(&workspace);
     {
         let now = server.now_ms();
         let mut s = shard.lock();
@@ -424,7 +424,19 @@ impl Reader<'_> {
         }
         let mut s = self.shard.lock();
         let out = s.core.handle_msg(self.conn, &msg, now);
-        s.deliver(out, &self.server.metrics);
+        if !s.commit(out, self.server) {
+            drop(s);
+            let op_id = match &msg {
+                ClientMsg::RealtimeEvent(ev) => ev
+                    .payload
+                    .get("opId")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                _ => None,
+            };
+            self.send_error(super::durable::unavailable(op_id));
+            return;
+        }
         if let ClientMsg::Resume(_) = msg {
             s.note_replay(self.conn);
         }

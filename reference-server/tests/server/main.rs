@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod conflicts;
+mod durable;
 mod fanout;
 mod hostile;
 mod http;

@@ -32,6 +32,8 @@ impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let mut cfg = ServerConfig {
             jwt_secret: SECRET.to_vec(),
+            // Tests that need a disk set a data dir of their own.
+            durability: rtsync_server::storage::Durability::Memory,
             ..ServerConfig::default()
         };
         cfg.core.presence_grace_ms = 300;

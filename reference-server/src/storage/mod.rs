@@ -1,0 +1,74 @@
+//! Durable storage for the server: each workspace's state in an append-only log of
+//! the core's records (docs/durability.md).
+//!
+//! - [`disk`] — the file operations behind a trait: the real file system, or turmoil's
+//!   simulated one (`disk_impl!`), through the same code.
+//! - [`frame`] — the file format: length- and checksum-framed records; the scan that
+//!   tells a torn tail from damage.
+//! - [`wal`] — one workspace's log: open and replay, append, sync, compact.
+
+pub mod disk;
+pub mod frame;
+pub mod wal;
+
+pub use disk::{Disk, DiskHandle, LogFile, RealDisk};
+pub use wal::{LogOptions, OpenError, Recovery, WorkspaceLog, path_of};
+
+/// What an acknowledgement promises (docs/durability.md, "Modes").
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Nothing on disk: a restart loses every workspace (tests, benchmarks).
+    Memory,
+    /// Each write is handed to the OS before its ACK: survives a killed process, not
+    /// power loss.
+    Process,
+    /// Each write is synced to disk before its ACK: survives power loss.
+    #[default]
+    Fsync,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Process => "process",
+            Durability::Fsync => "fsync",
+        }
+    }
+
+    /// Whether an acknowledged write survives `fault`.
+    pub fn survives(self, fault: StorageFault) -> bool {
+        match (self, fault) {
+            (Durability::Memory, _) => false,
+            (Durability::Process, StorageFault::ProcessKill) => true,
+            (Durability::Process, StorageFault::PowerLoss) => false,
+            (Durability::Fsync, _) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The two ways a server stops without warning, which the modes differ on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The process dies; what it wrote to the OS is kept.
+    ProcessKill,
+    /// The machine dies; what was not synced is lost (and may be torn).
+    PowerLoss,
+}

@@ -1,0 +1,248 @@
+//! One workspace's durable log: open (scan, cut a torn tail, replay into a fresh core),
+//! append a step's records, sync, compact (docs/durability.md).
+
+use super::frame::{self, End, MAGIC};
+use super::{Disk, Durability, LogFile};
+use crate::core::journal::Record;
+use crate::core::{CoreConfig, Workspace};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a workspace's log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: damaged at byte {offset} ({why}); the records after it would be lost. \
+         Start with --accept-damage to keep what comes before and begin a new epoch"
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("{path}: no whole record (a log created by a start that crashed at once)")]
+    Empty { path: PathBuf },
+    #[error("{path}: record at byte {offset}: {why}")]
+    BadRecord {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+}
+
+/// What opening found, for the operator's log and `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub records: u64,
+    /// Bytes of a torn tail cut off.
+    pub torn_bytes: u64,
+    /// Bytes after damage given up (only with `accept_damage`).
+    pub damaged_bytes: u64,
+}
+
+/// How a log is kept (from the server's config).
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    pub mode: Durability,
+    pub compact_bytes: u64,
+    pub accept_damage: bool,
+}
+
+/// An open log: where it is, how far it is written and synced.
+#[derive(Debug)]
+pub struct WorkspaceLog {
+    path: PathBuf,
+    file: Box<dyn LogFile>,
+    written_bytes: u64,
+    synced_bytes: u64,
+    mode: Durability,
+    compact_bytes: u64,
+    buf: Vec<u8>,
+}
+
+/// The file of workspace `id` in `dir`: the id itself when it is short and plain, else
+/// escaped (`_` and every byte outside `[A-Za-z0-9.-]` as `_XX`), else a hash. The id
+/// is also in the file's first record, which is what opening trusts.
+pub fn path_of(dir: &Path, id: &str) -> PathBuf {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    let mut name = String::new();
+    for b in id.bytes() {
+        if plain(b) && !(name.is_empty() && b == b'.') {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("_{b:02x}"));
+        }
+    }
+    if name.is_empty() || name.len() > 160 {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(id.as_bytes());
+        name = format!(
+            "h_{}",
+            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+    }
+    dir.join(format!("{name}.log"))
+}
+
+impl WorkspaceLog {
+    /// Opens (or creates) a log and replays it into a fresh core. A torn tail is cut;
+    /// damage refuses to open unless `accept_damage`, which keeps the good prefix and
+    /// starts `new_epoch` (clients learn continuity is lost). A new log starts at
+    /// `new_epoch`.
+    /// `id_if_new` names the workspace when the file is new or empty (`None` when
+    /// opening what a directory listing found: such a file is named by its records).
+    pub fn open(
+        disk: &dyn Disk,
+        path: &Path,
+        id_if_new: Option<&str>,
+        new_epoch: u64,
+        cfg: &Arc<CoreConfig>,
+        opts: &LogOptions,
+    ) -> Result<(Workspace, WorkspaceLog, Recovery), OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = disk.read(path).map_err(io_err)?.unwrap_or_default();
+        let scan = frame::scan(&bytes);
+        let mut rec = Recovery::default();
+        let mut core: Option<Workspace> = None;
+        let mut restored = false;
+        for (offset, payload) in &scan.records {
+            let bad = |why: String| OpenError::BadRecord {
+                path: path.to_owned(),
+                offset: *offset,
+                why,
+            };
+            let r: Record = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+            let ws = core.get_or_insert_with(|| {
+                let id = match &r {
+                    Record::Epoch { workspace, .. } => workspace.clone(),
+                    _ => id_if_new.unwrap_or_default().to_owned(),
+                };
+                Workspace::new(id, new_epoch, cfg.clone())
+            });
+            ws.restore(r, &mut restored)
+                .map_err(|e| bad(e.to_string()))?;
+            rec.records += 1;
+        }
+        let mut rewrite = false;
+        match &scan.end {
+            End::Clean => {}
+            End::Torn { offset } => {
+                rec.torn_bytes = bytes.len() as u64 - offset;
+                disk.truncate(path, *offset).map_err(io_err)?;
+            }
+            End::Damaged { offset, why } if !opts.accept_damage => {
+                return Err(OpenError::Damaged {
+                    path: path.to_owned(),
+                    offset: *offset,
+                    why: why.clone(),
+                });
+            }
+            End::Damaged { offset, .. } => {
+                rec.damaged_bytes = bytes.len() as u64 - offset;
+                rewrite = true;
+            }
+        }
+        let fresh = core.is_none();
+        let mut ws = match core {
+            Some(ws) => ws,
+            None => {
+                let Some(id) = id_if_new else {
+                    // A file with no whole record names no workspace: nothing to keep.
+                    return Err(OpenError::Empty {
+                        path: path.to_owned(),
+                    });
+                };
+                Workspace::new(id, new_epoch, cfg.clone())
+            }
+        };
+        if rewrite {
+            // Continuity is lost: a new epoch, and the file rewritten whole.
+            ws.start_epoch(new_epoch.max(ws.epoch() + 1));
+        }
+        ws.enable_journal();
+        let file = disk.open_append(path).map_err(io_err)?;
+        let len = if rewrite {
+            0
+        } else {
+            scan.good_bytes().min(bytes.len() as u64)
+        };
+        let mut log = WorkspaceLog {
+            path: path.to_owned(),
+            file,
+            written_bytes: len,
+            synced_bytes: len,
+            mode: opts.mode,
+            compact_bytes: opts.compact_bytes,
+            buf: Vec::new(),
+        };
+        if fresh || rewrite || !restored {
+            log.compact(disk, &ws).map_err(io_err)?;
+        }
+        Ok((ws, log, rec))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    pub fn unsynced(&self) -> bool {
+        self.synced_bytes < self.written_bytes
+    }
+
+    /// Writes one step's records in a single write, and syncs when the mode says so.
+    /// On an error the caller must not let the step's frames leave.
+    pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for r in records {
+            let payload = serde_json::to_vec(r).map_err(io::Error::other)?;
+            frame::encode(&payload, &mut self.buf);
+        }
+        self.file.append(&self.buf)?;
+        self.written_bytes += self.buf.len() as u64;
+        if self.mode == Durability::Fsync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced() {
+            self.file.sync()?;
+            self.synced_bytes = self.written_bytes;
+        }
+        Ok(())
+    }
+
+    /// Whether the log has grown past the compaction threshold.
+    pub fn wants_compaction(&self) -> bool {
+        self.written_bytes > self.compact_bytes
+    }
+
+    /// Rewrites the file as a snapshot of `ws` (atomically), so the log and the start-up
+    /// replay stay bounded by the state, not by its history. The new file is synced.
+    pub fn compact(&mut self, disk: &dyn Disk, ws: &Workspace) -> io::Result<()> {
+        let mut bytes = MAGIC.to_vec();
+        for r in ws.snapshot_records() {
+            let payload = serde_json::to_vec(&r).map_err(io::Error::other)?;
+            frame::encode(&payload, &mut bytes);
+        }
+        disk.replace(&self.path, &bytes)?;
+        self.file = disk.open_append(&self.path)?;
+        self.written_bytes = bytes.len() as u64;
+        self.synced_bytes = self.written_bytes;
+        Ok(())
+    }
+}
