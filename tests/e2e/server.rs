@@ -26,10 +26,12 @@ fn token(user: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Starts `serve` on a free port; returns the child and the address it printed.
-fn serve() -> (Child, String) {
+/// Starts `serve` on a free port with `extra` flags; returns the child and the address
+/// it printed.
+fn serve(extra: &[&str]) -> (Child, String) {
     let mut child = server_cmd()
         .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -53,6 +55,19 @@ type Ws =
 async fn connect(addr: &str, user: &str, session: &str) -> Ws {
     let url = format!("ws://{addr}/ws?token={}&sessionId={session}", token(user));
     tokio_tungstenite::connect_async(url).await.expect("ws").0
+}
+
+fn create_task(op: &str, id: &str) -> Message {
+    let op = ClientMsg::RealtimeEvent(ClientEvent {
+        id: None,
+        kind: EventType::TaskCreated,
+        payload: serde_json::json!({"opId": op, "id": id, "changes": {"title": id}}),
+        user_id: None,
+        session_id: None,
+        timestamp: None,
+        version: 0,
+    });
+    Message::text(op.encode())
 }
 
 /// The next frame `pick` accepts (heartbeats, presence and the rest skipped), or the
@@ -91,7 +106,7 @@ fn http_get(addr: &str, path: &str) -> String {
 #[cfg(unix)]
 #[test]
 fn serve_answers_real_clients_and_sigterm_closes_them_with_1001() {
-    let (mut child, addr) = serve();
+    let (mut child, addr) = serve(&["--memory"]);
     assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,4 +178,116 @@ fn serve_refuses_to_start_without_a_secret_and_says_why() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("secret"), "{stderr}");
+}
+
+/// `kill -9` in the middle of a steady write load, then a start on the same data dir:
+/// every acknowledged write is there, and a client resumes in the same epoch with
+/// `complete: true`.
+#[cfg(unix)]
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_write_and_clients_resume_in_the_same_epoch() {
+    let dir = crate::TempDir::new("sigkill");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // No rate limit in the way of a steady load from one connection.
+    let flags = [
+        "--data-dir",
+        data,
+        "--inbound-rate-per-s",
+        "100000",
+        "--inbound-burst",
+        "100000",
+    ];
+    let (mut child, addr) = serve(&flags);
+    let (epoch, acked) = rt.block_on(async {
+        let mut ws = connect(&addr, "alice", "tab-a").await;
+        let epoch = until(&mut ws, |m| match m {
+            ServerMsg::Connected(c) => Some(c.epoch),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        // Ten ops in flight at a time; the kill lands while some are unanswered.
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        let mut sent = 0;
+        while sent < 10 {
+            sent += 1;
+            ws.send(create_task(&format!("a:{sent}"), &format!("t{sent}")))
+                .await
+                .unwrap();
+        }
+        loop {
+            let got = until(&mut ws, |m| match m {
+                ServerMsg::Ack(a) => Some((a.seq.unwrap(), a.entity_id)),
+                _ => None,
+            })
+            .await;
+            let Ok(ack) = got else { break };
+            acked.push(ack);
+            if acked.len() == 200 {
+                child.kill().unwrap(); // SIGKILL
+            }
+            sent += 1;
+            if ws
+                .send(create_task(&format!("a:{sent}"), &format!("t{sent}")))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        (epoch, acked)
+    });
+    child.wait().unwrap();
+    assert!(acked.len() >= 200, "{} acks before the kill", acked.len());
+
+    let (mut child, addr) = serve(&flags);
+    rt.block_on(async {
+        let url = format!(
+            "ws://{addr}/ws?token={}&sessionId=tab-b&epoch={epoch}&lastSeq=0",
+            token("bob")
+        );
+        let mut ws = tokio_tungstenite::connect_async(url).await.expect("ws").0;
+        let (again, head) = until(&mut ws, |m| match m {
+            ServerMsg::Connected(c) => Some((c.epoch, c.seq)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(again, epoch, "the same epoch after kill -9");
+        let last = acked.iter().map(|(s, _)| *s).max().unwrap();
+        assert!(head >= last, "head {head} < last acknowledged seq {last}");
+        let mut seen = std::collections::BTreeMap::new();
+        while seen.len() < head as usize {
+            let r = until(&mut ws, |m| match m {
+                ServerMsg::RecentEvents(r) => Some(r),
+                _ => None,
+            })
+            .await
+            .unwrap();
+            assert!(r.complete, "resume from 0 is complete");
+            if r.events.is_empty() {
+                break;
+            }
+            for e in r.events {
+                seen.insert(
+                    e.seq,
+                    e.payload.payload["id"].as_str().unwrap_or("").to_owned(),
+                );
+            }
+        }
+        for (seq, id) in &acked {
+            assert_eq!(
+                seen.get(seq),
+                Some(id),
+                "acknowledged {id} at seq {seq} is lost"
+            );
+        }
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
