@@ -213,11 +213,12 @@ fn page_head(
     );
     let _ = write!(
         h,
-        "<h1>{}</h1><p>{}</p><p>seed {seed} · {} tabs · {:.0} simulated s · verdict: <span class=\"{}\">{}</span></p><p>replay: <code>{}</code></p><p class=\"measured\">{}</p>",
+        "<h1>{}</h1><p>{}</p><p>seed {seed} · {} tabs · {:.0} simulated s · durability {} · verdict: <span class=\"{}\">{}</span></p><p>replay: <code>{}</code></p><p class=\"measured\">{}</p>",
         esc(&sc.name),
         esc(&sc.description),
         out.tabs,
         out.simulated_s,
+        sc.server.config.durability.as_str(),
         if ok { "pass" } else { "fail" },
         if ok { "PASS" } else { "FAIL" },
         esc(replay),

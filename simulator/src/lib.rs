@@ -9,6 +9,7 @@
 //! - [`run`] — one simulated run of a scenario: its worlds, then the checkers.
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`world`] — one turmoil world (server host, client hosts, faults) run to the end.
+//! - [`disk`] — the simulated server's disk (turmoil's file system) and its faults.
 //! - [`setup`] — what simulated and live runs set up alike: tab specs, tab tasks, the
 //!   line to the tabs, the recorder, the final probe.
 //! - [`auth`] — the simulated runs' secret and the tokens minted with it.
@@ -34,6 +35,7 @@
 pub mod auth;
 pub mod check;
 pub mod compare;
+pub mod disk;
 pub mod fidelity;
 
 /// The scenario catalog, embedded at build time (see build.rs).

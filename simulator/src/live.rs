@@ -74,6 +74,16 @@ impl Faults for LiveFaults<'_> {
     fn set_latency(&mut self, group: &str, ms: u64) {
         self.proxy(group).inspect(|p| p.set_latency(ms));
     }
+    /// A real disk cannot be filled or broken on cue without root: skipped (the server's
+    /// answers to a failing disk are tested on real files and in simulation).
+    fn set_disk(&mut self, full: bool, error_rate: f64) {
+        if full || error_rate > 0.0 {
+            eprintln!("live mode: disk faults are simulated only; skipped");
+        }
+    }
+    fn corrupt_log(&mut self) {
+        eprintln!("live mode: corrupt_log is simulated only; skipped");
+    }
     /// A real machine cannot lose power on cue: live mode kills the process either way
     /// (what it wrote to the OS survives).
     fn crash_server(&mut self, _power_loss: bool) {
@@ -88,21 +98,17 @@ impl Faults for LiveFaults<'_> {
     }
 }
 
-/// A reference server on 127.0.0.1 with the scenario's settings, on its own
-/// multi-threaded runtime; stopped (1001 to every client) when dropped. It can crash
-/// (its runtime dropped mid-flight: sockets cut, no close frames, in-memory state gone)
-/// and restart on the same port with a new epoch — the timeline's server faults.
+/// A reference server on 127.0.0.1 with the scenario's settings, as a child process
+/// (this binary's hidden `serve-child` subcommand: the same server library, no second
+/// binary to build). `server_crash` is a real `kill -9` of it — connections cut with no
+/// close frame, memory gone, what it wrote to the OS kept — and `server_restart` starts
+/// it again on the same port and data dir, where it replays its logs. Killed when
+/// dropped (the run is over by then).
 #[derive(Debug)]
 pub struct SpawnedServer {
     pub addr: SocketAddr,
     cfg: rtsync_server::ServerConfig,
-    running: Option<Running>,
-}
-
-#[derive(Debug)]
-struct Running {
-    stop: tokio::sync::oneshot::Sender<bool>,
-    thread: std::thread::JoinHandle<()>,
+    child: Option<std::process::Child>,
 }
 
 impl SpawnedServer {
@@ -115,106 +121,130 @@ impl SpawnedServer {
             LIVE_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let (addr, running) = Self::launch(cfg.clone(), any)?;
+        let (addr, child) = Self::launch(&cfg, any)?;
         Ok(SpawnedServer {
             addr,
             cfg,
-            running: Some(running),
+            child: Some(child),
         })
     }
 
+    /// Spawns `serve-child` listening on `at` and waits for the address it bound.
     fn launch(
-        cfg: rtsync_server::ServerConfig,
+        cfg: &rtsync_server::ServerConfig,
         at: SocketAddr,
-    ) -> Result<(SocketAddr, Running), RunError> {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        // `true`: shut down gracefully (1001 to every client); `false`: crash.
-        let (stop, stopped) = tokio::sync::oneshot::channel::<bool>();
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
-            let crashed = rt.block_on(async move {
-                // A restart rebinds the port a crashed runtime may still be letting go
-                // of (its threads are not waited for): try for a second.
-                let mut tries = 0;
-                let listener = loop {
-                    match tokio::net::TcpListener::bind(at).await {
-                        Ok(l) => break l,
-                        Err(_) if tries < 50 => {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        }
-                        Err(_) => {
-                            let _ = addr_tx.send(None);
-                            return false;
-                        }
-                    }
-                };
-                let _ = addr_tx.send(listener.local_addr().ok());
-                let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
-                let listener = rtsync_server::tcp(listener);
-                let serving = tokio::spawn(rtsync_server::serve(listener, cfg, clock, async {
-                    let _ = graceful_rx.await;
-                }));
-                match stopped.await {
-                    Ok(false) => true,
-                    _ => {
-                        let _ = graceful_tx.send(());
-                        let _ = serving.await;
-                        false
-                    }
-                }
-            });
-            if crashed {
-                // Every task dropped where it stands: connections cut without a close
-                // frame, queues and the in-memory log gone — as a killed process.
-                rt.shutdown_background();
+    ) -> Result<(SocketAddr, std::process::Child), RunError> {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let fail = |e: String| RunError::Sim(format!("could not start the reference server: {e}"));
+        let exe = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
+        let json = serde_json::to_string(cfg).map_err(|e| fail(e.to_string()))?;
+        let mut child = Command::new(exe)
+            .args(["serve-child", "--listen", &at.to_string(), "--data-dir"])
+            .arg(&cfg.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(json.as_bytes())
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        match line.trim().strip_prefix("listening ").map(str::parse) {
+            Some(Ok(addr)) => Ok((addr, child)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(fail(format!("it said {line:?}")))
             }
-        });
-        let addr = addr_rx.recv().ok().flatten().ok_or_else(|| {
-            RunError::Sim(format!("could not start the reference server on {at}"))
-        })?;
-        Ok((addr, Running { stop, thread }))
-    }
-
-    fn stop(&mut self, graceful: bool) {
-        if let Some(r) = self.running.take() {
-            let _ = r.stop.send(graceful);
-            let _ = r.thread.join();
         }
     }
 
-    /// Kills the server; clients' connections drop and new ones are refused.
+    /// `kill -9`: clients' connections drop and new ones are refused.
     pub fn crash(&mut self) {
-        self.stop(false);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
-    /// Starts it again on the same port: it replays its logs (durability `memory`:
-    /// empty, a new epoch).
+    /// Starts it again on the same port and data dir: it replays its logs (durability
+    /// `memory`: empty, a new epoch).
     pub fn restart(&mut self) -> Result<(), RunError> {
-        if self.running.is_none() {
-            let (_, running) = Self::launch(self.cfg.clone(), self.addr)?;
-            self.running = Some(running);
+        if self.child.is_none() {
+            let (_, child) = Self::launch(&self.cfg, self.addr)?;
+            self.child = Some(child);
         }
         Ok(())
     }
 
     pub fn is_running(&self) -> bool {
-        self.running.is_some()
+        self.child.is_some()
     }
 }
 
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
-        self.stop(true);
+        self.crash();
         let _ = std::fs::remove_dir_all(&self.cfg.data_dir);
     }
+}
+
+/// What `simulate serve-child` runs: the reference server with the config on stdin
+/// (JSON), the simulations' secret, listening on `listen` (a restart retries the port
+/// for a second while the killed process's socket goes), printing `listening ADDR`.
+pub fn serve_child(listen: SocketAddr, data_dir: std::path::PathBuf) -> Result<(), RunError> {
+    use std::io::Read;
+    let fail = |e: String| RunError::Sim(format!("serve-child: {e}"));
+    let mut json = String::new();
+    std::io::stdin()
+        .read_to_string(&mut json)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut cfg: rtsync_server::ServerConfig =
+        serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
+    cfg.jwt_secret = crate::auth::SECRET.to_vec();
+    cfg.data_dir = data_dir;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    rt.block_on(async move {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => break l,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(fail(format!("bind {listen}: {e}"))),
+            }
+        };
+        let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+        // The parent reads this line, then closes the pipe: nothing more is written.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "listening {addr}");
+            let _ = out.flush();
+        }
+        let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
+        rtsync_server::serve(
+            rtsync_server::tcp(listener),
+            cfg,
+            clock,
+            std::future::pending(),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))
+    })
 }
 
 /// Numbers the data directories of the servers this process spawns.

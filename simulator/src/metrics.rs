@@ -29,7 +29,7 @@ pub const GAUGES: [&str; 7] = [
 ];
 
 /// Counters and gauges (threshold with `count`/`value`/`rate`).
-pub const COUNTERS: [&str; 22] = [
+pub const COUNTERS: [&str; 23] = [
     "late_ops",
     "queries",
     "query_fetches",
@@ -52,6 +52,7 @@ pub const COUNTERS: [&str; 22] = [
     "note_edits",
     "focus_sessions_completed",
     "focus_takeovers",
+    "writes_unavailable",
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).

@@ -182,6 +182,9 @@ pub fn summary(sc: &Scenario, seed: u64, out: &RunOutput, v: &Verdict) -> Value 
             "scenario": sc.name,
             // Live runs are real time over real TCP: this section is then measured too.
             "mode": if out.live { "live" } else { "simulated" },
+            // What the server's ACKs promised in this run (docs/durability.md); against a
+            // `--target` server, what the scenario asked for.
+            "durability": sc.server.config.durability.as_str(),
             "seed": seed,
             // A swarm scenario's draws for this seed (absent for a fixed scenario).
             "swarm": (!sc.drawn.is_empty()).then(|| sc.drawn.iter().cloned().collect::<BTreeMap<String, String>>()),

@@ -376,6 +376,17 @@ pub enum FaultKind {
     ServerRestart,
     /// Kill and restart at once.
     ServerBounce,
+    /// The server's disk is full: every append fails (ENOSPC) until `disk_freed`.
+    DiskFull,
+    DiskFreed,
+    /// Each append of the server's fails (EIO) with probability `fraction`, until
+    /// `disk_healthy`.
+    DiskErrors,
+    DiskHealthy,
+    /// A byte in the middle of a workspace's log flips while the server is down (give
+    /// it between a `server_crash` or `power_loss` and its `server_restart`): the server
+    /// must refuse to start, or with `accept_damage` start that workspace in a new epoch.
+    CorruptLog,
     /// A fraction of the group's tabs go offline (the browser's offline event)…
     Offline,
     /// …and come back.
@@ -414,6 +425,8 @@ impl FaultKind {
             Offline => Online,
             Stall => Unstall,
             ServerCrash | PowerLoss => ServerRestart,
+            DiskFull => DiskFreed,
+            DiskErrors => DiskHealthy,
             TabClose => TabOpen,
             Latency => Latency,
             _ => return None,

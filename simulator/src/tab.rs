@@ -120,7 +120,8 @@ impl Command {
             Burst => Command::Burst(f.ops.unwrap_or(1)),
             BadResume => Command::BadResume,
             Partition | Repair | Hold | Release | Latency | ServerCrash | PowerLoss
-            | ServerRestart | ServerBounce => return None,
+            | ServerRestart | ServerBounce | DiskFull | DiskFreed | DiskErrors | DiskHealthy
+            | CorruptLog => return None,
         })
     }
 }

@@ -30,6 +30,11 @@ pub trait Faults {
     fn crash_server(&mut self, power_loss: bool);
     /// A stopped server starts again (it replays its logs).
     fn start_server(&mut self);
+    /// The server's disk: `full` fails every append; otherwise each fails with
+    /// probability `error_rate`.
+    fn set_disk(&mut self, full: bool, error_rate: f64);
+    /// Flips a byte in the middle of a workspace's log of the stopped server.
+    fn corrupt_log(&mut self);
     /// Kill and start at once.
     fn bounce_server(&mut self) {
         self.crash_server(false);
@@ -53,6 +58,8 @@ pub struct Timeline {
     workload_end_ms: u64,
     total_ms: u64,
     server_down: bool,
+    disk_full: bool,
+    disk_error_rate: f64,
     liveness: bool,
     finished: bool,
 }
@@ -68,6 +75,8 @@ impl Timeline {
             workload_end_ms,
             total_ms: workload_end_ms + sc.quiescence_s * 1000,
             server_down: false,
+            disk_full: false,
+            disk_error_rate: 0.0,
             liveness: false,
             finished: false,
         }
@@ -164,6 +173,19 @@ impl Timeline {
                 world.bounce_server();
                 self.server_down = false;
             }
+            DiskFull | DiskFreed => {
+                self.disk_full = f.kind == DiskFull;
+                world.set_disk(self.disk_full, self.disk_error_rate);
+            }
+            DiskErrors | DiskHealthy => {
+                self.disk_error_rate = if f.kind == DiskErrors {
+                    f.fraction
+                } else {
+                    0.0
+                };
+                world.set_disk(self.disk_full, self.disk_error_rate);
+            }
+            CorruptLog => world.corrupt_log(),
             Offline | Online | Reload | CorruptStorage | SchemaUpgrade | TabClose | TabOpen
             | Stall | Unstall | Burst | BadResume => {
                 if let Some(cmd) = Command::of_fault(f) {
@@ -182,6 +204,11 @@ impl Timeline {
             world.hold(&g, false);
             let base = world.base_latency_ms(&g);
             world.set_latency(&g, base);
+        }
+        if self.disk_full || self.disk_error_rate > 0.0 {
+            self.disk_full = false;
+            self.disk_error_rate = 0.0;
+            world.set_disk(false, 0.0);
         }
         if self.server_down {
             world.start_server();
@@ -219,6 +246,12 @@ mod tests {
         }
         fn set_latency(&mut self, g: &str, ms: u64) {
             self.0.push(format!("latency {g} {ms}"));
+        }
+        fn set_disk(&mut self, full: bool, rate: f64) {
+            self.0.push(format!("disk full {full} errors {rate}"));
+        }
+        fn corrupt_log(&mut self) {
+            self.0.push("corrupt log".into());
         }
         fn crash_server(&mut self, power_loss: bool) {
             self.0

@@ -3,6 +3,7 @@
 //! count, so clients share hosts), the fault timeline driven from the `sim.step()`
 //! loop, then heal, a liveness phase and the final probe.
 
+use crate::disk::{DiskFaults, SIM_DATA_DIR, SimDisk};
 use crate::net::{Net, SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
 use crate::record::Recorder;
 use crate::scenario::Scenario;
@@ -58,14 +59,6 @@ pub fn unshare(rec: Rc<RefCell<Recorder>>) -> Result<Recorder, RunError> {
         .map_err(|_| RunError::Sim("recorder still shared after the run".into()))
 }
 
-/// The server's disk under simulation: turmoil's file system (per host; a crash drops
-/// what was not synced), through the same code as the real one.
-#[derive(Debug, Clone, Copy)]
-pub struct SimDisk;
-rtsync_server::disk_impl!(SimDisk, turmoil::fs::shim::std::fs, false);
-
-/// Where the simulated server keeps its logs, on its host's simulated disk.
-pub const SIM_DATA_DIR: &str = "/data";
 /// turmoil tears a write that was pending at a power loss at this block size.
 const SIM_BLOCK_BYTES: u64 = 512;
 
@@ -81,6 +74,7 @@ struct SimFaults<'a, 'b> {
     server_up: &'a watch::Sender<bool>,
     /// The host was crashed (power loss) and must be bounced to start.
     powered_off: bool,
+    disk: &'a DiskFaults,
 }
 
 impl Faults for SimFaults<'_, '_> {
@@ -120,6 +114,12 @@ impl Faults for SimFaults<'_, '_> {
             self.sim.bounce("server");
         }
     }
+    fn set_disk(&mut self, full: bool, error_rate: f64) {
+        self.disk.set(full, error_rate);
+    }
+    fn corrupt_log(&mut self) {
+        self.disk.corrupt_next_start();
+    }
     /// turmoil's `bounce` starts a crashed host again.
     fn start_server(&mut self) {
         self.server_up.send_replace(true);
@@ -141,7 +141,8 @@ pub fn run_world(
     let (workspaces, specs) = shard_tabs(sc, &mut root, shard);
     let tabs_total = specs.len();
     let (server_up, up_rx) = watch::channel(true);
-    let mut sim = build_sim(sc, &mut root, shard, tabs_total, up_rx);
+    let disk = DiskFaults::new(root.next_u64());
+    let mut sim = build_sim(sc, &mut root, shard, tabs_total, up_rx, disk.clone());
     let (finish_tx, finish_rx) = watch::channel(false);
     let (controls, groups) = add_clients(&mut sim, sc, specs, workspaces, &rec, &finish_rx);
     let mut world = SimFaults {
@@ -150,6 +151,7 @@ pub fn run_world(
         groups: &groups,
         server_up: &server_up,
         powered_off: false,
+        disk: &disk,
     };
     let load = drive(&mut world, sc, &controls, &rec, &finish_tx, progress)?;
     let simulated_s = sim.elapsed().as_secs_f64();
@@ -185,6 +187,7 @@ fn build_sim<'a>(
     shard: Shard,
     tabs_total: usize,
     server_up: watch::Receiver<bool>,
+    disk: Arc<DiskFaults>,
 ) -> turmoil::Sim<'a> {
     let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let mut builder = turmoil::Builder::new();
@@ -204,14 +207,16 @@ fn build_sim<'a>(
         .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
     let mut cfg = sc.server.config.clone();
-    cfg.disk = rtsync_server::storage::DiskHandle(Arc::new(SimDisk));
+    cfg.disk = rtsync_server::storage::DiskHandle(Arc::new(SimDisk(disk.clone())));
     cfg.data_dir = SIM_DATA_DIR.into();
     sim.host("server", move || {
         let cfg = cfg.clone();
         let mut up = server_up.clone();
+        let disk = disk.clone();
         async move {
             // A killed process stays down until the timeline starts it.
             up.wait_for(|up| *up).await?;
+            disk.damage_if_due();
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
             let clock = Arc::new(SimClock {
                 epoch_ms: SIM_EPOCH_MS,

@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rtsync_protocol::auth::{Claims, mint};
 use rtsync_server::{ServerConfig, SystemClock, fdlimit, serve};
+use std::io::Write as _;
 use std::sync::Arc;
 
 /// The secret `--dev` uses. Public by design: anyone can mint tokens for a dev server.
@@ -180,15 +181,24 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {}", args.listen))?;
                 let addr = listener.local_addr()?;
-                println!(
+                // Whoever started us may read the first line and close the pipe (a
+                // closed stdout must not take the server down: no `println!`).
+                let mut out = std::io::stdout();
+                let _ = writeln!(
+                    out,
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
-                match config.durability {
+                let _ = match config.durability {
                     rtsync_server::storage::Durability::Memory => {
-                        println!("durability: memory (nothing is kept across a restart)")
+                        writeln!(out, "durability: memory (nothing is kept across a restart)")
                     }
-                    d => println!("durability: {d}, data dir: {}", config.data_dir.display()),
-                }
+                    d => writeln!(
+                        out,
+                        "durability: {d}, data dir: {}",
+                        config.data_dir.display()
+                    ),
+                };
+                let _ = out.flush();
                 let user_timeout = config
                     .heartbeat_timeout()
                     .saturating_sub(config.heartbeat());

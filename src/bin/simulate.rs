@@ -115,6 +115,15 @@ enum Cmd {
     },
     /// Run a scenario's tabs live, over real TCP in real time, against a server.
     Live(LiveArgs),
+    /// The reference server as `live --spawn-server` runs it: a child process it can
+    /// `kill -9` (config as JSON on stdin). Not for direct use.
+    #[command(hide = true)]
+    ServeChild {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Compare two runs (summary.json files or report folders): per metric the change of
     /// p99 and mean against a noise band. Exit 99 on a regression.
     Compare {
@@ -290,6 +299,10 @@ fn real_main() -> anyhow::Result<i32> {
     match cli.cmd {
         Some(Cmd::List { dir, metrics }) => run_list(dir, metrics),
         Some(Cmd::Live(args)) => run_live(args),
+        Some(Cmd::ServeChild { listen, data_dir }) => {
+            rtsync_simulator::live::serve_child(listen, data_dir)?;
+            Ok(0)
+        }
         Some(Cmd::Fidelity {
             scenarios,
             seed,

@@ -26,9 +26,33 @@ fn token(user: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A spawned server, killed when dropped: a failing test leaves no process behind.
+struct Served(Child);
+
+impl std::ops::Deref for Served {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Already reaped: std knows, and sends nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `serve` on a free port with `extra` flags; returns the child and the address
 /// it printed.
-fn serve(extra: &[&str]) -> (Child, String) {
+fn serve(extra: &[&str]) -> (Served, String) {
     let mut child = server_cmd()
         .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
         .args(extra)
@@ -46,7 +70,7 @@ fn serve(extra: &[&str]) -> (Child, String) {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
-    (child, addr)
+    (Served(child), addr)
 }
 
 type Ws =

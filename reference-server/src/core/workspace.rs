@@ -121,13 +121,21 @@ impl Workspace {
     }
 
     /// Continuity is lost (damage accepted): a new epoch with no kept history, so every
-    /// resume is answered `complete: false`. Entities and op answers stay.
+    /// resume is answered `complete: false`. Entities stay; op answers go: ops
+    /// acknowledged after the damage are gone, and a client whose next op would be
+    /// answered `OUT_OF_ORDER` for an n it no longer holds could never drain its queue,
+    /// so each client's next op sets a new baseline.
     pub fn start_epoch(&mut self, epoch: u64) {
         self.log = EventLog::restored(
             epoch,
             self.log.head(),
             self.cfg.history_events_max,
             self.cfg.history_age_ms,
+        );
+        self.ops = OpTable::new(
+            self.cfg.op_answers_per_client,
+            self.cfg.op_clients_max,
+            self.cfg.op_answers_bytes_max,
         );
     }
 

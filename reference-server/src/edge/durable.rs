@@ -116,6 +116,12 @@ impl ShardInner {
         {
             if let Err(e) = log.append(&records) {
                 server.metrics.storage_errors_total.inc();
+                if let Err(e) = log.roll_back(&*server.cfg.disk) {
+                    let path = log.path().display().to_string();
+                    super::log::warn_limited!(server, super::log::Kind::Storage, %path, error = %e, "cutting a failed write back failed: workspace closed");
+                    self.fail();
+                    return false;
+                }
                 let path = log.path().display().to_string();
                 super::log::warn_limited!(server, super::log::Kind::Storage, %path, error = %e, "append failed: write refused, core reloaded from the log");
                 self.reload(server);

@@ -318,8 +318,13 @@ pub async fn healthz(State(server): State<Arc<Server>>) -> Response {
     } else {
         "ok"
     };
-    Json(serde_json::json!({"status": status, "epoch": server.epoch, "connections": active}))
-        .into_response()
+    Json(serde_json::json!({
+        "status": status,
+        "epoch": server.epoch,
+        "connections": active,
+        "durability": server.cfg.durability.as_str(),
+    }))
+    .into_response()
 }
 
 pub async fn metrics(State(server): State<Arc<Server>>) -> Response {

@@ -211,11 +211,21 @@ impl WorkspaceLog {
             frame::encode(&payload, &mut self.buf);
         }
         self.file.append(&self.buf)?;
+        if self.mode == Durability::Fsync {
+            self.file.sync()?;
+        }
         self.written_bytes += self.buf.len() as u64;
         if self.mode == Durability::Fsync {
-            self.sync()?;
+            self.synced_bytes = self.written_bytes;
         }
         Ok(())
+    }
+
+    /// After a failed `append`: cuts the file back to where that step began, so
+    /// whatever part of it reached the file (a write that landed, a sync that failed)
+    /// is not replayed as applied — the writer was told nothing was.
+    pub fn roll_back(&mut self, disk: &dyn Disk) -> io::Result<()> {
+        disk.truncate(&self.path, self.written_bytes)
     }
 
     pub fn sync(&mut self) -> io::Result<()> {

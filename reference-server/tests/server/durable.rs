@@ -82,6 +82,11 @@ async fn acknowledged_writes_survive_a_restart_and_clients_resume_in_the_same_ep
         stop(server).await;
 
         let server = durable(&dir.0, mode, false).await;
+        let (_, health) = server.http("GET", "/healthz", None, None).await;
+        assert!(
+            health.contains(&format!(r#""durability":"{mode}""#)),
+            "{health}"
+        );
         let mut back = server
             .ws_query(&format!(
                 "token={}&sessionId=b&epoch={epoch}&lastSeq=2",

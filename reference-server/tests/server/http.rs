@@ -155,6 +155,7 @@ async fn entity_reads_health_metrics_and_analytics() {
     let (status, health) = server.http("GET", "/healthz", None, None).await;
     assert_eq!(status, 200);
     assert!(health.contains(r#""status":"ok""#));
+    assert!(health.contains(r#""durability":"memory""#), "{health}");
     let (_, metrics) = server.http("GET", "/metrics", None, None).await;
     assert!(metrics.contains("# TYPE rtsync_mutations counter"));
     assert!(metrics.contains("rtsync_mutations_total 2"));

@@ -86,6 +86,10 @@ impl Tab {
                 self.focus_from_replica(&id, now);
                 self.patch_lists(kind, &id, now);
             }
+            Note::Error(e) if e.code == rtsync_protocol::ErrorCode::Unavailable => {
+                let g = &self.spec.group;
+                self.rec.borrow_mut().count("writes_unavailable", g, 1);
+            }
             Note::Duplicate { .. } | Note::Ephemeral(_) | Note::Error(_) | Note::GaveUp => {}
             Note::NeedsAuth => {
                 // The app asks its auth server for a fresh token: one round trip away.
