@@ -169,6 +169,10 @@ pub struct Outbox {
     ops: VecDeque<PendingOp>,
     /// The opIds of the last ops dropped silently (legacy), for the checker's report.
     pub dropped_ids: VecDeque<String>,
+    /// The opIds of the last ops the server answered, so a second answer to one (it
+    /// was sent twice: replayed after an `OUT_OF_ORDER` while its first send was still
+    /// on its way, as concurrent POSTs arrive) is known for a duplicate.
+    answered_ids: VecDeque<String>,
     /// Counters for reports.
     pub stats: OutboxStats,
     /// The server's window: `INITIAL_WINDOW` until its `CONNECTED` says (`inflightMax`;
@@ -186,6 +190,8 @@ pub struct Outbox {
 }
 
 const DROPPED_IDS_KEPT: usize = 64;
+/// Answered opIds remembered: more than a window of ops in flight (64).
+const ANSWERED_IDS_KEPT: usize = 256;
 
 /// Ops sent before the server's `CONNECTED` has said how many it takes in flight: a
 /// reconnect with a long queue must not send more answers' worth than a small server
@@ -201,6 +207,7 @@ impl Outbox {
             next_n: 1,
             ops: VecDeque::new(),
             dropped_ids: VecDeque::new(),
+            answered_ids: VecDeque::new(),
             stats: OutboxStats::default(),
             server_window: INITIAL_WINDOW,
             replaying_from: None,
@@ -343,6 +350,10 @@ impl Outbox {
         let idx = self.ops.iter().position(|o| o.op_id == op_id)?;
         let op = self.ops.remove(idx)?;
         self.stats.answered += 1;
+        if self.answered_ids.len() == ANSWERED_IDS_KEPT {
+            self.answered_ids.pop_front();
+        }
+        self.answered_ids.push_back(op.op_id.clone());
         self.rate_window = self
             .rate_window
             .map(|w| w + 1)
@@ -361,6 +372,13 @@ impl Outbox {
             self.stats.cascaded += cascaded.len() as u64;
         }
         Some((op, cascaded))
+    }
+
+    /// Whether the server already answered `op_id` (a later answer is a duplicate).
+    /// Ops rolled back without an answer (a dependency failed; legacy timeouts) are
+    /// not: an answer to one of those says it applied after all.
+    pub fn was_answered(&self, op_id: &str) -> bool {
+        self.answered_ids.iter().any(|a| a == op_id)
     }
 
     /// `OUT_OF_ORDER`: the server expects n; resend from there, once per gap. Every op

@@ -190,6 +190,10 @@ fn dependencies_hold_an_op_back_and_a_failure_cascades() {
         vec!["c1:2", "c1:3"]
     );
     assert!(o.is_empty());
+    // Answered: a second answer is a duplicate. Cascaded without an answer: an answer
+    // to one later means it applied after all.
+    assert!(o.was_answered("c1:1"));
+    assert!(!o.was_answered("c1:2") && !o.was_answered("c1:3"));
 }
 
 #[test]

@@ -255,6 +255,9 @@ impl Session {
                 ack,
                 at_ms: now_ms,
             });
+        } else if self.outbox.was_answered(&ack.op_id) {
+            // A second answer to an op already answered (sent twice: replayed after an
+            // OUT_OF_ORDER while the first send was on its way): nothing new.
         } else if let Some(seq) = ack.seq {
             // An answer to an op we no longer hold (a legacy op rolled back on timeout
             // that did apply): the change is on the server; its event never comes to us.
