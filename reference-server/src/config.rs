@@ -116,6 +116,10 @@ pub struct ServerConfig {
     /// power loss).
     #[arg(long, value_enum, default_value_t = d().durability)]
     pub durability: Durability,
+    /// With `--durability group`: how often the writes waiting are synced together
+    /// (their ACKs wait up to this long plus one sync).
+    #[arg(long, default_value_t = d().group_commit_ms)]
+    pub group_commit_ms: u64,
     /// Where the workspaces' logs are kept (created if missing). Not a scenario key.
     #[arg(long, default_value_os_t = d().data_dir)]
     #[serde(skip)]
@@ -166,6 +170,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             metrics_per_workspace: false,
             durability: Durability::default(),
+            group_commit_ms: 2,
             data_dir: PathBuf::from("rtsync-data"),
             compact_bytes: 64 << 20,
             accept_damage: false,

@@ -106,6 +106,12 @@ impl LogFile for FaultyFile {
         self.faults.check()?;
         self.inner.sync()
     }
+    fn try_clone(&self) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: self.inner.try_clone()?,
+            faults: self.faults.clone(),
+        }))
+    }
 }
 
 impl Disk for SimDisk {

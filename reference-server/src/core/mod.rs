@@ -63,6 +63,9 @@ pub struct Frame {
     /// The event's seq when it is a logged event (SSE writes it as `id: E:N`).
     pub seq: Option<u64>,
     pub kind: FrameKind,
+    /// Group commit: the frame may leave only once the workspace's log is synced this
+    /// far (`WorkspaceLog::appended_total`); 0 = at once. Set by the edge, never by the core.
+    pub durable_at: u64,
 }
 
 impl Frame {
@@ -72,6 +75,7 @@ impl Frame {
             text: text.into(),
             seq,
             kind: FrameKind::Other,
+            durable_at: 0,
         }
     }
 

@@ -203,6 +203,7 @@ impl Workspace {
                     text: text.into(),
                     seq: Some(seq),
                     kind: super::FrameKind::Event,
+                    durable_at: 0,
                 };
                 self.log.append(frame, at_ms);
             }
@@ -217,6 +218,7 @@ impl Workspace {
                     text: text.into(),
                     seq: None,
                     kind,
+                    durable_at: 0,
                 };
                 self.ops.record(&user, &client, n, frame);
             }

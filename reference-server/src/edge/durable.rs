@@ -105,6 +105,51 @@ pub fn create(server: &Server, id: &str) -> Result<(Workspace, Option<WorkspaceL
     Ok((ws, Some(log)))
 }
 
+/// Group commit: every `group_commit_ms`, each workspace with unsynced records is
+/// synced once — outside its lock, on a duplicated handle (on a real disk in the
+/// blocking pool) — and its frames waiting on that are released. A failed sync fails
+/// the workspace: its connections close (1011) and no frame that waited is sent.
+pub async fn group_commit_loop(server: Arc<Server>) {
+    let period = std::time::Duration::from_millis(server.cfg.group_commit_ms.max(1));
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for shard in server.shards() {
+            let job = shard.lock().log.as_ref().and_then(|l| l.sync_job());
+            let result = match job {
+                None => continue,
+                Some(Err(e)) => Err(e),
+                Some(Ok((total, written, mut file))) => {
+                    let synced = if server.cfg.disk.blocks() {
+                        tokio::task::spawn_blocking(move || file.sync())
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    } else {
+                        file.sync()
+                    };
+                    synced.map(|()| (total, written))
+                }
+            };
+            let mut s = shard.lock();
+            match result {
+                Ok((total, written)) => {
+                    if let Some(log) = s.log.as_mut() {
+                        log.mark_synced(total, written);
+                        let synced = log.synced_total();
+                        s.durable.send_replace(synced);
+                    }
+                }
+                Err(e) => {
+                    server.metrics.storage_errors_total.inc();
+                    super::log::warn_limited!(server, super::log::Kind::Storage, error = %e, "group sync failed: workspace closed");
+                    s.fail();
+                }
+            }
+        }
+    }
+}
+
 impl ShardInner {
     /// Persists what the core's last step changed, then delivers its frames. `false`:
     /// the write failed, nothing was delivered and the core is back to what the log

@@ -105,7 +105,13 @@ pub async fn post_event(
     server.metrics.mutations_total.inc();
     let shard = server.shard(&claims.ws)?;
     let now = server.now_ms();
-    let answer = {
+    let refused = || {
+        let op_id = ev.payload.get("opId").and_then(|v| v.as_str());
+        let frame = ServerMsg::Error(super::durable::unavailable(op_id.map(str::to_owned)));
+        server.metrics.errors_sent_total.inc();
+        unavailable(&frame)
+    };
+    let (answer, rx, gate) = {
         let mut s = shard.lock();
         // Without a budget one user could write thousands of times a second, each
         // fanned out to every session (`PostBudgets`).
@@ -124,13 +130,15 @@ pub async fn post_event(
         );
         if !s.commit(out, &server) {
             drop(s);
-            let op_id = ev.payload.get("opId").and_then(|v| v.as_str());
-            let frame = ServerMsg::Error(super::durable::unavailable(op_id.map(str::to_owned)));
-            server.metrics.errors_sent_total.inc();
-            return Ok(unavailable(&frame));
+            return Ok(refused());
         }
-        answer
+        (answer, s.durable_rx(), s.durable_gate())
     };
+    // Group commit: the answer waits for its sync. If the sync fails the write may or
+    // may not be on disk: the client sends it again, and a duplicate gets its answer.
+    if super::durable(rx, gate).await.is_err() {
+        return Ok(refused());
+    }
     let status = match answer.kind {
         FrameKind::Ack => StatusCode::OK,
         FrameKind::Conflict => StatusCode::CONFLICT,
@@ -258,12 +266,16 @@ pub async fn list_entities(
     Caller { claims, q }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let snap = server.shard(&claims.ws)?.lock().core.snapshot_page(
-        kind,
-        q.project_id.as_deref(),
-        q.after.as_deref(),
-        q.limit,
-    );
+    let shard = server.shard(&claims.ws)?;
+    let (snap, rx, gate) = {
+        let s = shard.lock();
+        let snap = s
+            .core
+            .snapshot_page(kind, q.project_id.as_deref(), q.after.as_deref(), q.limit);
+        (snap, s.durable_rx(), s.durable_gate())
+    };
+    // Group commit: a read shows nothing that is not yet synced.
+    super::durable(rx, gate).await?;
     Ok(Json(snap).into_response())
 }
 
@@ -275,14 +287,18 @@ pub async fn get_entity(
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
     let shard = server.shard(&claims.ws)?;
-    let s = shard.lock();
-    match s.core.entity(kind, &id) {
-        Some(e) if !e.deleted => Ok(Json(serde_json::json!({
-            "workspaceId": s.core.id(), "epoch": s.core.epoch(), "seq": s.core.head(), "entity": e,
-        }))
-        .into_response()),
-        _ => Err(ApiError::not_found(format!("no {} {id:?}", kind.plural()))),
-    }
+    let (found, rx, gate) = {
+        let s = shard.lock();
+        let found = match s.core.entity(kind, &id) {
+            Some(e) if !e.deleted => Ok(serde_json::json!({
+                "workspaceId": s.core.id(), "epoch": s.core.epoch(), "seq": s.core.head(), "entity": e,
+            })),
+            _ => Err(ApiError::not_found(format!("no {} {id:?}", kind.plural()))),
+        };
+        (found, s.durable_rx(), s.durable_gate())
+    };
+    super::durable(rx, gate).await?;
+    Ok(Json(found?).into_response())
 }
 
 /// `POST /api/analytics/performance`: the seed's `PerformanceMetrics`, validated; 202.

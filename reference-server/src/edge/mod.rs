@@ -24,7 +24,7 @@ mod ws;
 
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::core::{ConnId, Delivery, FrameKind, Workspace};
+use crate::core::{ConnId, Delivery, Frame, FrameKind, Workspace};
 use axum::Router;
 use axum::routing::{get, post};
 use metrics::Metrics;
@@ -48,6 +48,10 @@ pub struct ShardInner {
     /// Its log could not be read back after a failed write: every connection was
     /// closed, and the next `Server::shard` opens it afresh.
     failed: bool,
+    /// Group commit: how far the log is synced (`WorkspaceLog::synced_total`). Frames
+    /// carrying a larger `durable_at` wait for it in their connection's writer; HTTP
+    /// answers wait too. Replaced (old receivers see it gone) when the workspace fails.
+    durable: watch::Sender<u64>,
     outs: BTreeMap<ConnId, Outbound>,
     /// Budgets of `POST /api/events`: per session (`user` + `sessionId`), as one
     /// WebSocket connection's, and per user, as its most connections' together.
@@ -98,11 +102,16 @@ pub struct Shard {
 pub fn replay_refill(shard: Arc<Shard>, conn: ConnId) -> outbound::Refill {
     Box::new(move || {
         let mut s = shard.lock();
+        // A replay reads the log as it is now: it waits for what is not yet synced.
+        let gate = s.durable_gate();
         let frames = s
             .core
             .continue_replay(conn)
             .into_iter()
-            .map(|d| d.frame)
+            .map(|d| Frame {
+                durable_at: gate,
+                ..d.frame
+            })
             .collect();
         (frames, s.core.is_replaying(conn))
     })
@@ -116,12 +125,32 @@ impl Shard {
     }
 }
 
+/// Group commit: resolves once the log is synced through `gate` (at once for 0); an
+/// error when the workspace's storage failed meanwhile (the write may be lost).
+pub async fn durable(mut rx: watch::Receiver<u64>, gate: u64) -> Result<(), ApiError> {
+    if gate == 0 {
+        return Ok(());
+    }
+    rx.wait_for(|synced| *synced >= gate)
+        .await
+        .map(|_| ())
+        .map_err(|_| {
+            ApiError::unavailable(
+                "UNAVAILABLE",
+                "this workspace's storage failed; retry later",
+                1,
+            )
+        })
+}
+
 impl ShardInner {
     /// Pushes the core's outputs into the connections' queues. A queue that is full
     /// closes its connection (1013) and is fed nothing more.
     pub fn deliver(&mut self, out: Vec<Delivery>, metrics: &Metrics) {
         let mut slow = Vec::new();
-        for d in out {
+        let gate = self.durable_gate();
+        for mut d in out {
+            d.frame.durable_at = gate;
             if let FrameKind::Error(_) = d.frame.kind {
                 metrics.errors_sent_total.inc();
             }
@@ -156,9 +185,24 @@ impl ShardInner {
         }
     }
 
+    /// Group commit: what a frame produced now must wait for (0: nothing unsynced).
+    /// Every frame produced while the log has unsynced records waits, whether or not
+    /// it shows them (a `CONNECTED`'s seq does), which also keeps each connection's
+    /// frames in order.
+    pub fn durable_gate(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.unsynced_through())
+    }
+
+    /// The group-commit watermark, for a connection's writer or an HTTP answer.
+    pub fn durable_rx(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
     /// Closes every connection (1011): the workspace's storage failed.
     fn fail(&mut self) {
         self.failed = true;
+        // Whoever waits for a sync that will not come sees the sender gone.
+        self.durable = watch::channel(0).0;
         for o in self.outs.values() {
             o.close(outbound::CloseReason {
                 code: rtsync_protocol::close::INTERNAL,
@@ -231,6 +275,7 @@ impl Server {
     fn new_shard(&self, core: Workspace, log: Option<crate::storage::WorkspaceLog>) -> Arc<Shard> {
         Arc::new(Shard {
             inner: Mutex::new(ShardInner {
+                durable: watch::channel(log.as_ref().map_or(0, |l| l.synced_total())).0,
                 core,
                 log,
                 failed: false,
@@ -336,6 +381,8 @@ where
         }
     }
     let ticker = tokio::spawn(tick_loop(server.clone()));
+    let syncer = (server.cfg.durability == crate::storage::Durability::Group)
+        .then(|| tokio::spawn(durable::group_commit_loop(server.clone())));
     let app = router(server.clone());
     let drain = Duration::from_millis(server.cfg.drain_timeout_ms);
     let stop = stop_tx.clone();
@@ -358,6 +405,9 @@ where
     })
     .await;
     ticker.abort();
+    if let Some(s) = syncer {
+        s.abort();
+    }
     drop(stop_tx);
     Ok(())
 }

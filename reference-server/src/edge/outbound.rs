@@ -117,6 +117,10 @@ pub struct OutboundRx {
     refill: Option<Refill>,
     /// A pulled replay batch not yet handed out.
     refilled: std::collections::VecDeque<Frame>,
+    /// Group commit: the workspace's synced watermark, and a frame taken that must
+    /// wait for it (`Frame::durable_at`).
+    durable: Option<watch::Receiver<u64>>,
+    waiting: Option<(Frame, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for OutboundRx {
@@ -163,6 +167,8 @@ pub fn channel(
             shutdown,
             refill: None,
             refilled: std::collections::VecDeque::new(),
+            durable: None,
+            waiting: None,
         },
     )
 }
@@ -194,16 +200,40 @@ impl OutboundRx {
             .clone()
     }
 
-    /// A frame already queued, without waiting; `None` when nothing is queued or a
-    /// close is pending. Lets the writer put a burst into one socket write.
+    /// Group commit: frames carrying `durable_at` wait for the workspace's log to be
+    /// synced that far.
+    pub fn set_durable(&mut self, synced: watch::Receiver<u64>) {
+        self.durable = Some(synced);
+    }
+
+    /// Whether `frame` may leave now (group commit).
+    fn is_durable(&self, frame: &Frame) -> bool {
+        frame.durable_at == 0
+            || self
+                .durable
+                .as_ref()
+                .is_none_or(|d| *d.borrow() >= frame.durable_at)
+    }
+
+    /// A frame already queued, without waiting; `None` when nothing is queued, a close
+    /// is pending, or the next frame waits for a sync. Lets the writer put a burst into
+    /// one socket write.
     pub fn try_next(&mut self) -> Option<(Frame, std::time::Duration)> {
         if self.take_close().is_some() || *self.shutdown.borrow() {
             return None;
         }
-        self.take_queued()
+        let (frame, waited) = self.take_queued()?;
+        if self.is_durable(&frame) {
+            return Some((frame, waited));
+        }
+        self.waiting = Some((frame, waited));
+        None
     }
 
     fn take_queued(&mut self) -> Option<(Frame, std::time::Duration)> {
+        if let Some(w) = self.waiting.take() {
+            return Some(w);
+        }
         let (frame, at) = self.rx.try_recv().ok()?;
         self.ctl
             .queued_bytes
@@ -230,14 +260,48 @@ impl OutboundRx {
     /// queued frames unless it asked for a flush.
     pub async fn next(&mut self) -> Next {
         loop {
+            let next = self.next_queued().await;
+            let Next::Frame(frame, waited) = next else {
+                return next;
+            };
+            if self.is_durable(&frame) {
+                return Next::Frame(frame, waited);
+            }
+            let Some(mut synced) = self.durable.clone() else {
+                return Next::Frame(frame, waited);
+            };
+            // Group commit: hold it until its sync. Kept in `waiting`, not in this
+            // future, so a writer that drops `next()` for another branch of its select
+            // loses nothing (cancel safety); a close or a shutdown meanwhile wins.
+            let gate = frame.durable_at;
+            self.waiting = Some((frame, waited));
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                biased;
+                r = synced.wait_for(|s| *s >= gate) => if r.is_err() {
+                    self.waiting = None;
+                    return Next::Close(CloseReason {
+                        code: rtsync_protocol::close::INTERNAL,
+                        reason: "workspace storage failed; reconnect",
+                        flush: false,
+                    });
+                },
+                // A close asked for meanwhile (next_queued sees it first).
+                _ = self.ctl.notify.notified() => {}
+                r = shutdown.changed() => if r.is_err() {
+                    return Next::Close(going_away("server stopped"));
+                },
+            }
+        }
+    }
+
+    async fn next_queued(&mut self) -> Next {
+        loop {
             if let Some(c) = self.take_close() {
                 if c.flush
-                    && let Ok((frame, at)) = self.rx.try_recv()
+                    && let Some((frame, waited)) = self.take_queued()
                 {
-                    self.ctl
-                        .queued_bytes
-                        .fetch_sub(frame.len(), Ordering::Relaxed);
-                    return Next::Frame(frame, at.elapsed());
+                    return Next::Frame(frame, waited);
                 }
                 return Next::Close(c);
             }

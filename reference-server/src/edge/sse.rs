@@ -173,6 +173,7 @@ fn join(
         let hello = s.core.connect(conn, info, resume, now);
         s.deliver(hello, &server.metrics);
         s.note_replay(conn);
+        rx.set_durable(s.durable_rx());
     }
     rx.set_refill(super::replay_refill(shard.clone(), conn));
     Ok((shard, watched, rx))

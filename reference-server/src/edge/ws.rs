@@ -149,6 +149,7 @@ async fn session(socket: WebSocket, server: Arc<Server>, start: Start, _permit: 
         let hello = s.core.connect(conn, info, resume, now);
         s.deliver(hello, &server.metrics);
         s.note_replay(conn);
+        rx.set_durable(s.durable_rx());
     }
     rx.set_refill(super::replay_refill(shard.clone(), conn));
     let (mut sink, mut stream) = socket.split();

@@ -36,6 +36,9 @@ pub trait LogFile: Send + Debug {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything written so far durable (survives power loss).
     fn sync(&mut self) -> io::Result<()>;
+    /// Another handle on the same file, to sync it without holding this one (group
+    /// commit syncs outside the workspace's lock).
+    fn try_clone(&self) -> io::Result<Box<dyn LogFile>>;
 }
 
 /// Which disk a server writes to. `Default` is the real one.
@@ -76,6 +79,9 @@ macro_rules! disk_impl {
                 }
                 fn sync(&mut self) -> io::Result<()> {
                     self.0.sync_data()
+                }
+                fn try_clone(&self) -> io::Result<Box<dyn LogFile>> {
+                    Ok(Box::new(Appender(self.0.try_clone()?)))
                 }
             }
 

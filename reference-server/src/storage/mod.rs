@@ -33,6 +33,10 @@ pub enum Durability {
     /// Each write is handed to the OS before its ACK: survives a killed process, not
     /// power loss.
     Process,
+    /// Writes are synced together every `group_commit_ms` (one sync for all the
+    /// writes of every workspace in that window), and nothing that depends on them —
+    /// ACK, fan-out, replay, a read — leaves before: survives power loss.
+    Group,
     /// Each write is synced to disk before its ACK: survives power loss.
     #[default]
     Fsync,
@@ -43,6 +47,7 @@ impl Durability {
         match self {
             Durability::Memory => "memory",
             Durability::Process => "process",
+            Durability::Group => "group",
             Durability::Fsync => "fsync",
         }
     }
@@ -53,7 +58,7 @@ impl Durability {
             (Durability::Memory, _) => false,
             (Durability::Process, StorageFault::ProcessKill) => true,
             (Durability::Process, StorageFault::PowerLoss) => false,
-            (Durability::Fsync, _) => true,
+            (Durability::Group | Durability::Fsync, _) => true,
         }
     }
 }

@@ -58,6 +58,10 @@ pub struct WorkspaceLog {
     file: Box<dyn LogFile>,
     written_bytes: u64,
     synced_bytes: u64,
+    /// Bytes ever appended, and ever made durable, by this open log: never reset (a
+    /// compaction rewrites the file, not these), so frames can wait on them.
+    appended_total: u64,
+    synced_total: u64,
     mode: Durability,
     compact_bytes: u64,
     buf: Vec<u8>,
@@ -177,6 +181,8 @@ impl WorkspaceLog {
             file,
             written_bytes: len,
             synced_bytes: len,
+            appended_total: 0,
+            synced_total: 0,
             mode: opts.mode,
             compact_bytes: opts.compact_bytes,
             buf: Vec::new(),
@@ -215,10 +221,44 @@ impl WorkspaceLog {
             self.file.sync()?;
         }
         self.written_bytes += self.buf.len() as u64;
+        self.appended_total += self.buf.len() as u64;
         if self.mode == Durability::Fsync {
             self.synced_bytes = self.written_bytes;
+            self.synced_total = self.appended_total;
         }
         Ok(())
+    }
+
+    /// Group commit: how far frames must wait (`appended_total`), or 0 when everything
+    /// appended is synced.
+    pub fn unsynced_through(&self) -> u64 {
+        // Only group commit holds frames back: `process` promises no sync, `fsync` has
+        // synced before this is asked.
+        if self.mode == Durability::Group && self.synced_total < self.appended_total {
+            self.appended_total
+        } else {
+            0
+        }
+    }
+
+    /// Group commit: what a sync started now would make durable, and a handle to sync
+    /// with outside the lock; `None` when nothing waits.
+    pub fn sync_job(&self) -> Option<io::Result<(u64, u64, Box<dyn LogFile>)>> {
+        (self.unsynced_through() > 0).then(|| {
+            self.file
+                .try_clone()
+                .map(|f| (self.appended_total, self.written_bytes, f))
+        })
+    }
+
+    /// Group commit: a sync of `sync_job`'s handle succeeded.
+    pub fn mark_synced(&mut self, total: u64, written: u64) {
+        self.synced_total = self.synced_total.max(total);
+        self.synced_bytes = self.synced_bytes.max(written.min(self.written_bytes));
+    }
+
+    pub fn synced_total(&self) -> u64 {
+        self.synced_total
     }
 
     /// After a failed `append`: cuts the file back to where that step began, so
@@ -232,6 +272,7 @@ impl WorkspaceLog {
         if self.unsynced() {
             self.file.sync()?;
             self.synced_bytes = self.written_bytes;
+            self.synced_total = self.appended_total;
         }
         Ok(())
     }
@@ -253,6 +294,8 @@ impl WorkspaceLog {
         self.file = disk.open_append(&self.path)?;
         self.written_bytes = bytes.len() as u64;
         self.synced_bytes = self.written_bytes;
+        // The new file holds everything appended so far, synced.
+        self.synced_total = self.appended_total;
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ fn log_file(dir: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_a_restart_and_clients_resume_in_the_same_epoch() {
-    for mode in [Durability::Process, Durability::Fsync] {
+    for mode in [Durability::Process, Durability::Group, Durability::Fsync] {
         let dir = TempDir::new("restart");
         let server = durable(&dir.0, mode, false).await;
         let (epoch, seq) = write_tasks(&server, 5).await;
