@@ -16,6 +16,8 @@
 //! - [`tab`] — a virtual tab: the shell around a client `Session` (its workload, the
 //!   app around it — cache, memory, reloads — and the notes it records are submodules).
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
+//! - [`spawned`] — the reference server live mode starts: a child process it can
+//!   `kill -9` (`simulate serve-child`), or in-process for library callers.
 //! - [`proxy`] — live mode's per-group fault proxy (latency, hold, partition for real).
 //! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
 //! - [`net`] — the network a run speaks over ([`net::Net`]: turmoil or real TCP), the
@@ -55,6 +57,7 @@ pub mod run;
 pub mod scenario;
 pub mod setup;
 pub mod shards;
+pub mod spawned;
 pub mod storage;
 pub mod sweep;
 pub mod tab;

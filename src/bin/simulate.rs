@@ -375,7 +375,10 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
     // A swarm scenario's server settings are drawn per seed, like the rest.
     let sc = sc.for_seed(seed)?;
     let mut spawned = if a.spawn_server {
-        Some(rtsync_simulator::live::SpawnedServer::start(&sc)?)
+        Some(rtsync_simulator::live::SpawnedServer::start_child(
+            &sc,
+            std::env::current_exe()?,
+        )?)
     } else {
         None
     };
@@ -555,7 +558,7 @@ fn run_fidelity(
         let seed = seed.unwrap_or(sc.seed);
         run_one(&sc, &source, seed, &out.join("sim"), quiet)?;
         let sc = sc.for_seed(seed)?;
-        let mut server = SpawnedServer::start(&sc)?;
+        let mut server = SpawnedServer::start_child(&sc, std::env::current_exe()?)?;
         raise_nofile_for(&sc, false);
         let addr = server.addr;
         let mode = Mode::Live {

@@ -15,6 +15,64 @@ use crate::storage::{Durability, LogOptions, OpenError, WorkspaceLog, path_of};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Group commit: how far a workspace's log is synced, for the frames and answers that
+/// wait on it. Not a `tokio::sync::watch`: its receivers park on one of eight `Notify`s
+/// picked at random, so waiters woke in a different order each run and the simulation
+/// stopped being a function of its seed (found by comparing two runs). One `Notify`
+/// wakes in the order they came.
+#[derive(Debug, Default)]
+pub struct Watermark {
+    synced: std::sync::atomic::AtomicU64,
+    /// The workspace failed: what waits will never be synced.
+    closed: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// The workspace's storage failed while a frame or an answer waited for its sync.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageFailed;
+
+impl Watermark {
+    pub fn new(synced: u64) -> Arc<Self> {
+        let w = Watermark::default();
+        w.synced.store(synced, std::sync::atomic::Ordering::Release);
+        Arc::new(w)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn advance(&self, to: u64) {
+        self.synced
+            .fetch_max(to, std::sync::atomic::Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once synced through `gate` (at once for 0).
+    pub async fn wait(&self, gate: u64) -> Result<(), StorageFailed> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the checks, so an advance between them is not missed.
+            notified.as_mut().enable();
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(StorageFailed);
+            }
+            if self.get() >= gate {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+}
+
 /// How long a writer refused `UNAVAILABLE` is told to wait.
 pub const UNAVAILABLE_RETRY_MS: u64 = 1000;
 
@@ -120,24 +178,23 @@ pub async fn group_commit_loop(server: Arc<Server>) {
             let result = match job {
                 None => continue,
                 Some(Err(e)) => Err(e),
-                Some(Ok((total, written, mut file))) => {
-                    let synced = if server.cfg.disk.blocks() {
-                        tokio::task::spawn_blocking(move || file.sync())
+                Some(Ok(mut job)) => {
+                    if server.cfg.disk.blocks() {
+                        tokio::task::spawn_blocking(move || job.file.sync().map(|()| job))
                             .await
                             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                     } else {
-                        file.sync()
-                    };
-                    synced.map(|()| (total, written))
+                        job.file.sync().map(|()| job)
+                    }
                 }
             };
             let mut s = shard.lock();
             match result {
-                Ok((total, written)) => {
+                Ok(job) => {
                     if let Some(log) = s.log.as_mut() {
-                        log.mark_synced(total, written);
+                        log.mark_synced(&job);
                         let synced = log.synced_total();
-                        s.durable.send_replace(synced);
+                        s.durable.advance(synced);
                     }
                 }
                 Err(e) => {

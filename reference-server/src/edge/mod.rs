@@ -51,7 +51,7 @@ pub struct ShardInner {
     /// Group commit: how far the log is synced (`WorkspaceLog::synced_total`). Frames
     /// carrying a larger `durable_at` wait for it in their connection's writer; HTTP
     /// answers wait too. Replaced (old receivers see it gone) when the workspace fails.
-    durable: watch::Sender<u64>,
+    durable: Arc<durable::Watermark>,
     outs: BTreeMap<ConnId, Outbound>,
     /// Budgets of `POST /api/events`: per session (`user` + `sessionId`), as one
     /// WebSocket connection's, and per user, as its most connections' together.
@@ -127,20 +127,14 @@ impl Shard {
 
 /// Group commit: resolves once the log is synced through `gate` (at once for 0); an
 /// error when the workspace's storage failed meanwhile (the write may be lost).
-pub async fn durable(mut rx: watch::Receiver<u64>, gate: u64) -> Result<(), ApiError> {
-    if gate == 0 {
-        return Ok(());
-    }
-    rx.wait_for(|synced| *synced >= gate)
-        .await
-        .map(|_| ())
-        .map_err(|_| {
-            ApiError::unavailable(
-                "UNAVAILABLE",
-                "this workspace's storage failed; retry later",
-                1,
-            )
-        })
+pub async fn durable(synced: Arc<durable::Watermark>, gate: u64) -> Result<(), ApiError> {
+    synced.wait(gate).await.map_err(|_| {
+        ApiError::unavailable(
+            "UNAVAILABLE",
+            "this workspace's storage failed; retry later",
+            1,
+        )
+    })
 }
 
 impl ShardInner {
@@ -194,15 +188,15 @@ impl ShardInner {
     }
 
     /// The group-commit watermark, for a connection's writer or an HTTP answer.
-    pub fn durable_rx(&self) -> watch::Receiver<u64> {
-        self.durable.subscribe()
+    pub fn durable_rx(&self) -> Arc<durable::Watermark> {
+        self.durable.clone()
     }
 
     /// Closes every connection (1011): the workspace's storage failed.
     fn fail(&mut self) {
         self.failed = true;
-        // Whoever waits for a sync that will not come sees the sender gone.
-        self.durable = watch::channel(0).0;
+        // Whoever waits for a sync that will not come is told so.
+        self.durable.close();
         for o in self.outs.values() {
             o.close(outbound::CloseReason {
                 code: rtsync_protocol::close::INTERNAL,
@@ -275,7 +269,7 @@ impl Server {
     fn new_shard(&self, core: Workspace, log: Option<crate::storage::WorkspaceLog>) -> Arc<Shard> {
         Arc::new(Shard {
             inner: Mutex::new(ShardInner {
-                durable: watch::channel(log.as_ref().map_or(0, |l| l.synced_total())).0,
+                durable: durable::Watermark::new(log.as_ref().map_or(0, |l| l.synced_total())),
                 core,
                 log,
                 failed: false,

@@ -119,7 +119,7 @@ pub struct OutboundRx {
     refilled: std::collections::VecDeque<Frame>,
     /// Group commit: the workspace's synced watermark, and a frame taken that must
     /// wait for it (`Frame::durable_at`).
-    durable: Option<watch::Receiver<u64>>,
+    durable: Option<std::sync::Arc<super::durable::Watermark>>,
     waiting: Option<(Frame, std::time::Duration)>,
 }
 
@@ -202,7 +202,7 @@ impl OutboundRx {
 
     /// Group commit: frames carrying `durable_at` wait for the workspace's log to be
     /// synced that far.
-    pub fn set_durable(&mut self, synced: watch::Receiver<u64>) {
+    pub fn set_durable(&mut self, synced: std::sync::Arc<super::durable::Watermark>) {
         self.durable = Some(synced);
     }
 
@@ -212,7 +212,7 @@ impl OutboundRx {
             || self
                 .durable
                 .as_ref()
-                .is_none_or(|d| *d.borrow() >= frame.durable_at)
+                .is_none_or(|d| d.get() >= frame.durable_at)
     }
 
     /// A frame already queued, without waiting; `None` when nothing is queued, a close
@@ -267,7 +267,7 @@ impl OutboundRx {
             if self.is_durable(&frame) {
                 return Next::Frame(frame, waited);
             }
-            let Some(mut synced) = self.durable.clone() else {
+            let Some(synced) = self.durable.clone() else {
                 return Next::Frame(frame, waited);
             };
             // Group commit: hold it until its sync. Kept in `waiting`, not in this
@@ -278,7 +278,7 @@ impl OutboundRx {
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 biased;
-                r = synced.wait_for(|s| *s >= gate) => if r.is_err() {
+                r = synced.wait(gate) => if r.is_err() {
                     self.waiting = None;
                     return Next::Close(CloseReason {
                         code: rtsync_protocol::close::INTERNAL,

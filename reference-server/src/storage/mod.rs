@@ -12,7 +12,7 @@ pub mod frame;
 pub mod wal;
 
 pub use disk::{Disk, DiskHandle, LogFile, RealDisk};
-pub use wal::{LogOptions, OpenError, Recovery, WorkspaceLog, path_of};
+pub use wal::{LogOptions, OpenError, Recovery, SyncJob, WorkspaceLog, path_of};
 
 /// What an acknowledgement promises (docs/durability.md, "Modes").
 #[derive(

@@ -43,6 +43,15 @@ pub struct Recovery {
     pub damaged_bytes: u64,
 }
 
+/// A group-commit sync to run outside the workspace's lock: a handle on the log, and
+/// how far (appended bytes ever, bytes of the file) its success makes it durable.
+#[derive(Debug)]
+pub struct SyncJob {
+    total: u64,
+    written: u64,
+    pub file: Box<dyn LogFile>,
+}
+
 /// How a log is kept (from the server's config).
 #[derive(Debug, Clone, Copy)]
 pub struct LogOptions {
@@ -243,18 +252,20 @@ impl WorkspaceLog {
 
     /// Group commit: what a sync started now would make durable, and a handle to sync
     /// with outside the lock; `None` when nothing waits.
-    pub fn sync_job(&self) -> Option<io::Result<(u64, u64, Box<dyn LogFile>)>> {
+    pub fn sync_job(&self) -> Option<io::Result<SyncJob>> {
         (self.unsynced_through() > 0).then(|| {
-            self.file
-                .try_clone()
-                .map(|f| (self.appended_total, self.written_bytes, f))
+            self.file.try_clone().map(|file| SyncJob {
+                total: self.appended_total,
+                written: self.written_bytes,
+                file,
+            })
         })
     }
 
-    /// Group commit: a sync of `sync_job`'s handle succeeded.
-    pub fn mark_synced(&mut self, total: u64, written: u64) {
-        self.synced_total = self.synced_total.max(total);
-        self.synced_bytes = self.synced_bytes.max(written.min(self.written_bytes));
+    /// Group commit: a sync of `job`'s handle succeeded.
+    pub fn mark_synced(&mut self, job: &SyncJob) {
+        self.synced_total = self.synced_total.max(job.total);
+        self.synced_bytes = self.synced_bytes.max(job.written.min(self.written_bytes));
     }
 
     pub fn synced_total(&self) -> u64 {
