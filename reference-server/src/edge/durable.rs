@@ -239,6 +239,11 @@ impl ShardInner {
                 super::log::warn_limited!(server, super::log::Kind::Storage, %path, error = %e, "compaction failed");
             }
         }
+        // The file was replaced (this step in it, synced) but not reopened: reopen it
+        // before anything else is appended through a handle on the old one.
+        if self.log.as_ref().is_some_and(|l| l.is_broken()) {
+            self.reload(server);
+        }
         self.deliver(out, &server.metrics);
         true
     }
@@ -259,7 +264,10 @@ impl ShardInner {
             &core,
             &options(&server.cfg),
         ) {
-            Ok((mut fresh, log, _)) => {
+            Ok((mut fresh, mut log, _)) => {
+                if let Some(old) = self.log.as_ref() {
+                    log.carry_totals(old);
+                }
                 fresh.adopt_sessions(&mut self.core);
                 self.core = fresh;
                 self.log = Some(log);

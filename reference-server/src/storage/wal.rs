@@ -74,6 +74,8 @@ pub struct WorkspaceLog {
     mode: Durability,
     compact_bytes: u64,
     buf: Vec<u8>,
+    /// A compaction replaced the file but could not open the new one: reopen the log.
+    broken: bool,
 }
 
 /// The file of workspace `id` in `dir`: the id itself when it is short and plain, else
@@ -195,6 +197,7 @@ impl WorkspaceLog {
             mode: opts.mode,
             compact_bytes: opts.compact_bytes,
             buf: Vec::new(),
+            broken: false,
         };
         if fresh || rewrite || !restored {
             log.compact(disk, &ws).map_err(io_err)?;
@@ -250,6 +253,14 @@ impl WorkspaceLog {
         }
     }
 
+    /// After a reload (a failed write), the new open log goes on counting where `old`
+    /// stopped: frames already waiting carry `old`'s offsets, and what `old` appended
+    /// and did not sync is still in the file, to be synced by the next group sync.
+    pub fn carry_totals(&mut self, old: &WorkspaceLog) {
+        self.appended_total = old.appended_total;
+        self.synced_total = old.synced_total;
+    }
+
     /// Group commit: what a sync started now would make durable, and a handle to sync
     /// with outside the lock; `None` when nothing waits.
     pub fn sync_job(&self) -> Option<io::Result<SyncJob>> {
@@ -288,6 +299,11 @@ impl WorkspaceLog {
         Ok(())
     }
 
+    /// A compaction left this handle on a replaced file (see `compact`).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// Whether the log has grown past the compaction threshold.
     pub fn wants_compaction(&self) -> bool {
         self.written_bytes > self.compact_bytes
@@ -301,8 +317,14 @@ impl WorkspaceLog {
             let payload = serde_json::to_vec(&r).map_err(io::Error::other)?;
             frame::encode(&payload, &mut bytes);
         }
+        // An error here leaves the old file, and this handle on it, as they were.
         disk.replace(&self.path, &bytes)?;
-        self.file = disk.open_append(&self.path)?;
+        // Opened after the rename (a simulated file system's handles follow paths, not
+        // inodes). If this fails, the handle still points at the replaced file: appends
+        // through it would vanish, so the log is unusable until reopened.
+        self.file = disk
+            .open_append(&self.path)
+            .inspect_err(|_| self.broken = true)?;
         self.written_bytes = bytes.len() as u64;
         self.synced_bytes = self.written_bytes;
         // The new file holds everything appended so far, synced.
