@@ -51,29 +51,10 @@ impl Durability {
             Durability::Fsync => "fsync",
         }
     }
-
-    /// Whether an acknowledged write survives `fault`.
-    pub fn survives(self, fault: StorageFault) -> bool {
-        match (self, fault) {
-            (Durability::Memory, _) => false,
-            (Durability::Process, StorageFault::ProcessKill) => true,
-            (Durability::Process, StorageFault::PowerLoss) => false,
-            (Durability::Group | Durability::Fsync, _) => true,
-        }
-    }
 }
 
 impl std::fmt::Display for Durability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// The two ways a server stops without warning, which the modes differ on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageFault {
-    /// The process dies; what it wrote to the OS is kept.
-    ProcessKill,
-    /// The machine dies; what was not synced is lost (and may be torn).
-    PowerLoss,
 }
