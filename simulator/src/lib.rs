@@ -10,6 +10,8 @@
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`world`] — one turmoil world (server host, client hosts, faults) run to the end.
 //! - [`disk`] — the simulated server's disk (turmoil's file system) and its faults.
+//! - [`listener`] — the server's listener on turmoil; its sockets close in accept order
+//!   when the host is crashed (tokio's own drop order depends on other threads).
 //! - [`setup`] — what simulated and live runs set up alike: tab specs, tab tasks, the
 //!   line to the tabs, the recorder, the final probe.
 //! - [`auth`] — the simulated runs' secret and the tokens minted with it.
@@ -21,7 +23,7 @@
 //! - [`proxy`] — live mode's per-group fault proxy (latency, hold, partition for real).
 //! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
 //! - [`net`] — the network a run speaks over ([`net::Net`]: turmoil or real TCP), the
-//!   WebSocket/SSE/HTTP clients, turmoil's listener for axum, the simulated clock.
+//!   WebSocket/SSE/HTTP clients, the simulated clock.
 //! - [`record`] — histograms, counters and the history the checkers read.
 //! - [`check`] — the checkers (the invariants of docs/metrics.md), each anomaly explained.
 //! - [`threshold`] — k6-style thresholds.
@@ -39,6 +41,7 @@ pub mod check;
 pub mod compare;
 pub mod disk;
 pub mod fidelity;
+pub mod listener;
 
 /// The scenario catalog, embedded at build time (see build.rs).
 pub mod catalog {

@@ -1,6 +1,6 @@
 //! The network: [`Net`] (turmoil's or real TCP, chosen per run), the three client
 //! transports over it (WebSocket, SSE, plain HTTP with keep-alive), and the server's
-//! side on turmoil (its listener, a clock on simulated time). The bytes on these
+//! side on turmoil (a clock on simulated time). The bytes on these
 //! streams are the real protocol; under simulation only the network is simulated.
 
 use http_body_util::{BodyExt, Full};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use turmoil::net::{TcpListener, TcpStream};
+use turmoil::net::TcpStream;
 
 /// The simulated wall clock starts here (2026-11-18T…Z), so timestamps look real.
 pub const SIM_EPOCH_MS: u64 = 1_795_000_000_000;
@@ -157,34 +157,6 @@ pub struct SimClock {
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
         self.epoch_ms + sim_now_ms()
-    }
-}
-
-/// turmoil's listener as an `axum::serve::Listener`; `accept` retries on error as
-/// axum requires.
-pub struct SimListener(pub TcpListener);
-
-impl std::fmt::Debug for SimListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SimListener")
-    }
-}
-
-impl axum::serve::Listener for SimListener {
-    type Io = TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok(pair) => return pair,
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
     }
 }
 

@@ -4,7 +4,8 @@
 //! loop, then heal, a liveness phase and the final probe.
 
 use crate::disk::{DiskFaults, SIM_DATA_DIR, SimDisk};
-use crate::net::{Net, SERVER_PORT, SIM_EPOCH_MS, SimClock, SimListener};
+use crate::listener::{Crashing, SimListener};
+use crate::net::{Net, SERVER_PORT, SIM_EPOCH_MS, SimClock};
 use crate::record::Recorder;
 use crate::scenario::Scenario;
 use crate::setup::{
@@ -75,6 +76,9 @@ struct SimFaults<'a, 'b> {
     /// The host was crashed (power loss) and must be bounced to start.
     powered_off: bool,
     disk: &'a DiskFaults,
+    /// Set while turmoil drops the server's tasks, so its sockets close in accept order
+    /// (`listener`'s docs).
+    crashing: &'a Crashing,
 }
 
 impl Faults for SimFaults<'_, '_> {
@@ -107,11 +111,11 @@ impl Faults for SimFaults<'_, '_> {
     fn crash_server(&mut self, power_loss: bool) {
         self.server_up.send_replace(false);
         if power_loss {
-            self.sim.crash("server");
+            self.crashing.during(|| self.sim.crash("server"));
             self.powered_off = true;
         } else {
             // The process restarts at once and waits, not listening, until started.
-            self.sim.bounce("server");
+            self.crashing.during(|| self.sim.bounce("server"));
         }
     }
     fn set_disk(&mut self, full: bool, error_rate: f64) {
@@ -142,7 +146,16 @@ pub fn run_world(
     let tabs_total = specs.len();
     let (server_up, up_rx) = watch::channel(true);
     let disk = DiskFaults::new(root.next_u64());
-    let mut sim = build_sim(sc, &mut root, shard, tabs_total, up_rx, disk.clone());
+    let crashing = Crashing::default();
+    let mut sim = build_sim(
+        sc,
+        &mut root,
+        shard,
+        tabs_total,
+        up_rx,
+        disk.clone(),
+        &crashing,
+    );
     let (finish_tx, finish_rx) = watch::channel(false);
     let (controls, groups) = add_clients(&mut sim, sc, specs, workspaces, &rec, &finish_rx);
     let mut world = SimFaults {
@@ -152,6 +165,7 @@ pub fn run_world(
         server_up: &server_up,
         powered_off: false,
         disk: &disk,
+        crashing: &crashing,
     };
     let load = drive(&mut world, sc, &controls, &rec, &finish_tx, progress)?;
     let simulated_s = sim.elapsed().as_secs_f64();
@@ -188,6 +202,7 @@ fn build_sim<'a>(
     tabs_total: usize,
     server_up: watch::Receiver<bool>,
     disk: Arc<DiskFaults>,
+    crashing: &Crashing,
 ) -> turmoil::Sim<'a> {
     let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let mut builder = turmoil::Builder::new();
@@ -209,10 +224,12 @@ fn build_sim<'a>(
     let mut cfg = sc.server.config.clone();
     cfg.disk = rtsync_server::storage::DiskHandle(Arc::new(SimDisk(disk.clone())));
     cfg.data_dir = SIM_DATA_DIR.into();
+    let crashing = crashing.clone();
     sim.host("server", move || {
         let cfg = cfg.clone();
         let mut up = server_up.clone();
         let disk = disk.clone();
+        let crashing = crashing.clone();
         async move {
             // A killed process stays down until the timeline starts it.
             up.wait_for(|up| *up).await?;
@@ -221,7 +238,13 @@ fn build_sim<'a>(
             let clock = Arc::new(SimClock {
                 epoch_ms: SIM_EPOCH_MS,
             });
-            rtsync_server::serve(SimListener(listener), cfg, clock, std::future::pending()).await?;
+            rtsync_server::serve(
+                SimListener::new(listener, crashing.clone()),
+                cfg,
+                clock,
+                std::future::pending(),
+            )
+            .await?;
             Ok(())
         }
     });

@@ -3,7 +3,7 @@
 //!
 //! - [`disk`] — the file operations behind a trait: the real file system, or turmoil's
 //!   simulated one (`disk_impl!`), through the same code.
-//! - [`frame`] — the file format: length- and checksum-framed records; the scan that
+//! - [`frame`] — the file format: length- and checksum-framed entries, one per step; the scan that
 //!   tells a torn tail from damage.
 //! - [`wal`] — one workspace's log: open and replay, append, sync, compact.
 

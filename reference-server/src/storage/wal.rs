@@ -126,23 +126,29 @@ impl WorkspaceLog {
         let mut rec = Recovery::default();
         let mut core: Option<Workspace> = None;
         let mut restored = false;
-        for (offset, payload) in &scan.records {
+        for (offset, payload) in &scan.entries {
             let bad = |why: String| OpenError::BadRecord {
                 path: path.to_owned(),
                 offset: *offset,
                 why,
             };
-            let r: Record = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
-            let ws = core.get_or_insert_with(|| {
-                let id = match &r {
-                    Record::Epoch { workspace, .. } => workspace.clone(),
-                    _ => id_if_new.unwrap_or_default().to_owned(),
-                };
-                Workspace::new(id, new_epoch, cfg.clone())
-            });
-            ws.restore(r, &mut restored)
-                .map_err(|e| bad(e.to_string()))?;
-            rec.records += 1;
+            let step: Vec<Record> = if scan.format == 1 {
+                vec![serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?]
+            } else {
+                serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?
+            };
+            for r in step {
+                let ws = core.get_or_insert_with(|| {
+                    let id = match &r {
+                        Record::Epoch { workspace, .. } => workspace.clone(),
+                        _ => id_if_new.unwrap_or_default().to_owned(),
+                    };
+                    Workspace::new(id, new_epoch, cfg.clone())
+                });
+                ws.restore(r, &mut restored)
+                    .map_err(|e| bad(e.to_string()))?;
+                rec.records += 1;
+            }
         }
         let mut rewrite = false;
         match &scan.end {
@@ -199,7 +205,8 @@ impl WorkspaceLog {
             buf: Vec::new(),
             broken: false,
         };
-        if fresh || rewrite || !restored {
+        // A format 01 file is rewritten in 02 before anything is appended to it.
+        if fresh || rewrite || !restored || scan.format == 1 {
             log.compact(disk, &ws).map_err(io_err)?;
         }
         Ok((ws, log, rec))
@@ -217,17 +224,16 @@ impl WorkspaceLog {
         self.synced_bytes < self.written_bytes
     }
 
-    /// Writes one step's records in a single write, and syncs when the mode says so.
-    /// On an error the caller must not let the step's frames leave.
+    /// Writes one step's records as one entry (a crash keeps all of them or none), and
+    /// syncs when the mode says so. On an error the caller must not let the step's
+    /// frames leave.
     pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         self.buf.clear();
-        for r in records {
-            let payload = serde_json::to_vec(r).map_err(io::Error::other)?;
-            frame::encode(&payload, &mut self.buf);
-        }
+        let payload = serde_json::to_vec(records).map_err(io::Error::other)?;
+        frame::encode(&payload, &mut self.buf);
         self.file.append(&self.buf)?;
         if self.mode == Durability::Fsync {
             self.file.sync()?;
@@ -313,8 +319,10 @@ impl WorkspaceLog {
     /// replay stay bounded by the state, not by its history. The new file is synced.
     pub fn compact(&mut self, disk: &dyn Disk, ws: &Workspace) -> io::Result<()> {
         let mut bytes = MAGIC.to_vec();
+        // One record per entry: the file is whole before it replaces the old one, so
+        // nothing needs them together, and no entry grows with the workspace.
         for r in ws.snapshot_records() {
-            let payload = serde_json::to_vec(&r).map_err(io::Error::other)?;
+            let payload = serde_json::to_vec(&[r]).map_err(io::Error::other)?;
             frame::encode(&payload, &mut bytes);
         }
         // An error here leaves the old file, and this handle on it, as they were.
