@@ -31,6 +31,8 @@
 //! - [`report`] — verdicts, the console summary and `summary.json`.
 //! - [`hgrm`] — `.hgrm` percentile distributions and `.hlog` interval logs.
 //! - [`html`] — the self-contained HTML report (plotters SVG charts) and the index page.
+//! - [`conformance`] — `simulate conformance`: numbered protocol cases against any
+//!   server, each PASS, FAIL (with the frames) or NOT IMPLEMENTED (docs/conformance.md).
 //! - [`compare`] — `simulate compare`: change per metric against a noise band.
 //! - [`fidelity`] — `simulate fidelity`: simulated and live percentiles side by side.
 //! - [`metrics`] — metric and invariant names.
@@ -39,6 +41,7 @@
 pub mod auth;
 pub mod check;
 pub mod compare;
+pub mod conformance;
 pub mod disk;
 pub mod fidelity;
 pub mod listener;

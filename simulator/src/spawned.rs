@@ -52,7 +52,16 @@ impl SpawnedServer {
     }
 
     fn new(sc: &Scenario, exe: Option<std::path::PathBuf>) -> Result<Self, RunError> {
-        let mut cfg = sc.server.config.clone();
+        Self::with_config(sc.server.config.clone(), exe)
+    }
+
+    /// With this configuration (its secret: the simulations' one), as a child process of
+    /// `exe` or, with `None`, in-process.
+    pub fn with_config(
+        mut cfg: rtsync_server::ServerConfig,
+        exe: Option<std::path::PathBuf>,
+    ) -> Result<Self, RunError> {
+        cfg.jwt_secret = crate::auth::SECRET.to_vec();
         // Its logs live as long as this run: a directory of its own, removed on drop.
         cfg.data_dir = std::env::temp_dir().join(format!(
             "rtsync-live-{}-{}",

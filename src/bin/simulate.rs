@@ -92,6 +92,42 @@ struct LiveArgs {
     quiet: bool,
 }
 
+/// `simulate conformance`.
+#[derive(clap::Args, Debug)]
+struct ConformanceArgs {
+    /// The server to test, as HOST:PORT.
+    #[arg(long, conflicts_with = "spawn_server", required_unless_present_any = ["spawn_server", "list"])]
+    target: Option<String>,
+    /// Test the reference server, started here on 127.0.0.1 (a 1 s heartbeat and
+    /// presence grace, so every case runs).
+    #[arg(long)]
+    spawn_server: bool,
+    /// The HS256 secret the target checks tokens with (the cases mint their own).
+    #[arg(
+        long,
+        env = "RTSYNC_JWT_SECRET",
+        default_value = "rtsync-simulation-secret",
+        hide_env_values = true
+    )]
+    jwt_secret: String,
+    /// Which cases run: `all`, `minimum` (what `simulate live` needs), or case ids and
+    /// areas, comma-separated (`1,3.2,7`).
+    #[arg(long, default_value = "all")]
+    cases: String,
+    /// Which cases must pass for exit 0 (same syntax).
+    #[arg(long, default_value = "minimum")]
+    required: String,
+    /// `conformance.json` and `conformance.html` go here.
+    #[arg(long, default_value = "reports/conformance")]
+    out: PathBuf,
+    /// List the cases and exit.
+    #[arg(long)]
+    list: bool,
+    /// No line per case while running.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run scenarios over a range of seeds (A..B) on parallel threads and list the
@@ -160,6 +196,10 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the protocol's numbered conformance cases against a server, one by one, and
+    /// say which it gets right: PASS, FAIL (with the frames exchanged) or NOT IMPLEMENTED
+    /// (docs/conformance.md). Exit 100 when a required case does not pass.
+    Conformance(ConformanceArgs),
     /// List the scenarios in a folder (default: scenarios/), or the metrics.
     List {
         #[arg(default_value = "scenarios")]
@@ -299,6 +339,7 @@ fn real_main() -> anyhow::Result<i32> {
     match cli.cmd {
         Some(Cmd::List { dir, metrics }) => run_list(dir, metrics),
         Some(Cmd::Live(args)) => run_live(args),
+        Some(Cmd::Conformance(args)) => run_conformance(args),
         Some(Cmd::ServeChild { listen, data_dir }) => {
             rtsync_simulator::live::serve_child(listen, data_dir)?;
             Ok(0)
@@ -362,6 +403,71 @@ fn run_list(dir: PathBuf, metrics: bool) -> anyhow::Result<i32> {
     Ok(EXIT_PASS)
 }
 
+/// `simulate conformance`.
+fn run_conformance(a: ConformanceArgs) -> anyhow::Result<i32> {
+    use rtsync_simulator::conformance::{self, Selection, Verdict, cases, report};
+    let selection = Selection::parse(&a.cases).map_err(|e| anyhow::anyhow!("--cases: {e}"))?;
+    let required = Selection::parse(&a.required).map_err(|e| anyhow::anyhow!("--required: {e}"))?;
+    if a.list {
+        let mut out = std::io::stdout().lock();
+        for c in cases::all() {
+            let min = if c.minimum { "minimum" } else { "" };
+            writeln!(out, "{:<5} {:<8} {}", c.id, min, c.title)?;
+        }
+        return Ok(EXIT_PASS);
+    }
+    let (spawned, addr, secret) = if a.spawn_server {
+        let s = rtsync_simulator::live::SpawnedServer::with_config(
+            conformance::reference_config(),
+            Some(std::env::current_exe()?),
+        )?;
+        let addr = s.addr.to_string();
+        (Some(s), addr, rtsync_simulator::auth::SECRET.to_vec())
+    } else {
+        let t = a
+            .target
+            .clone()
+            .context("--target HOST:PORT or --spawn-server")?;
+        (None, t, a.jwt_secret.into_bytes())
+    };
+    say!("  conformance: {addr}");
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let quiet = a.quiet;
+    let results = rt.block_on(conformance::run(&addr, &secret, &tag, &selection, |r| {
+        if !quiet {
+            eprintln!("  {:<5} {:<16} {}", r.id, r.verdict.label(), r.title);
+        }
+    }));
+    drop(spawned);
+    let all = cases::all();
+    let must: Vec<bool> = results
+        .iter()
+        .map(|r| all.iter().any(|c| c.id == r.id && required.contains(c)))
+        .collect();
+    print!("{}", report::console(&results, &must));
+    report::write(&a.out, &addr, &results, &must)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    say!("  report: {}", a.out.join("conformance.html").display());
+    let broken = results
+        .iter()
+        .zip(&must)
+        .any(|(r, m)| *m && r.verdict != Verdict::Pass);
+    Ok(if broken {
+        rtsync_simulator::report::EXIT_INVARIANT
+    } else {
+        EXIT_PASS
+    })
+}
+
 /// `simulate live`: against `--target`, or a reference server spawned here.
 fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
     let sc = match Scenario::load(&a.scenario) {
@@ -395,6 +501,21 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
             anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
         }
     };
+    if spawned.is_none() {
+        // A target missing part of the minimum gives a pile of symptoms, not a verdict:
+        // say what is missing instead (docs/conformance.md).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let secret = rtsync_simulator::auth::SECRET;
+        if let Err(why) = rt.block_on(rtsync_simulator::conformance::precheck(
+            &addr.to_string(),
+            secret,
+        )) {
+            eprintln!("{why}");
+            return Ok(EXIT_INVALID);
+        }
+    }
     raise_nofile_for(&sc, a.direct);
     say!("  live: {} tabs against {addr}", sc.tabs());
     let r = run_in(
