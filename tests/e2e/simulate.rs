@@ -150,3 +150,36 @@ fn the_cli_exits_104_on_an_invalid_scenario_and_prints_a_replay_line_on_failure(
     assert!(dir.join("failing/summary.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `simulate conformance --spawn-server`: every case passes against the reference
+/// server (a child `simulate serve-child`), the summary is printed per area, both
+/// report files are written; a case list that names no case is refused with a message.
+#[test]
+fn conformance_against_the_spawned_reference_server_passes_every_case() {
+    let dir = TempDir::new("conformance");
+    let out = dir.path().join("out");
+    let (code, text) = simulate(&[
+        "conformance",
+        "--spawn-server",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let cases = rtsync_simulator::conformance::cases::all().len();
+    assert!(
+        text.contains(&format!("{cases} cases: {cases} pass")),
+        "{text}"
+    );
+    assert!(text.contains("7 Resume"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("conformance.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["totals"]["pass"], cases as u64);
+    let html = std::fs::read_to_string(out.join("conformance.html")).unwrap();
+    assert!(html.contains("<details") && html.contains("CONNECTED"));
+
+    let (code, text) = simulate(&["conformance", "--spawn-server", "--cases", "3.9,42"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("no case or area \"3.9\""), "{text}");
+}

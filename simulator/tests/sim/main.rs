@@ -562,6 +562,8 @@ kind = "server_restart"
     );
 }
 
+mod conformance_run;
+mod partial;
 mod regressions;
 
 #[test]
