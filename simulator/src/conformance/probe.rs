@@ -289,6 +289,28 @@ impl Ws {
         .await
     }
 
+    /// Creates task `t{n}` as op `{client}:{n}` (title `task t{n}`); its answer.
+    pub async fn create_task(&mut self, client: &str, n: u64) -> Result<Value, Verdict> {
+        let (op, id) = (format!("{client}:{n}"), format!("t{n}"));
+        let title = serde_json::json!({"title": format!("task {id}")});
+        self.send(&super::mutation("TASK_CREATED", &op, &id, 0, title))
+            .await;
+        self.answer(&op).await
+    }
+
+    /// As [`Ws::create_task`], answered by an `ACK` naming its epoch and seq: those.
+    pub async fn create_acked(&mut self, client: &str, n: u64) -> Result<(u64, u64), Verdict> {
+        let ack = self.create_task(client, n).await?;
+        let p = &ack["payload"];
+        match (kind(&ack), p["epoch"].as_u64(), p["seq"].as_u64()) {
+            ("ACK", Some(epoch), Some(seq)) => Ok((epoch, seq)),
+            _ => Err(fail(
+                format!("an ACK to {client}:{n} with epoch and seq"),
+                ack.to_string(),
+            )),
+        }
+    }
+
     /// The logged event that carries entity `id`, skipping everything else.
     pub async fn event_for(&mut self, id: &str) -> Result<Value, Verdict> {
         let what = format!("a REALTIME_EVENT for {id} on {}", self.name);

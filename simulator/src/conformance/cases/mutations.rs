@@ -53,23 +53,6 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// Sends a create of `id` as `op` and returns the answer.
-async fn create(
-    ws: &mut crate::conformance::probe::Ws,
-    op: &str,
-    id: &str,
-) -> Result<Value, crate::conformance::Verdict> {
-    ws.send(&mutation(
-        "TASK_CREATED",
-        op,
-        id,
-        0,
-        json!({"title": format!("task {id}")}),
-    ))
-    .await;
-    ws.answer(op).await
-}
-
 /// The answer must be an `ERROR` with `code`.
 fn is_error(answer: &Value, code: &str) -> Outcome {
     expect(
@@ -81,7 +64,7 @@ fn is_error(answer: &Value, code: &str) -> Outcome {
 
 async fn create_acked(cx: &mut Ctx) -> Outcome {
     let (mut ws, _) = cx.join("alice", "a").await?;
-    let ack = create(&mut ws, "a:1", "t1").await?;
+    let ack = ws.create_task("a", 1).await?;
     let p = &ack["payload"];
     expect(kind(&ack) == "ACK", "ACK", ack.to_string())?;
     expect(
@@ -96,7 +79,7 @@ async fn create_acked(cx: &mut Ctx) -> Outcome {
 async fn repeat_is_idempotent(cx: &mut Ctx) -> Outcome {
     let (mut ws, _) = cx.join("alice", "a").await?;
     let (mut bob, _) = cx.join("bob", "b").await?;
-    let first = create(&mut ws, "a:1", "t1").await?;
+    let first = ws.create_task("a", 1).await?;
     bob.event_for("t1").await?;
     ws.send(&mutation(
         "TASK_CREATED",
@@ -126,8 +109,8 @@ async fn repeat_is_idempotent(cx: &mut Ctx) -> Outcome {
 
 async fn gap_out_of_order(cx: &mut Ctx) -> Outcome {
     let (mut ws, _) = cx.join("alice", "a").await?;
-    create(&mut ws, "a:1", "t1").await?;
-    let answer = create(&mut ws, "a:3", "t3").await?;
+    ws.create_task("a", 1).await?;
+    let answer = ws.create_task("a", 3).await?;
     is_error(&answer, "OUT_OF_ORDER")?;
     expect(
         answer["payload"]["expectedN"] == 2,
@@ -166,7 +149,7 @@ async fn reserved_field(cx: &mut Ctx) -> Outcome {
     .await;
     is_error(&ws.answer("a:1").await?, "INVALID_PAYLOAD")?;
     // n = 1 was consumed: n = 2 is the next in order.
-    let next = create(&mut ws, "a:2", "t2").await?;
+    let next = ws.create_task("a", 2).await?;
     expect(
         kind(&next) == "ACK",
         "ACK to a:2 (the invalid a:1 consumed its number)",
@@ -178,7 +161,7 @@ async fn reserved_field(cx: &mut Ctx) -> Outcome {
 
 async fn base_ahead(cx: &mut Ctx) -> Outcome {
     let (mut ws, _) = cx.join("alice", "a").await?;
-    create(&mut ws, "a:1", "t1").await?;
+    ws.create_task("a", 1).await?;
     ws.send(&mutation(
         "TASK_UPDATED",
         "a:2",
@@ -195,7 +178,7 @@ async fn base_ahead(cx: &mut Ctx) -> Outcome {
 async fn delete_tombstone(cx: &mut Ctx) -> Outcome {
     let (mut ws, _) = cx.join("alice", "a").await?;
     let (mut bob, _) = cx.join("bob", "b").await?;
-    create(&mut ws, "a:1", "t1").await?;
+    ws.create_task("a", 1).await?;
     bob.event_for("t1").await?;
     ws.send(&mutation("TASK_DELETED", "a:2", "t1", 1, json!({})))
         .await;

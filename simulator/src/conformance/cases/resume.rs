@@ -4,7 +4,7 @@ use super::case;
 use crate::conformance::probe::{
     QUIET_WAIT, REPLY_WAIT, Refused, Ws, error_code, expect, fail, kind,
 };
-use crate::conformance::{Case, Ctx, Outcome, Verdict, mutation, not_implemented};
+use crate::conformance::{Case, Ctx, Outcome, Verdict, not_implemented};
 use serde_json::{Value, json};
 
 pub fn cases() -> Vec<Case> {
@@ -56,21 +56,8 @@ fn position(connected: &Value) -> Result<(u64, u64), Verdict> {
 /// Creates t1..=tn as client `a` (ops a:1..=a:n); the seqs their ACKs name.
 async fn write(ws: &mut Ws, n: usize) -> Result<Vec<u64>, Verdict> {
     let mut seqs = Vec::new();
-    for i in 1..=n {
-        let (op, id) = (format!("a:{i}"), format!("t{i}"));
-        ws.send(&mutation(
-            "TASK_CREATED",
-            &op,
-            &id,
-            0,
-            json!({"title": "x"}),
-        ))
-        .await;
-        let ack = ws.answer(&op).await?;
-        match ack["payload"]["seq"].as_u64() {
-            Some(s) if kind(&ack) == "ACK" => seqs.push(s),
-            _ => return Err(fail(format!("ACK with a seq to {op}"), ack.to_string())),
-        }
+    for i in 1..=n as u64 {
+        seqs.push(ws.create_acked("a", i).await?.1);
     }
     Ok(seqs)
 }

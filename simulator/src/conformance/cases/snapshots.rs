@@ -2,9 +2,9 @@
 
 use super::case;
 use super::sse::absent;
-use crate::conformance::probe::{expect, fail, kind};
-use crate::conformance::{Case, Ctx, Outcome, Verdict, mutation};
-use serde_json::{Value, json};
+use crate::conformance::probe::{expect, fail};
+use crate::conformance::{Case, Ctx, Outcome, Verdict};
+use serde_json::Value;
 
 /// 12.3 gives up on a walk longer than this (five tasks in pages of two take three): a
 /// `next` that never ends would otherwise loop until the case's bound.
@@ -39,19 +39,8 @@ pub fn cases() -> Vec<Case> {
 async fn create_tasks(cx: &Ctx, n: u32) -> Result<u64, Verdict> {
     let (mut ws, _) = cx.join("alice", "a").await?;
     let mut seq = 0;
-    for i in 1..=n {
-        let (op, id) = (format!("a:{i}"), format!("t{i}"));
-        ws.send(&mutation(
-            "TASK_CREATED",
-            &op,
-            &id,
-            0,
-            json!({"title": format!("task {id}")}),
-        ))
-        .await;
-        let ack = ws.answer(&op).await?;
-        expect(kind(&ack) == "ACK", format!("ACK to {op}"), ack.to_string())?;
-        seq = ack["payload"]["seq"].as_u64().unwrap_or(0);
+    for i in 1..=u64::from(n) {
+        seq = ws.create_acked("a", i).await?.1;
     }
     ws.close().await;
     Ok(seq)

@@ -76,24 +76,7 @@ async fn subscribe(
 
 /// Creates `t{n}` as op `a:n` on `ws`: the `(epoch, seq)` its ACK names.
 async fn create(ws: &mut Ws, n: u32) -> Result<(u64, u64), Verdict> {
-    let (op, id) = (format!("a:{n}"), format!("t{n}"));
-    ws.send(&mutation(
-        "TASK_CREATED",
-        &op,
-        &id,
-        0,
-        json!({"title": format!("task {id}")}),
-    ))
-    .await;
-    let ack = ws.answer(&op).await?;
-    let p = &ack["payload"];
-    match (kind(&ack), p["epoch"].as_u64(), p["seq"].as_u64()) {
-        ("ACK", Some(epoch), Some(seq)) => Ok((epoch, seq)),
-        _ => Err(fail(
-            format!("an ACK to {op} with epoch and seq"),
-            ack.to_string(),
-        )),
-    }
+    ws.create_acked("a", u64::from(n)).await
 }
 
 /// Picks the logged event for entity `id`.
