@@ -287,7 +287,7 @@ pub async fn run(
             ws: format!("conf-{run_tag}-{}", case.id.replace('.', "-")),
             log: Transcript::new(),
         };
-        let started = std::time::Instant::now();
+        let started = std::time::Instant::now(); // wall clock: real servers only
         let verdict = match tokio::time::timeout(CASE_BOUND, (case.run)(&mut cx)).await {
             Ok(Ok(())) => Verdict::Pass,
             Ok(Err(v)) => v,

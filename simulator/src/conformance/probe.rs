@@ -1,6 +1,9 @@
 //! What a case talks to the target with: WebSocket, SSE and plain HTTP over real TCP,
 //! every frame written into the case's transcript, every wait bounded.
 //!
+//! Conformance runs only against real servers over real TCP, never inside the
+//! simulation, so the wall clock here (transcript times, waits) is the right clock.
+//!
 //! Frames are handled as JSON values, not the protocol crate's types: a server that gets
 //! a field wrong should fail the case that checks that field, not every case that reads
 //! the frame.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -60,9 +60,14 @@ async fn connection(mut tcp: tokio::net::TcpStream, id: u64, rooms: Rooms) {
     let n = tcp.peek(&mut head).await.unwrap_or(0);
     let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
     if !head.contains("upgrade: websocket") {
+        // Read what was peeked first: a socket closed with unread bytes sends a reset,
+        // which could reach the client before the 404.
+        let mut request = vec![0u8; n];
+        let _ = tcp.read_exact(&mut request).await;
         let _ = tcp
             .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             .await;
+        let _ = tcp.shutdown().await;
         return;
     }
     let who: Arc<Mutex<Option<(String, String, String)>>> = Arc::default();
@@ -71,6 +76,7 @@ async fn connection(mut tcp: tokio::net::TcpStream, id: u64, rooms: Rooms) {
     #[allow(clippy::result_large_err)]
     let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let uri = req.uri().to_string();
+        // A real server over real TCP: the wall clock is its clock.
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
