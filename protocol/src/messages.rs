@@ -214,6 +214,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// The server failed internally.
     pub const INTERNAL: u16 = 1011;
+    /// Several nodes: this node no longer serves the workspace (its owner moved or is
+    /// unreachable); reconnect to any node and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Slow consumer: the outbound queue filled; reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Nothing received within the heartbeat timeout (a half-open connection).

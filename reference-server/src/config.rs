@@ -133,6 +133,10 @@ pub struct ServerConfig {
     /// reload). Without it such a start is refused, naming the file and the byte.
     #[arg(long)]
     pub accept_damage: bool,
+    /// Several nodes sharing workspaces through Redis (docs/cluster.md).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cluster: crate::cluster::ClusterConfig,
     /// The file system the logs are on: the real one, or the simulator's.
     #[arg(skip)]
     #[serde(skip)]
@@ -175,6 +179,7 @@ impl Default for ServerConfig {
             compact_bytes: 64 << 20,
             accept_damage: false,
             disk: DiskHandle::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
             epoch: None,
         }
     }
@@ -228,6 +233,7 @@ impl ServerConfig {
         if self.header_read_timeout_ms == 0 {
             return Err("header_read_timeout_ms must be greater than 0".into());
         }
+        self.cluster.validate()?;
         if self.tick_ms == 0 {
             return Err("tick_ms must be greater than 0".into());
         }

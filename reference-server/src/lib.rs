@@ -9,9 +9,13 @@
 //! - [`config`] — every bound and policy with its default; [`fdlimit`] — the
 //!   open-file limit against the connection limits, checked at start.
 //! - [`storage`] — the durable log of each workspace (on a real or simulated disk).
+//! - [`cluster`] — several nodes over Redis: the backplane (leases with fencing tokens,
+//!   workspace streams) and the owner's unconfirmed steps; the edge's side is
+//!   `edge/owner.rs` (ownership, flusher, renewals) and `edge/proxy.rs`.
 //! - [`clock`] — real or simulated "now".
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod edge;

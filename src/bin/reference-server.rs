@@ -188,7 +188,24 @@ fn main() -> anyhow::Result<()> {
                     out,
                     "rtsync reference-server listening on http://{addr} (WebSocket: ws://{addr}/ws)"
                 );
+                let mut config = config;
+                if let Some(redis) = &config.cluster.redis {
+                    // Other nodes reach this one where it listens, unless told otherwise.
+                    let node = config
+                        .cluster
+                        .advertise
+                        .get_or_insert_with(|| addr.to_string());
+                    let _ = writeln!(
+                        out,
+                        "cluster: node {node}, workspaces shared through {redis} (lease {} ms)",
+                        config.cluster.lease_ms
+                    );
+                }
                 let _ = match config.durability {
+                    _ if config.cluster.redis.is_some() => writeln!(
+                        out,
+                        "durability: the Redis streams (as durable as that Redis's persistence)"
+                    ),
                     rtsync_server::storage::Durability::Memory => {
                         writeln!(out, "durability: memory (nothing is kept across a restart)")
                     }

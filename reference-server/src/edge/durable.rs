@@ -213,6 +213,16 @@ impl ShardInner {
     /// holds; the caller answers the writer `UNAVAILABLE`.
     pub fn commit(&mut self, out: Vec<Delivery>, server: &Server) -> bool {
         let records = self.core.take_journal();
+        // Several nodes: the step goes to the workspace's Redis stream; its frames wait
+        // (`durable_at`) until Redis confirms it (edge/owner.rs).
+        if let Some(stream) = self.stream.as_mut()
+            && !records.is_empty()
+        {
+            stream.append(&records);
+            if let Some(c) = &server.cluster {
+                c.wake();
+            }
+        }
         if let Some(log) = self.log.as_mut()
             && !records.is_empty()
         {

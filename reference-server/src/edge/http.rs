@@ -72,6 +72,8 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 pub struct Caller {
     claims: Claims,
     q: AuthQuery,
+    /// This request's path and query: where a 307 sends it on another node.
+    pq: String,
 }
 
 impl FromRequestParts<Arc<Server>> for Caller {
@@ -82,7 +84,11 @@ impl FromRequestParts<Arc<Server>> for Caller {
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
         let claims = authenticate(server, q.token.as_deref(), &parts.headers, None)?;
-        Ok(Caller { claims, q })
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        Ok(Caller { claims, q, pq })
     }
 }
 
@@ -91,7 +97,7 @@ impl FromRequestParts<Arc<Server>> for Caller {
 /// the frame a WebSocket client would get: `ACK` 200, `CONFLICT_DETECTED` 409, `ERROR` 4xx.
 pub async fn post_event(
     State(server): State<Arc<Server>>,
-    Caller { claims, q }: Caller,
+    Caller { claims, q, pq }: Caller,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let ev = mutation_of(&body(raw)?)?;
@@ -103,7 +109,7 @@ pub async fn post_event(
     }
     server.metrics.messages_in_total.inc();
     server.metrics.mutations_total.inc();
-    let shard = server.shard(&claims.ws)?;
+    let shard = server.local_shard(&claims.ws, &pq).await?;
     let now = server.now_ms();
     let refused = || {
         let op_id = ev.payload.get("opId").and_then(|v| v.as_str());
@@ -263,10 +269,10 @@ fn kind_of(plural: &str) -> Result<EntityKind, ApiError> {
 pub async fn list_entities(
     State(server): State<Arc<Server>>,
     Path(kind): Path<String>,
-    Caller { claims, q }: Caller,
+    Caller { claims, q, pq }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let shard = server.shard(&claims.ws)?;
+    let shard = server.local_shard(&claims.ws, &pq).await?;
     let (snap, rx, gate) = {
         let s = shard.lock();
         let snap = s
@@ -283,10 +289,10 @@ pub async fn list_entities(
 pub async fn get_entity(
     State(server): State<Arc<Server>>,
     Path((kind, id)): Path<(String, String)>,
-    Caller { claims, .. }: Caller,
+    Caller { claims, pq, .. }: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let shard = server.shard(&claims.ws)?;
+    let shard = server.local_shard(&claims.ws, &pq).await?;
     let (found, rx, gate) = {
         let s = shard.lock();
         let found = match s.core.entity(kind, &id) {

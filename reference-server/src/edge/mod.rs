@@ -19,6 +19,8 @@ mod listen;
 mod log;
 pub mod metrics;
 pub mod outbound;
+mod owner;
+mod proxy;
 mod sse;
 mod ws;
 
@@ -38,6 +40,7 @@ use tokio::sync::{Notify, watch};
 
 pub use error::ApiError;
 pub use listen::{Abort, Tcp, tcp};
+pub use owner::{Cluster, Route};
 
 /// One workspace: its core and the outbound queues of its connections.
 #[derive(Debug)]
@@ -45,6 +48,9 @@ pub struct ShardInner {
     pub core: Workspace,
     /// The workspace's durable log (`None`: durability `memory`).
     log: Option<crate::storage::WorkspaceLog>,
+    /// Several nodes: this node owns the workspace, and these are its steps on their
+    /// way to its Redis stream (`None`: not clustered, or stepped down).
+    stream: Option<crate::cluster::StreamLog>,
     /// Its log could not be read back after a failed write: every connection was
     /// closed, and the next `Server::shard` opens it afresh.
     failed: bool,
@@ -184,7 +190,8 @@ impl ShardInner {
     /// it shows them (a `CONNECTED`'s seq does), which also keeps each connection's
     /// frames in order.
     pub fn durable_gate(&self) -> u64 {
-        self.log.as_ref().map_or(0, |l| l.unsynced_through())
+        let file = self.log.as_ref().map_or(0, |l| l.unsynced_through());
+        file.max(self.stream.as_ref().map_or(0, |s| s.unsynced_through()))
     }
 
     /// The group-commit watermark, for a connection's writer or an HTTP answer.
@@ -194,13 +201,22 @@ impl ShardInner {
 
     /// Closes every connection (1011): the workspace's storage failed.
     fn fail(&mut self) {
+        self.close_all(
+            rtsync_protocol::close::INTERNAL,
+            "workspace storage failed; reconnect",
+        );
+    }
+
+    /// Closes every connection with `code`; the next `Server::shard`/`route` opens
+    /// the workspace afresh. Frames still waiting for a sync are never sent.
+    fn close_all(&mut self, code: u16, reason: &'static str) {
         self.failed = true;
         // Whoever waits for a sync that will not come is told so.
         self.durable.close();
         for o in self.outs.values() {
             o.close(outbound::CloseReason {
-                code: rtsync_protocol::close::INTERNAL,
-                reason: "workspace storage failed; reconnect",
+                code,
+                reason,
                 flush: true,
             });
         }
@@ -236,6 +252,8 @@ pub struct Server {
     handshakes: listen::Handshakes,
     shutdown: watch::Receiver<bool>,
     idle: Notify,
+    /// Several nodes over Redis (`None`: this node serves every workspace itself).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -272,6 +290,7 @@ impl Server {
                 durable: durable::Watermark::new(log.as_ref().map_or(0, |l| l.synced_total())),
                 core,
                 log,
+                stream: None,
                 failed: false,
                 outs: BTreeMap::new(),
                 posts: PostBudgets::new(&self.cfg),
@@ -354,7 +373,22 @@ where
     // Held here and by the signal, so receivers see `true` rather than a dropped sender.
     let stop_tx = Arc::new(stop_tx);
     let epoch = config.epoch.unwrap_or_else(|| clock.now_ms());
-    let logs = durable::open_all(&config, epoch).map_err(ServeError::Storage)?;
+    // Several nodes: the workspaces live in Redis streams, not in the data directory.
+    let cluster = match (&config.cluster.redis, config.cluster.advertise.clone()) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ServeError::Config(
+                "--redis needs --advertise HOST:PORT: the address other nodes reach this one at"
+                    .into(),
+            ));
+        }
+        (Some(_), Some(node)) => Cluster::new(&config.cluster, node).map_err(ServeError::Config)?,
+    };
+    let logs = if cluster.is_some() {
+        BTreeMap::new()
+    } else {
+        durable::open_all(&config, epoch).map_err(ServeError::Storage)?
+    };
     let server = Arc::new(Server {
         limits: Mutex::new(auth::Admission::new(&config)),
         handshakes: listen::Handshakes::default(),
@@ -367,6 +401,7 @@ where
         next_conn: AtomicU64::new(0),
         shutdown: stop_rx,
         idle: Notify::new(),
+        cluster: cluster.clone(),
     });
     {
         let mut map = server.workspaces.lock().unwrap_or_else(|p| p.into_inner());
@@ -377,6 +412,12 @@ where
     let ticker = tokio::spawn(tick_loop(server.clone()));
     let syncer = (server.cfg.durability == crate::storage::Durability::Group)
         .then(|| tokio::spawn(durable::group_commit_loop(server.clone())));
+    let cluster_tasks = cluster.as_ref().map(|c| {
+        [
+            tokio::spawn(owner::flush_loop(server.clone(), c.clone())),
+            tokio::spawn(owner::renew_loop(server.clone(), c.clone())),
+        ]
+    });
     let app = router(server.clone());
     let drain = Duration::from_millis(server.cfg.drain_timeout_ms);
     let stop = stop_tx.clone();
@@ -401,6 +442,10 @@ where
     ticker.abort();
     if let Some(s) = syncer {
         s.abort();
+    }
+    if let (Some(tasks), Some(c)) = (cluster_tasks, &cluster) {
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        owner::release_all(&server, c).await;
     }
     drop(stop_tx);
     Ok(())

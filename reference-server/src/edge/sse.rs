@@ -79,6 +79,7 @@ pub async fn subscribe(
     State(server): State<Arc<Server>>,
     query: Result<Query<SseQuery>, axum::extract::rejection::QueryRejection>,
     abort: Option<Extension<Abort>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -87,6 +88,8 @@ pub async fn subscribe(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
+    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let shard = server.local_shard(&claims.ws, pq).await?;
     server.metrics.connections_sse_opened_total.inc();
     let info = SessionInfo {
         user_id: claims.sub,
@@ -96,7 +99,7 @@ pub async fn subscribe(
             browser: String::new(),
         },
     };
-    let (shard, watched, rx) = join(&server, &claims.ws, conn, info, resume)?;
+    let (watched, rx) = join(&server, &shard, conn, info, resume);
     let slot: Slot = Arc::new(Mutex::new(Some(Guard {
         server: server.clone(),
         shard,
@@ -149,22 +152,21 @@ fn resume_point(headers: &HeaderMap, from_query: Option<String>) -> Option<Resum
 
 /// Opens the session in its workspace: attaches its bounded outbound queue and queues
 /// the hello (`CONNECTED`, then a resume's replay) under the shard's lock, so nothing
-/// fanned out later can overtake it. Returns the shard, a handle on the queue for the
+/// fanned out later can overtake it. Returns a handle on the queue for the
 /// slow-consumer watch, and the queue's receiving end for the stream.
 fn join(
     server: &Arc<Server>,
-    workspace: &str,
+    shard: &Arc<Shard>,
     conn: ConnId,
     info: SessionInfo,
     resume: Option<Resume>,
-) -> Result<(Arc<Shard>, outbound::Outbound, OutboundRx), ApiError> {
+) -> (outbound::Outbound, OutboundRx) {
     let cfg = &server.cfg;
     let (out, mut rx) = outbound::channel(
         cfg.outbound_messages_max,
         cfg.outbound_bytes_max,
         server.shutdown_rx(),
     );
-    let shard = server.shard(workspace)?;
     let watched = out.clone();
     {
         let now = server.now_ms();
@@ -176,7 +178,7 @@ fn join(
         rx.set_durable(s.durable_rx());
     }
     rx.set_refill(super::replay_refill(shard.clone(), conn));
-    Ok((shard, watched, rx))
+    (watched, rx)
 }
 
 /// The stream's next event: the next queued frame, or — once the token expires — one

@@ -58,6 +58,7 @@ pub fn session_id(given: Option<String>, conn: ConnId) -> Result<String, ApiErro
 pub async fn upgrade(
     State(server): State<Arc<Server>>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -66,7 +67,27 @@ pub async fn upgrade(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
-    let shard = server.shard(&claims.ws)?;
+    let shard =
+        match server.route(&claims.ws).await? {
+            super::Route::Local(shard) => shard,
+            super::Route::Remote(owner) => {
+                let pq = uri.path_and_query().map_or("/ws", |p| p.as_str());
+                let auth = headers.get(axum::http::header::AUTHORIZATION);
+                return match super::proxy::connect(&server, &owner, pq, auth).await {
+                    Ok(up) => {
+                        let ws = ws
+                            .read_buffer_size(server.cfg.ws_read_buffer_bytes)
+                            .write_buffer_size(server.cfg.ws_write_buffer_bytes)
+                            .max_message_size(server.cfg.frame_bytes_max)
+                            .max_frame_size(server.cfg.frame_bytes_max);
+                        Ok(ws.on_upgrade(move |socket| {
+                            super::proxy::relay(socket, up, server, permit)
+                        }))
+                    }
+                    Err(refused) => Ok(refused),
+                };
+            }
+        };
     let resume = Resume::from_query(q.epoch.as_deref(), q.last_seq.as_deref());
     let info = SessionInfo {
         user_id: claims.sub,

@@ -30,6 +30,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::run(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            Self::config(tweak),
+        )
+    }
+
+    /// The tests' configuration: `tweak` on top of memory durability, a short presence
+    /// grace and a fast tick.
+    pub fn config(tweak: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
         let mut cfg = ServerConfig {
             jwt_secret: SECRET.to_vec(),
             // Tests that need a disk set a data dir of their own.
@@ -39,7 +48,25 @@ impl TestServer {
         cfg.core.presence_grace_ms = 300;
         cfg.tick_ms = 20;
         tweak(&mut cfg);
+        cfg
+    }
+
+    /// A node of a cluster over `redis`, advertised where it listens (short leases,
+    /// so a test sees a lease lapse).
+    pub async fn node(redis: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = Self::config(|c| {
+            c.cluster.redis = Some(redis.to_owned());
+            c.cluster.advertise = Some(addr.to_string());
+            c.cluster.lease_ms = 600;
+            c.cluster.redis_timeout_ms = 500;
+            tweak(c);
+        });
+        Self::run(listener, cfg)
+    }
+
+    fn run(listener: tokio::net::TcpListener, cfg: ServerConfig) -> Self {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(

@@ -1,0 +1,384 @@
+//! The backplane on Redis: per workspace, a lease key naming its owner node and
+//! carrying a fencing token, a counter that issues the tokens, and a Stream of the
+//! owner's steps (docs/cluster.md, "Redis keys").
+//!
+//! Every operation that depends on who owns the workspace is one Lua script, so Redis
+//! checks the lease and acts in one atomic step: a deposed owner's append is refused
+//! by Redis itself, whatever the deposed node believes (its clock, its pause).
+
+use super::resp::{Conn, Reply};
+use super::{BoxIo, NetHandle};
+use std::io;
+use std::time::Duration;
+
+/// Where the backplane is: parsed from `redis://[:password@]host[:port][/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub addr: String,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("redis://").ok_or_else(|| {
+            format!("{url:?}: a Redis URL starts with redis:// (TLS is not supported)")
+        })?;
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let password = auth.map(|a| a.split_once(':').map_or(a, |(_, p)| p).to_owned());
+        let (host, db) = match rest.split_once('/') {
+            Some((h, "")) => (h, 0),
+            Some((h, db)) => (
+                h,
+                db.parse()
+                    .map_err(|_| format!("{url:?}: the database must be a number"))?,
+            ),
+            None => (rest, 0),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        let addr = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:6379")
+        };
+        Ok(RedisUrl { addr, password, db })
+    }
+}
+
+/// Who holds a workspace's lease after an `acquire`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This node: its fencing token, and the lease key's value (`token|node`) that
+    /// renewals and appends must find in place.
+    Mine { token: u64, value: String },
+    /// Another node, at this address.
+    Held { owner: String },
+}
+
+/// One entry of a workspace's stream: the fencing token of the owner that wrote it,
+/// and the step (a JSON array of the core's records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub token: u64,
+    pub step: String,
+}
+
+/// Takes the lease if it is free or held by this same node (a restart of it: the old
+/// incarnation is gone), issuing a new token; else names the holder.
+const ACQUIRE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local owner = string.sub(cur, string.find(cur, '|', 1, true) + 1)
+  if owner ~= ARGV[1] then return {0, owner} end
+end
+local t = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], t .. '|' .. ARGV[1], 'PX', ARGV[2])
+return {t, ARGV[1]}
+";
+
+/// Extends the lease only if it is still exactly ours.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Appends steps only if the lease is still exactly ours (the fencing check).
+const APPEND: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[i])
+end
+return 1
+";
+
+/// Compaction: the stream replaced by one snapshot step, only if the lease is ours.
+const REPLACE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[3])
+return 1
+";
+
+/// Gives the lease up (a clean shutdown), only if it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Stream entries read per `XRANGE` while a new owner replays.
+const READ_PAGE: usize = 1000;
+/// Idle connections kept for reuse.
+const IDLE_MAX: usize = 8;
+
+/// The Redis backplane of one node.
+pub struct Redis {
+    url: RedisUrl,
+    net: NetHandle,
+    /// Each call is bounded by this: a Redis that does not answer is an error, not a hang.
+    timeout: Duration,
+    idle: std::sync::Mutex<Vec<Conn<BoxIo>>>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("addr", &self.url.addr)
+            .finish()
+    }
+}
+
+fn keys(ws: &str) -> (String, String, String) {
+    (
+        format!("rtsync:{{{ws}}}:lease"),
+        format!("rtsync:{{{ws}}}:fence"),
+        format!("rtsync:{{{ws}}}:log"),
+    )
+}
+
+fn unexpected(what: &str, r: &Reply) -> io::Error {
+    io::Error::other(format!("Redis answered {what} with {r:?}"))
+}
+
+impl Redis {
+    pub fn new(url: RedisUrl, net: NetHandle, timeout: Duration) -> Self {
+        Redis {
+            url,
+            net,
+            timeout,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.url.addr
+    }
+
+    async fn connect(&self) -> io::Result<Conn<BoxIo>> {
+        let mut conn = Conn::new(self.net.connect(&self.url.addr).await?);
+        if let Some(p) = &self.url.password {
+            expect_ok(conn.call(&[b"AUTH", p.as_bytes()]).await?, "AUTH")?;
+        }
+        if self.url.db != 0 {
+            let db = self.url.db.to_string();
+            expect_ok(conn.call(&[b"SELECT", db.as_bytes()]).await?, "SELECT")?;
+        }
+        Ok(conn)
+    }
+
+    /// One command on an idle connection (or a new one), bounded by the timeout. A
+    /// connection that failed or timed out is dropped, never reused mid-reply.
+    pub async fn call(&self, args: &[&[u8]]) -> io::Result<Reply> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let work = async {
+            let mut conn = match idle {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            let reply = conn.call(args).await?;
+            Ok::<_, io::Error>((conn, reply))
+        };
+        let (conn, reply) = tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time")
+            })??;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_MAX {
+            idle.push(conn);
+        }
+        drop(idle);
+        if let Reply::Error(e) = &reply {
+            return Err(io::Error::other(format!("Redis: {e}")));
+        }
+        Ok(reply)
+    }
+
+    async fn eval(&self, script: &str, keys: &[&str], args: &[&[u8]]) -> io::Result<Reply> {
+        let n = keys.len().to_string();
+        let mut all: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), n.as_bytes()];
+        all.extend(keys.iter().map(|k| k.as_bytes()));
+        all.extend_from_slice(args);
+        self.call(&all).await
+    }
+
+    pub async fn acquire(&self, ws: &str, node: &str, lease_ms: u64) -> io::Result<Lease> {
+        let (lease, fence, _) = keys(ws);
+        let ms = lease_ms.to_string();
+        let r = self
+            .eval(
+                ACQUIRE,
+                &[&lease, &fence],
+                &[node.as_bytes(), ms.as_bytes()],
+            )
+            .await?;
+        let (token, who) = match r.items() {
+            [t, who] => (t.int(), who.text()),
+            _ => (None, None),
+        };
+        match (token, who) {
+            (Some(0), Some(owner)) => Ok(Lease::Held { owner }),
+            (Some(t), Some(_)) if t > 0 => Ok(Lease::Mine {
+                token: t as u64,
+                value: format!("{t}|{node}"),
+            }),
+            _ => Err(unexpected("a lease request", &r)),
+        }
+    }
+
+    /// `true`: renewed; `false`: the lease is no longer ours.
+    pub async fn renew(&self, ws: &str, value: &str, lease_ms: u64) -> io::Result<bool> {
+        let (lease, _, _) = keys(ws);
+        let ms = lease_ms.to_string();
+        self.flag(RENEW, &[&lease], &[value.as_bytes(), ms.as_bytes()])
+            .await
+    }
+
+    pub async fn release(&self, ws: &str, value: &str) -> io::Result<bool> {
+        let (lease, _, _) = keys(ws);
+        self.flag(RELEASE, &[&lease], &[value.as_bytes()]).await
+    }
+
+    /// Appends steps in order; `false`: fenced off (the lease is no longer ours),
+    /// nothing was appended.
+    pub async fn append(
+        &self,
+        ws: &str,
+        value: &str,
+        token: u64,
+        steps: &[String],
+    ) -> io::Result<bool> {
+        let (lease, _, log) = keys(ws);
+        let t = token.to_string();
+        let mut args: Vec<&[u8]> = vec![value.as_bytes(), t.as_bytes()];
+        args.extend(steps.iter().map(|s| s.as_bytes()));
+        self.flag(APPEND, &[&lease, &log], &args).await
+    }
+
+    /// Replaces the whole stream by one step (a snapshot); `false`: fenced off.
+    pub async fn replace(&self, ws: &str, value: &str, token: u64, step: &str) -> io::Result<bool> {
+        let (lease, _, log) = keys(ws);
+        let t = token.to_string();
+        self.flag(
+            REPLACE,
+            &[&lease, &log],
+            &[value.as_bytes(), t.as_bytes(), step.as_bytes()],
+        )
+        .await
+    }
+
+    async fn flag(&self, script: &str, keys: &[&str], args: &[&[u8]]) -> io::Result<bool> {
+        match self.eval(script, keys, args).await? {
+            Reply::Int(1) => Ok(true),
+            Reply::Int(0) => Ok(false),
+            r => Err(unexpected("a fenced write", &r)),
+        }
+    }
+
+    /// The workspace's whole stream, oldest first, a page at a time.
+    pub async fn read(&self, ws: &str) -> io::Result<Vec<StreamEntry>> {
+        let (_, _, log) = keys(ws);
+        let count = READ_PAGE.to_string();
+        let mut out = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let r = self
+                .call(&[
+                    b"XRANGE",
+                    log.as_bytes(),
+                    from.as_bytes(),
+                    b"+",
+                    b"COUNT",
+                    count.as_bytes(),
+                ])
+                .await?;
+            let page = r.items();
+            for item in page {
+                let (id, entry) = parse_entry(item).ok_or_else(|| unexpected("XRANGE", item))?;
+                from = format!("({id}");
+                out.push(entry);
+            }
+            if page.len() < READ_PAGE {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn expect_ok(r: Reply, what: &str) -> io::Result<()> {
+    match r {
+        Reply::Simple(s) if s == "OK" => Ok(()),
+        r => Err(unexpected(what, &r)),
+    }
+}
+
+/// `[id, [field, value, …]]` with fields `t` (token) and `e` (step).
+fn parse_entry(item: &Reply) -> Option<(String, StreamEntry)> {
+    let [id, fields] = item.items() else {
+        return None;
+    };
+    let mut token = None;
+    let mut step = None;
+    for pair in fields.items().chunks(2) {
+        match (pair[0].text().as_deref(), pair.get(1)) {
+            (Some("t"), Some(v)) => token = v.text().and_then(|t| t.parse().ok()),
+            (Some("e"), Some(v)) => step = v.text(),
+            _ => {}
+        }
+    }
+    Some((
+        id.text()?,
+        StreamEntry {
+            token: token?,
+            step: step?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_or_say_why_not() {
+        let u: RedisUrl = "redis://127.0.0.1:7001".parse().unwrap();
+        assert_eq!(
+            (u.addr.as_str(), u.password, u.db),
+            ("127.0.0.1:7001", None, 0)
+        );
+        let u: RedisUrl = "redis://:s3cret@cache/2".parse().unwrap();
+        assert_eq!(
+            (u.addr.as_str(), u.password.as_deref(), u.db),
+            ("cache:6379", Some("s3cret"), 2)
+        );
+        assert!(
+            "rediss://x"
+                .parse::<RedisUrl>()
+                .unwrap_err()
+                .contains("redis://")
+        );
+        assert!(
+            "redis:///0"
+                .parse::<RedisUrl>()
+                .unwrap_err()
+                .contains("no host")
+        );
+        assert!(
+            "redis://h/x"
+                .parse::<RedisUrl>()
+                .unwrap_err()
+                .contains("number")
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Several nodes: which node serves a workspace, and the owner's round trips to Redis
+//! (docs/cluster.md).
+//!
+//! - [`Server::route`] — a workspace's shard on this node (taking the lease and
+//!   replaying the stream when it is free), or the address of the node that owns it.
+//! - [`flush_loop`] — sends each owned workspace's unconfirmed steps to its stream,
+//!   fenced by the lease, and releases the frames that waited for them.
+//! - [`renew_loop`] — keeps the leases; a lease lost or unreachable for too long
+//!   closes the workspace's connections here (1012) so its clients move.
+
+use super::{ApiError, Server, Shard, ShardInner};
+use crate::cluster::{ClusterConfig, Lease, Redis, RedisUrl, StreamLog, stream_log::Job};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node's part in a cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub redis: Redis,
+    /// This node's advertised address: the lease holder's name.
+    pub node: String,
+    pub cfg: ClusterConfig,
+    /// One workspace opened at a time on this node, so two first connections to the
+    /// same workspace cannot take its lease twice (the second token would fence the first).
+    opening: tokio::sync::Mutex<()>,
+    /// A commit left steps to send.
+    flush: tokio::sync::Notify,
+}
+
+impl Cluster {
+    pub fn new(cfg: &ClusterConfig, node: String) -> Result<Option<Arc<Self>>, String> {
+        let Some(url) = &cfg.redis else {
+            return Ok(None);
+        };
+        let url: RedisUrl = url.parse()?;
+        Ok(Some(Arc::new(Cluster {
+            redis: Redis::new(
+                url,
+                cfg.net.clone(),
+                Duration::from_millis(cfg.redis_timeout_ms),
+            ),
+            node,
+            cfg: cfg.clone(),
+            opening: tokio::sync::Mutex::new(()),
+            flush: tokio::sync::Notify::new(),
+        })))
+    }
+
+    /// A commit appended steps: the flusher sends them now rather than at its next tick.
+    pub fn wake(&self) {
+        self.flush.notify_one();
+    }
+}
+
+/// Where a workspace is served.
+#[derive(Debug)]
+pub enum Route {
+    Local(Arc<Shard>),
+    /// Owned by the node at this address.
+    Remote(String),
+}
+
+fn backplane_down(e: &std::io::Error) -> ApiError {
+    tracing::warn!(error = %e, "Redis unavailable");
+    ApiError::unavailable(
+        "UNAVAILABLE",
+        "the cluster's Redis is unavailable; retry later",
+        1,
+    )
+}
+
+impl Server {
+    fn live_shard(&self, workspace: &str) -> Option<Arc<Shard>> {
+        let map = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(workspace).filter(|s| !s.lock().failed).cloned()
+    }
+
+    /// Where `workspace` is served: here (opened on first use), or on its owner node.
+    pub async fn route(&self, workspace: &str) -> Result<Route, ApiError> {
+        let Some(c) = &self.cluster else {
+            return self.shard(workspace).map(Route::Local);
+        };
+        if let Some(s) = self.live_shard(workspace) {
+            return Ok(Route::Local(s));
+        }
+        let _one = c.opening.lock().await;
+        if let Some(s) = self.live_shard(workspace) {
+            return Ok(Route::Local(s));
+        }
+        // The lease holds from when it was asked for (Redis sets it after).
+        let asked_ms = self.now_ms();
+        let lease = c
+            .redis
+            .acquire(workspace, &c.node, c.cfg.lease_ms)
+            .await
+            .map_err(|e| backplane_down(&e))?;
+        let (token, value) = match lease {
+            Lease::Held { owner } => return Ok(Route::Remote(owner)),
+            Lease::Mine { token, value } => (token, value),
+        };
+        let entries = c
+            .redis
+            .read(workspace)
+            .await
+            .map_err(|e| backplane_down(&e))?;
+        let core_cfg = super::durable::core_config(&self.cfg);
+        let mut core = match crate::cluster::replay(&entries, &core_cfg, self.epoch) {
+            Ok(Some(core)) => core,
+            Ok(None) => crate::core::Workspace::new(workspace, self.epoch, core_cfg),
+            Err(e) => {
+                self.metrics.storage_errors_total.inc();
+                tracing::error!(workspace, error = %e, "workspace stream unreadable");
+                return Err(ApiError::unavailable(
+                    "UNAVAILABLE",
+                    "this workspace's stream is unreadable; retry later",
+                    1,
+                ));
+            }
+        };
+        core.enable_journal();
+        let mut stream = StreamLog::new(
+            value,
+            token,
+            entries.len() as u64,
+            c.cfg.stream_compact_steps,
+            asked_ms,
+        );
+        if entries.is_empty() {
+            // A new workspace's stream starts with its epoch, like a new file log.
+            stream.append(&core.snapshot_records());
+            c.wake();
+        }
+        tracing::info!(
+            workspace,
+            token,
+            steps = entries.len(),
+            "took over workspace"
+        );
+        let shard = self.new_shard(core, None);
+        shard.lock().stream = Some(stream);
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(workspace.to_owned(), shard.clone());
+        Ok(Route::Local(shard))
+    }
+
+    /// The shard when this node serves `workspace`; else a 307 to the same request on
+    /// its owner (`path_and_query`: this request's).
+    pub async fn local_shard(
+        &self,
+        workspace: &str,
+        path_and_query: &str,
+    ) -> Result<Arc<Shard>, ApiError> {
+        match self.route(workspace).await? {
+            Route::Local(s) => Ok(s),
+            Route::Remote(owner) => Err(ApiError::redirect(format!(
+                "http://{owner}{path_and_query}"
+            ))),
+        }
+    }
+}
+
+impl ShardInner {
+    /// This node no longer owns the workspace: every connection closes with 1012 and
+    /// reconnects (to whichever node; the owner's stream has every confirmed write).
+    fn step_down(&mut self, why: &'static str) {
+        tracing::warn!(workspace = self.core.id(), why, "stepping down");
+        self.stream = None;
+        self.close_all(rtsync_protocol::close::SERVICE_RESTART, why);
+    }
+}
+
+/// The owned workspaces: shard, id, lease value, token.
+fn owned(server: &Server) -> Vec<(Arc<Shard>, String, String, u64)> {
+    server
+        .shards()
+        .into_iter()
+        .filter_map(|shard| {
+            let s = shard.lock();
+            let st = s.stream.as_ref()?;
+            let x = (s.core.id().to_owned(), st.lease.clone(), st.token);
+            drop(s);
+            Some((shard, x.0, x.1, x.2))
+        })
+        .collect()
+}
+
+/// Sends every owned workspace's unconfirmed steps, one workspace at a time, on each
+/// commit's wake-up (or every 50 ms). Redis confirms: the frames waiting are released.
+/// Fenced off: the workspace steps down. Redis unreachable: the workspace's
+/// connections close (1011) and nothing that waited is sent.
+pub async fn flush_loop(server: Arc<Server>, c: Arc<Cluster>) {
+    loop {
+        tokio::select! {
+            () = c.flush.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        for shard in server.shards() {
+            let job = {
+                let mut s = shard.lock();
+                let ShardInner { stream, core, .. } = &mut *s;
+                stream.as_mut().and_then(|st| {
+                    let (job, through) = st.take_job(core)?;
+                    Some((
+                        job,
+                        through,
+                        core.id().to_owned(),
+                        st.lease.clone(),
+                        st.token,
+                    ))
+                })
+            };
+            let Some((job, through, ws, lease, token)) = job else {
+                continue;
+            };
+            let result = match &job {
+                Job::Append(steps) => c.redis.append(&ws, &lease, token, steps).await,
+                Job::Replace(step) => c.redis.replace(&ws, &lease, token, step).await,
+            };
+            let mut s = shard.lock();
+            // Stepped down meanwhile (a renewal found the lease gone).
+            if s.stream.as_ref().map(|st| st.token) != Some(token) {
+                continue;
+            }
+            match result {
+                Ok(true) => {
+                    if let Some(st) = s.stream.as_mut() {
+                        st.mark_synced(through);
+                        let synced = st.synced_total();
+                        s.durable.advance(synced);
+                    }
+                }
+                Ok(false) => {
+                    s.step_down("lease lost: another node owns this workspace now; reconnect")
+                }
+                Err(e) => {
+                    server.metrics.storage_errors_total.inc();
+                    tracing::warn!(workspace = ws, error = %e, "append to Redis failed: workspace closed");
+                    s.stream = None;
+                    s.fail();
+                }
+            }
+        }
+    }
+}
+
+/// Renews every owned lease each third of its length. Lost: step down. Unreachable:
+/// step down once the lease may lapse before the next try could succeed.
+pub async fn renew_loop(server: Arc<Server>, c: Arc<Cluster>) {
+    let lease_ms = c.cfg.lease_ms;
+    let mut every = tokio::time::interval(Duration::from_millis(lease_ms / 3));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (shard, ws, lease, token) in owned(&server) {
+            let sent_ms = server.now_ms();
+            let result = c.redis.renew(&ws, &lease, lease_ms).await;
+            let mut s = shard.lock();
+            let Some(st) = s.stream.as_mut().filter(|st| st.token == token) else {
+                continue;
+            };
+            match result {
+                Ok(true) => st.renewed_at_ms = sent_ms,
+                Ok(false) => {
+                    s.step_down("lease lost: another node owns this workspace now; reconnect")
+                }
+                Err(e) => {
+                    let held_ms = server.now_ms().saturating_sub(st.renewed_at_ms);
+                    tracing::warn!(workspace = ws, error = %e, held_ms, "lease renewal failed");
+                    if held_ms + lease_ms / 3 >= lease_ms {
+                        s.step_down("this node lost Redis; reconnect");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// At shutdown: gives up every lease still held, so another node takes the
+/// workspaces at once instead of after `lease_ms`.
+pub async fn release_all(server: &Server, c: &Cluster) {
+    for (_, ws, lease, _) in owned(server) {
+        let _ = c.redis.release(&ws, &lease).await;
+    }
+}
