@@ -190,6 +190,10 @@ fn main() -> anyhow::Result<()> {
                 );
                 let mut config = config;
                 if let Some(redis) = &config.cluster.redis {
+                    // Printed without its password.
+                    let redis = redis
+                        .parse::<rtsync_server::cluster::RedisUrl>()
+                        .map_or_else(|_| "redis".to_owned(), |u| format!("redis://{}", u.addr));
                     // Other nodes reach this one where it listens, unless told otherwise.
                     let node = config
                         .cluster

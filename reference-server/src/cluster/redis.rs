@@ -189,11 +189,15 @@ impl Redis {
             let reply = conn.call(args).await?;
             Ok::<_, io::Error>((conn, reply))
         };
-        let (conn, reply) = tokio::time::timeout(self.timeout, work)
+        let done = tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time")
-            })??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time"))
+            .and_then(|r| r);
+        let (conn, reply) = done.inspect_err(|_| {
+            // One connection failed: Redis restarted or the network broke, and every idle
+            // one is most likely dead too. They go, rather than fail a call each.
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        })?;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_MAX {
             idle.push(conn);

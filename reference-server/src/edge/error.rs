@@ -17,8 +17,6 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after_s: Option<u64>,
-    /// For 307: where the same request goes (another node owns the workspace).
-    pub location: Option<String>,
 }
 
 impl ApiError {
@@ -28,18 +26,6 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_s: None,
-            location: None,
-        }
-    }
-    /// The same request, on the node that owns the workspace (several nodes).
-    pub fn redirect(location: String) -> Self {
-        ApiError {
-            location: Some(location),
-            ..Self::new(
-                StatusCode::TEMPORARY_REDIRECT,
-                "MOVED",
-                "another node serves this workspace; follow Location",
-            )
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -71,9 +57,6 @@ impl IntoResponse for ApiError {
             .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if let Some(v) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            resp.headers_mut().insert(header::LOCATION, v);
         }
         resp
     }

@@ -72,8 +72,24 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 pub struct Caller {
     claims: Claims,
     q: AuthQuery,
-    /// This request's path and query: where a 307 sends it on another node.
+    /// This request's method, path and query, and headers: what is relayed to the
+    /// workspace's owner when another node owns it.
+    method: axum::http::Method,
     pq: String,
+    headers: axum::http::HeaderMap,
+}
+
+impl Caller {
+    /// The workspace's shard here, or the owner's answer to this request.
+    async fn here(&self, server: &Server, body: Bytes) -> Result<super::Here, ApiError> {
+        let request = super::owner::Relayable {
+            method: self.method.clone(),
+            path_and_query: &self.pq,
+            headers: &self.headers,
+            body,
+        };
+        server.here_or_relay(&self.claims.ws, request).await
+    }
 }
 
 impl FromRequestParts<Arc<Server>> for Caller {
@@ -88,7 +104,13 @@ impl FromRequestParts<Arc<Server>> for Caller {
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-        Ok(Caller { claims, q, pq })
+        Ok(Caller {
+            claims,
+            q,
+            method: parts.method.clone(),
+            pq,
+            headers: parts.headers.clone(),
+        })
     }
 }
 
@@ -97,10 +119,16 @@ impl FromRequestParts<Arc<Server>> for Caller {
 /// the frame a WebSocket client would get: `ACK` 200, `CONFLICT_DETECTED` 409, `ERROR` 4xx.
 pub async fn post_event(
     State(server): State<Arc<Server>>,
-    Caller { claims, q, pq }: Caller,
+    caller: Caller,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ev = mutation_of(&body(raw)?)?;
+    let raw = body(raw)?;
+    let ev = mutation_of(&raw)?;
+    let shard = match caller.here(&server, raw).await? {
+        super::Here::Shard(s) => s,
+        super::Here::Relayed(answer) => return Ok(answer),
+    };
+    let Caller { claims, q, .. } = caller;
     let session = q.session_id.unwrap_or_else(|| "http".to_owned());
     if session.len() > ID_BYTES_MAX {
         return Err(ApiError::bad_request(format!(
@@ -109,7 +137,6 @@ pub async fn post_event(
     }
     server.metrics.messages_in_total.inc();
     server.metrics.mutations_total.inc();
-    let shard = server.local_shard(&claims.ws, &pq).await?;
     let now = server.now_ms();
     let refused = || {
         let op_id = ev.payload.get("opId").and_then(|v| v.as_str());
@@ -269,10 +296,14 @@ fn kind_of(plural: &str) -> Result<EntityKind, ApiError> {
 pub async fn list_entities(
     State(server): State<Arc<Server>>,
     Path(kind): Path<String>,
-    Caller { claims, q, pq }: Caller,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let shard = server.local_shard(&claims.ws, &pq).await?;
+    let shard = match caller.here(&server, Bytes::new()).await? {
+        super::Here::Shard(s) => s,
+        super::Here::Relayed(answer) => return Ok(answer),
+    };
+    let q = caller.q;
     let (snap, rx, gate) = {
         let s = shard.lock();
         let snap = s
@@ -289,10 +320,13 @@ pub async fn list_entities(
 pub async fn get_entity(
     State(server): State<Arc<Server>>,
     Path((kind, id)): Path<(String, String)>,
-    Caller { claims, pq, .. }: Caller,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&kind)?;
-    let shard = server.local_shard(&claims.ws, &pq).await?;
+    let shard = match caller.here(&server, Bytes::new()).await? {
+        super::Here::Shard(s) => s,
+        super::Here::Relayed(answer) => return Ok(answer),
+    };
     let (found, rx, gate) = {
         let s = shard.lock();
         let found = match s.core.entity(kind, &id) {

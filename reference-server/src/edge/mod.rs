@@ -40,7 +40,7 @@ use tokio::sync::{Notify, watch};
 
 pub use error::ApiError;
 pub use listen::{Abort, Tcp, tcp};
-pub use owner::{Cluster, Route};
+pub use owner::{Cluster, Here, Route};
 
 /// One workspace: its core and the outbound queues of its connections.
 #[derive(Debug)]

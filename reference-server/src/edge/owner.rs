@@ -2,7 +2,8 @@
 //! (docs/cluster.md).
 //!
 //! - [`Server::route`] — a workspace's shard on this node (taking the lease and
-//!   replaying the stream when it is free), or the address of the node that owns it.
+//!   replaying the stream when it is free), or the address of the node that owns it;
+//!   [`Server::here_or_relay`] — the same for an HTTP request, relayed to the owner.
 //! - [`flush_loop`] — sends each owned workspace's unconfirmed steps to its stream,
 //!   fenced by the lease, and releases the frames that waited for them.
 //! - [`renew_loop`] — keeps the leases; a lease lost or unreachable for too long
@@ -145,20 +146,45 @@ impl Server {
         Ok(Route::Local(shard))
     }
 
-    /// The shard when this node serves `workspace`; else a 307 to the same request on
-    /// its owner (`path_and_query`: this request's).
-    pub async fn local_shard(
+    /// The shard when this node serves `workspace`; else the owner's answer to the same
+    /// HTTP request (`path_and_query`, the headers that matter, `body`), relayed.
+    pub async fn here_or_relay(
         &self,
         workspace: &str,
-        path_and_query: &str,
-    ) -> Result<Arc<Shard>, ApiError> {
-        match self.route(workspace).await? {
-            Route::Local(s) => Ok(s),
-            Route::Remote(owner) => Err(ApiError::redirect(format!(
-                "http://{owner}{path_and_query}"
-            ))),
-        }
+        request: Relayable<'_>,
+    ) -> Result<Here, ApiError> {
+        Ok(match self.route(workspace).await? {
+            Route::Local(s) => Here::Shard(s),
+            Route::Remote(owner) => Here::Relayed(
+                super::proxy::forward(
+                    self,
+                    &owner,
+                    request.method,
+                    request.path_and_query,
+                    request.headers,
+                    request.body,
+                )
+                .await,
+            ),
+        })
     }
+}
+
+/// An HTTP request as it would be relayed to the workspace's owner.
+#[derive(Debug)]
+pub struct Relayable<'a> {
+    pub method: axum::http::Method,
+    pub path_and_query: &'a str,
+    pub headers: &'a axum::http::HeaderMap,
+    pub body: axum::body::Bytes,
+}
+
+/// Where an HTTP request is answered.
+#[derive(Debug)]
+pub enum Here {
+    Shard(Arc<Shard>),
+    /// The owner's answer.
+    Relayed(axum::response::Response),
 }
 
 impl ShardInner {

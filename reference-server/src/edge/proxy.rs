@@ -158,3 +158,65 @@ pub async fn relay(
     )
     .await;
 }
+
+/// An HTTP request (a POST, a read, an SSE stream) for a workspace another node owns:
+/// sent on to the owner with the headers that matter to it, and its answer streamed
+/// back as it comes (an SSE stream stays open through the relay). A relay rather than a
+/// redirect: a browser drops `Authorization` on a cross-origin redirect, and a client
+/// should not have to know the cluster's layout.
+pub async fn forward(
+    server: &Server,
+    owner: &str,
+    method: axum::http::Method,
+    path_and_query: &str,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let lost = |why: String| {
+        tracing::warn!(owner, why, "owner node unreachable");
+        ApiError::unavailable(
+            "UNAVAILABLE",
+            "the node that owns this workspace is unreachable; retry shortly",
+            1,
+        )
+        .into_response()
+    };
+    let Some(c) = server.cluster.as_ref() else {
+        return lost("not clustered".into());
+    };
+    let bound = Duration::from_millis(c.cfg.redis_timeout_ms);
+    let exchange = async {
+        let io = c.cfg.net.connect(owner).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, owner);
+        for name in [
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("last-event-id"),
+        ] {
+            if let Some(v) = headers.get(&name) {
+                req = req.header(name, v);
+            }
+        }
+        let req = req
+            .body(axum::body::Body::from(body))
+            .map_err(|e| e.to_string())?;
+        sender.send_request(req).await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(bound, exchange).await {
+        Ok(Ok(resp)) => {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, axum::body::Body::new(body))
+        }
+        Ok(Err(why)) => lost(why),
+        Err(_) => lost("no answer in time".into()),
+    }
+}

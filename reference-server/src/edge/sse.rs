@@ -12,7 +12,7 @@ use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
 use rtsync_protocol::{Device, ErrorCode, ErrorPayload, Resume, ServerMsg, sse};
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -81,15 +81,26 @@ pub async fn subscribe(
     abort: Option<Extension<Abort>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let claims = authenticate(&server, q.token.as_deref(), &headers, q.user_id.as_deref())?;
     let resume = resume_point(&headers, q.last_event_id);
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
-    let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let shard = server.local_shard(&claims.ws, pq).await?;
+    let relayable = super::owner::Relayable {
+        method: axum::http::Method::GET,
+        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        headers: &headers,
+        body: axum::body::Bytes::new(),
+    };
+    let shard = match server.here_or_relay(&claims.ws, relayable).await? {
+        super::Here::Shard(s) => s,
+        super::Here::Relayed(stream) => return Ok(stream),
+    };
+    // The workspace's epoch, which a restored or taken-over workspace keeps: not this
+    // process's (a resume point with the process's would be answered `complete: false`).
+    let epoch = shard.lock().core.epoch();
     server.metrics.connections_sse_opened_total.inc();
     let info = SessionInfo {
         user_id: claims.sub,
@@ -123,13 +134,14 @@ pub async fn subscribe(
         expires: Expiry::at_s(claims.exp),
         ended: false,
     };
-    let epoch = server.epoch;
     let stream = futures_util::stream::unfold(state, move |st| next_event(st, epoch));
-    Ok(Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(cfg.heartbeat())
-            .text("keep-alive"),
-    ))
+    Ok(Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(cfg.heartbeat())
+                .text("keep-alive"),
+        )
+        .into_response())
 }
 
 /// Where the client resumes from: the browser's own `Last-Event-ID` header, else

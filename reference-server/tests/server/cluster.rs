@@ -97,14 +97,40 @@ async fn clients_on_any_node_share_one_workspace() {
             _ => None,
         })
         .await;
-    // An HTTP read on a node that does not own the workspace is sent to its owner.
+    // HTTP on a node that does not own the workspace is relayed to its owner: a read,
+    // a POST (answered and fanned out by the owner), an SSE stream kept open.
     let path = format!("/api/entities/tasks/t1?token={}", token("carol", "w1"));
-    let resp = nodes[2].request("GET", &path, &[], None).await;
-    assert_eq!(resp.status(), 307);
-    let to = resp.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(to, format!("http://{}{path}", nodes[0].addr));
-    let (status, body) = nodes[0].http("GET", &path, None, None).await;
+    let (status, body) = nodes[2].http("GET", &path, None, None).await;
     assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"t1\""), "{body}");
+    let mut sse = nodes[1].sse("dave", "w1", "d", None).await;
+    let post = mutation(
+        EventType::TaskCreated,
+        "c:1",
+        "t3",
+        0,
+        json!({"title": "t3"}),
+    );
+    let (status, body) = nodes[2]
+        .http(
+            "POST",
+            "/api/events?sessionId=c-http",
+            Some(&token("carol", "w1")),
+            Some(post.encode()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(event_seq(&mut alice, "t3").await, s2 + 1);
+    loop {
+        if let (_, ServerMsg::RealtimeEvent { seq: Some(s), .. }) = sse.recv().await {
+            assert_eq!(
+                s,
+                s2 + 1,
+                "the relayed SSE stream gets the relayed POST's event"
+            );
+            break;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

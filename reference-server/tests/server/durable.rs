@@ -122,6 +122,20 @@ async fn acknowledged_writes_survive_a_restart_and_clients_resume_in_the_same_ep
             })
             .await;
         assert_eq!(dup, Some(5), "{mode}: the kept answer, not a new write");
+        // SSE event ids carry the workspace's epoch, kept across the restart, not the
+        // new process's: a browser resuming with its Last-Event-ID continues.
+        let mut sse = server.sse("carol", "w1", "c", None).await;
+        let t6 = json!({"title": "task 6"});
+        alice
+            .send(&mutation(EventType::TaskCreated, "ca:6", "t6", 0, t6))
+            .await;
+        let id = loop {
+            let (ev, msg) = sse.recv().await;
+            if let ServerMsg::RealtimeEvent { seq: Some(6), .. } = msg {
+                break ev.id;
+            }
+        };
+        assert_eq!(id, Some(rtsync_protocol::sse::event_id(epoch, 6)), "{mode}");
         stop(server).await;
     }
 }
