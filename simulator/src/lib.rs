@@ -9,6 +9,8 @@
 //! - [`run`] — one simulated run of a scenario: its worlds, then the checkers.
 //! - [`shards`] — a scenario's workspaces split into worlds run on parallel threads.
 //! - [`world`] — one turmoil world (server host, client hosts, faults) run to the end.
+//! - [`backplane`] — the simulated cluster's Redis: a model of the backplane's
+//!   commands on its own host, its record of accepted appends for the fencing check.
 //! - [`disk`] — the simulated server's disk (turmoil's file system) and its faults.
 //! - [`listener`] — the server's listener on turmoil; its sockets close in accept order
 //!   when the host is crashed (tokio's own drop order depends on other threads).
@@ -39,6 +41,7 @@
 //! - [`catalog`] — every scenario of `scenarios/`, embedded.
 
 pub mod auth;
+pub mod backplane;
 pub mod check;
 pub mod compare;
 pub mod conformance;

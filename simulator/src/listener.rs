@@ -53,7 +53,8 @@ pub struct SimListener {
     listener: TcpListener,
     crashing: Crashing,
     parked: Parked,
-    accepted: u64,
+    /// Sockets opened so far, accepted or dialled: the order they close in at a crash.
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SimListener {
@@ -62,8 +63,50 @@ impl SimListener {
             listener,
             crashing,
             parked: Parked::default(),
-            accepted: 0,
+            opened: Arc::default(),
         }
+    }
+
+    /// The outbound side of the same host (a cluster node dialling Redis and the other
+    /// nodes): its sockets close in the same order as the accepted ones at a crash.
+    pub fn dialer(&self) -> SimDialer {
+        SimDialer {
+            crashing: self.crashing.clone(),
+            parked: self.parked.clone(),
+            opened: self.opened.clone(),
+        }
+    }
+}
+
+/// Dials out on turmoil's network with the crash behaviour of [`HeldStream`].
+#[derive(Debug, Clone)]
+pub struct SimDialer {
+    crashing: Crashing,
+    parked: Parked,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl rtsync_server::cluster::Net for SimDialer {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<rtsync_server::cluster::BoxIo>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            let held = HeldStream {
+                stream: Some(stream),
+                order: self.opened.fetch_add(1, Ordering::Relaxed) + 1,
+                crashing: self.crashing.clone(),
+                parked: self.parked.clone(),
+            };
+            Ok(Box::new(held) as rtsync_server::cluster::BoxIo)
+        })
     }
 }
 
@@ -81,10 +124,9 @@ impl axum::serve::Listener for SimListener {
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
-                    self.accepted += 1;
                     let held = HeldStream {
                         stream: Some(stream),
-                        order: self.accepted,
+                        order: self.opened.fetch_add(1, Ordering::Relaxed) + 1,
                         crashing: self.crashing.clone(),
                         parked: self.parked.clone(),
                     };

@@ -56,7 +56,7 @@ pub const COUNTERS: [&str; 23] = [
 ];
 
 /// Correctness counters: every one must be 0 (a canary expects one not to be).
-pub const INVARIANTS: [&str; 16] = [
+pub const INVARIANTS: [&str; 17] = [
     "lost_acked_writes",
     "duplicate_applies",
     "session_order_violations",
@@ -73,6 +73,7 @@ pub const INVARIANTS: [&str; 16] = [
     "lost_note_edits",
     "focus_miscounts",
     "focus_divergence",
+    "fencing_violations",
 ];
 
 pub fn is_known(name: &str) -> bool {

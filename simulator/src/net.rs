@@ -32,8 +32,28 @@ const WS_BUFFER_BYTES: usize = 4096;
 /// never reach a real socket or the wall clock.
 #[derive(Debug, Clone)]
 pub enum Net {
-    Sim,
+    Sim(Arc<SimRoutes>),
     Live(Arc<LiveNet>),
+}
+
+/// Where a simulated route connects: its home node first, then each next one (a client
+/// with every node's address, or a load balancer, moving on from one that is down).
+#[derive(Debug, Default)]
+pub struct SimRoutes {
+    /// Server nodes (hosts `server`, `node1`, …).
+    pub nodes: usize,
+    /// Route → its home node (0 when absent).
+    pub home: BTreeMap<String, usize>,
+}
+
+impl SimRoutes {
+    /// One server: every route to the host `server`.
+    pub fn one_server() -> Arc<Self> {
+        Arc::new(SimRoutes {
+            nodes: 1,
+            home: BTreeMap::new(),
+        })
+    }
 }
 
 /// Live mode's network: where each route (a group's tabs, the probe) connects.
@@ -71,7 +91,7 @@ impl Net {
     /// turmoil, real time live. Every timestamp compared across hosts comes from here.
     pub fn now_ms(&self) -> u64 {
         match self {
-            Net::Sim => sim_now_ms(),
+            Net::Sim(_) => sim_now_ms(),
             Net::Live(l) => l.start.elapsed().as_millis() as u64,
         }
     }
@@ -80,7 +100,7 @@ impl Net {
     /// simulated epoch plus simulated time, or the wall clock live.
     pub fn epoch_now_s(&self) -> u64 {
         match self {
-            Net::Sim => (SIM_EPOCH_MS + sim_now_ms()) / 1000,
+            Net::Sim(_) => (SIM_EPOCH_MS + sim_now_ms()) / 1000,
             // Live only: a real server checks tokens against the real clock.
             Net::Live(_) => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -90,7 +110,7 @@ impl Net {
 
     fn addr(&self, route: &str) -> Option<SocketAddr> {
         match self {
-            Net::Sim => None,
+            Net::Sim(_) => None,
             Net::Live(l) => Some(l.routes.get(route).copied().unwrap_or(l.server)),
         }
     }
@@ -301,21 +321,28 @@ impl Sse {
 /// The client side: every request a tab makes, over this run's network.
 impl Net {
     /// Connects to the server for `route` (a group's name, or "probe"): on turmoil's
-    /// network always the host `server`; live, through the group's fault proxy if it has one.
+    /// network the route's home node, else the next one up; live, through the group's
+    /// fault proxy if it has one.
     async fn connect(&self, route: &str) -> Result<(Conn, String), ConnectFail> {
-        match self.addr(route) {
-            Some(addr) => {
+        match self {
+            Net::Live(_) => {
+                let addr = self.addr(route).ok_or(ConnectFail::Network)?;
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|_| ConnectFail::Network)?;
                 let _ = s.set_nodelay(true);
                 Ok((Conn::Live(s), addr.to_string()))
             }
-            None => {
-                let s = TcpStream::connect(("server", SERVER_PORT))
-                    .await
-                    .map_err(|_| ConnectFail::Network)?;
-                Ok((Conn::Sim(s), format!("server:{SERVER_PORT}")))
+            Net::Sim(routes) => {
+                let nodes = routes.nodes.max(1);
+                let home = routes.home.get(route).copied().unwrap_or(0);
+                for k in 0..nodes {
+                    let host = crate::world::node_host((home + k) % nodes);
+                    if let Ok(s) = TcpStream::connect((host.as_str(), SERVER_PORT)).await {
+                        return Ok((Conn::Sim(s), format!("{host}:{SERVER_PORT}")));
+                    }
+                }
+                Err(ConnectFail::Network)
             }
         }
     }

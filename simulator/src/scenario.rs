@@ -89,6 +89,9 @@ fn d_shards() -> usize {
 pub struct ServerSpec {
     /// Link latency between the server host and each client host unless the group says.
     pub latency_ms: u64,
+    /// Server nodes (1: one server; more: a cluster over the simulated Redis on its own
+    /// host, docs/cluster.md).
+    pub nodes: usize,
     pub config: ServerConfig,
 }
 
@@ -107,6 +110,7 @@ impl Default for ServerSpec {
         config.core.presence_grace_ms = 3_000;
         ServerSpec {
             latency_ms: 5,
+            nodes: 1,
             config,
         }
     }
@@ -123,12 +127,15 @@ impl<'de> Deserialize<'de> for ServerSpec {
         if let Some(v) = given.remove("latency_ms") {
             spec.latency_ms = v.try_into().map_err(D::Error::custom)?;
         }
+        if let Some(v) = given.remove("nodes") {
+            spec.nodes = v.try_into().map_err(D::Error::custom)?;
+        }
         let mut table = toml::Table::try_from(&spec.config).map_err(D::Error::custom)?;
         for (key, value) in given {
             if !table.contains_key(&key) {
                 let known: Vec<&str> = table.keys().map(String::as_str).collect();
                 return Err(D::Error::custom(format!(
-                    "unknown field `{key}`, expected `latency_ms` or one of {}",
+                    "unknown field `{key}`, expected `latency_ms`, `nodes` or one of {}",
                     known.join(", ")
                 )));
             }
@@ -376,6 +383,19 @@ pub enum FaultKind {
     ServerRestart,
     /// Kill and restart at once.
     ServerBounce,
+    /// Several nodes: the node's link to Redis drops everything (`node`; node 0 if
+    /// absent)…
+    BackplanePartition,
+    /// …and heals.
+    BackplaneRepair,
+    /// The node's link to Redis holds everything, delivered on release: from Redis's
+    /// side the node is paused, and what it sent meanwhile arrives late (a deposed
+    /// owner waking up).
+    BackplaneHold,
+    BackplaneRelease,
+    /// Redis is killed and restarts at once; what it acknowledged is kept
+    /// (`appendfsync always`).
+    RedisRestart,
     /// The server's disk is full: every append fails (ENOSPC) until `disk_freed`.
     DiskFull,
     DiskFreed,
@@ -416,6 +436,15 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// A fault on the cluster's Redis or a node's link to it.
+    pub fn is_backplane(self) -> bool {
+        use FaultKind::*;
+        matches!(
+            self,
+            BackplanePartition | BackplaneRepair | BackplaneHold | BackplaneRelease | RedisRestart
+        )
+    }
+
     /// The fault that undoes this one, if it has one.
     pub fn heal(self) -> Option<FaultKind> {
         use FaultKind::*;
@@ -425,6 +454,8 @@ impl FaultKind {
             Offline => Online,
             Stall => Unstall,
             ServerCrash | PowerLoss => ServerRestart,
+            BackplanePartition => BackplaneRepair,
+            BackplaneHold => BackplaneRelease,
             DiskFull => DiskFreed,
             DiskErrors => DiskHealthy,
             TabClose => TabOpen,
@@ -450,6 +481,9 @@ pub struct Fault {
     /// A `burst`'s mutations per tab.
     #[serde(default)]
     pub ops: Option<u64>,
+    /// The server node a server or backplane fault acts on (0 if absent).
+    #[serde(default)]
+    pub node: Option<usize>,
 }
 
 fn d_fraction() -> f64 {
@@ -629,6 +663,12 @@ impl Scenario {
             .map(|g| g.workspaces.min(g.users))
             .max()
             .unwrap_or(0);
+        if !(1..=8).contains(&self.server.nodes) {
+            return bad(
+                "server.nodes",
+                format!("expected 1..=8, got {}", self.server.nodes),
+            );
+        }
         if self.shards == 0 || self.shards > workspaces.max(1) {
             return bad(
                 "shards",
@@ -803,6 +843,19 @@ impl Scenario {
             }
             if fault.kind == FaultKind::Latency && fault.latency_ms.is_none() {
                 return bad(&f("latency_ms"), "a latency fault needs latency_ms".into());
+            }
+            let nodes = self.server.nodes;
+            if fault.node.is_some_and(|n| n >= nodes) {
+                return bad(
+                    &f("node"),
+                    format!("expected 0..{nodes} (server.nodes is {nodes})"),
+                );
+            }
+            if fault.kind.is_backplane() && nodes < 2 {
+                return bad(
+                    &f("kind"),
+                    "a backplane fault needs a cluster: set server.nodes = 2 or more".into(),
+                );
             }
         }
         Ok(())

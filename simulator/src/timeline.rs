@@ -25,21 +25,37 @@ pub trait Faults {
     /// The group's link holds everything, delivered on release (`false`).
     fn hold(&mut self, group: &str, on: bool);
     fn set_latency(&mut self, group: &str, ms: u64);
-    /// The server process dies: in-memory state gone, connections cut. With
+    /// Server nodes (1 unless a cluster).
+    fn nodes(&self) -> usize {
+        1
+    }
+    /// Server node `node`'s process dies: in-memory state gone, connections cut. With
     /// `power_loss` its machine dies too: what its disk had not synced is lost.
-    fn crash_server(&mut self, power_loss: bool);
-    /// A stopped server starts again (it replays its logs).
-    fn start_server(&mut self);
+    fn crash_server(&mut self, node: usize, power_loss: bool);
+    /// A stopped node starts again (it replays its logs, or the cluster's streams).
+    fn start_server(&mut self, node: usize);
+    /// Several nodes: node `node`'s link to Redis drops (`Link::Partition`) or holds
+    /// (`Link::Hold`) everything while `on`.
+    fn backplane(&mut self, node: usize, link: Link, on: bool);
+    /// Several nodes: Redis is killed and restarts at once, keeping what it acknowledged.
+    fn restart_redis(&mut self);
     /// The server's disk: `full` fails every append; otherwise each fails with
     /// probability `error_rate`.
     fn set_disk(&mut self, full: bool, error_rate: f64);
     /// Flips a byte in the middle of a workspace's log of the stopped server.
     fn corrupt_log(&mut self);
     /// Kill and start at once.
-    fn bounce_server(&mut self) {
-        self.crash_server(false);
-        self.start_server();
+    fn bounce_server(&mut self, node: usize) {
+        self.crash_server(node, false);
+        self.start_server(node);
     }
+}
+
+/// How a node's link to Redis fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Partition,
+    Hold,
 }
 
 /// What one call of [`Timeline::advance`] started.
@@ -57,7 +73,8 @@ pub struct Timeline {
     next: usize,
     workload_end_ms: u64,
     total_ms: u64,
-    server_down: bool,
+    /// The nodes crashed and not yet restarted.
+    server_down: std::collections::BTreeSet<usize>,
     disk_full: bool,
     disk_error_rate: f64,
     liveness: bool,
@@ -74,7 +91,7 @@ impl Timeline {
             next: 0,
             workload_end_ms,
             total_ms: workload_end_ms + sc.quiescence_s * 1000,
-            server_down: false,
+            server_down: Default::default(),
             disk_full: false,
             disk_error_rate: 0.0,
             liveness: false,
@@ -135,6 +152,7 @@ impl Timeline {
 
     fn apply(&mut self, f: &Fault, world: &mut dyn Faults, tabs: &Controls) {
         use FaultKind::*;
+        let node = f.node.unwrap_or(0);
         // A fault on a group with no tabs in this run has nothing to act on.
         let targets: Vec<String> = world
             .groups()
@@ -158,21 +176,26 @@ impl Timeline {
                 }
             }
             ServerCrash | PowerLoss => {
-                if !self.server_down {
-                    world.crash_server(f.kind == PowerLoss);
-                    self.server_down = true;
+                if self.server_down.insert(node) {
+                    world.crash_server(node, f.kind == PowerLoss);
                 }
             }
             ServerRestart => {
-                if self.server_down {
-                    world.start_server();
-                    self.server_down = false;
+                if self.server_down.remove(&node) {
+                    world.start_server(node);
                 }
             }
             ServerBounce => {
-                world.bounce_server();
-                self.server_down = false;
+                world.bounce_server(node);
+                self.server_down.remove(&node);
             }
+            BackplanePartition | BackplaneRepair => {
+                world.backplane(node, Link::Partition, f.kind == BackplanePartition);
+            }
+            BackplaneHold | BackplaneRelease => {
+                world.backplane(node, Link::Hold, f.kind == BackplaneHold);
+            }
+            RedisRestart => world.restart_redis(),
             DiskFull | DiskFreed => {
                 self.disk_full = f.kind == DiskFull;
                 world.set_disk(self.disk_full, self.disk_error_rate);
@@ -210,9 +233,14 @@ impl Timeline {
             self.disk_error_rate = 0.0;
             world.set_disk(false, 0.0);
         }
-        if self.server_down {
-            world.start_server();
-            self.server_down = false;
+        if world.nodes() > 1 {
+            for node in 0..world.nodes() {
+                world.backplane(node, Link::Partition, false);
+                world.backplane(node, Link::Hold, false);
+            }
+        }
+        for node in std::mem::take(&mut self.server_down) {
+            world.start_server(node);
         }
         tabs.send(&None, 1.0, Command::Online);
         tabs.send(&None, 1.0, Command::Stall(false));
@@ -253,12 +281,18 @@ mod tests {
         fn corrupt_log(&mut self) {
             self.0.push("corrupt log".into());
         }
-        fn crash_server(&mut self, power_loss: bool) {
+        fn crash_server(&mut self, _node: usize, power_loss: bool) {
             self.0
                 .push(if power_loss { "power loss" } else { "crash" }.into());
         }
-        fn start_server(&mut self) {
+        fn start_server(&mut self, _node: usize) {
             self.0.push("start".into());
+        }
+        fn backplane(&mut self, node: usize, link: Link, on: bool) {
+            self.0.push(format!("backplane {node} {link:?} {on}"));
+        }
+        fn restart_redis(&mut self) {
+            self.0.push("restart redis".into());
         }
     }
 

@@ -63,22 +63,41 @@ pub fn unshare(rec: Rc<RefCell<Recorder>>) -> Result<Recorder, RunError> {
 /// turmoil tears a write that was pending at a power loss at this block size.
 const SIM_BLOCK_BYTES: u64 = 512;
 
-/// The timeline's faults on turmoil: each group is a client host, linked to "server".
+/// The host of server node `i`: "server" for the first (and only, unless a cluster).
+pub fn node_host(i: usize) -> String {
+    if i == 0 {
+        "server".into()
+    } else {
+        format!("node{i}")
+    }
+}
+
+/// The cluster's simulated Redis host.
+const REDIS_HOST: &str = "redis";
+
+/// One server node's process, as the timeline acts on it.
+struct Node {
+    /// Whether the process may run. turmoil's `crash` also drops the host's unsynced
+    /// writes (a power loss); a killed process is a `bounce` whose new incarnation
+    /// waits on this until `start_server`.
+    up: watch::Sender<bool>,
+    /// The host was crashed (power loss) and must be bounced to start.
+    powered_off: bool,
+    /// Set while turmoil drops the node's tasks, so its sockets close in the order they
+    /// were opened (`listener`'s docs).
+    crashing: Crashing,
+}
+
+/// The timeline's faults on turmoil: each group is a client host, linked to every
+/// server node; a cluster's nodes are linked to the Redis host.
 struct SimFaults<'a, 'b> {
     sim: &'a mut turmoil::Sim<'b>,
     sc: &'a Scenario,
     /// The groups with tabs in this world.
     groups: &'a [String],
-    /// Whether the server process may run. turmoil's `crash` also drops the host's
-    /// unsynced writes (a power loss); a killed process is a `bounce` whose new
-    /// incarnation waits on this until `start_server`.
-    server_up: &'a watch::Sender<bool>,
-    /// The host was crashed (power loss) and must be bounced to start.
-    powered_off: bool,
+    nodes: Vec<Node>,
+    /// The first node's disk (a cluster's nodes keep nothing on disk).
     disk: &'a DiskFaults,
-    /// Set while turmoil drops the server's tasks, so its sockets close in accept order
-    /// (`listener`'s docs).
-    crashing: &'a Crashing,
 }
 
 impl Faults for SimFaults<'_, '_> {
@@ -90,33 +109,60 @@ impl Faults for SimFaults<'_, '_> {
         g.and_then(|x| x.latency_ms)
             .unwrap_or(self.sc.server.latency_ms)
     }
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
     fn partition(&mut self, group: &str, on: bool) {
-        if on {
-            self.sim.partition(group, "server");
-        } else {
-            self.sim.repair(group, "server");
+        for n in 0..self.nodes.len() {
+            if on {
+                self.sim.partition(group, node_host(n));
+            } else {
+                self.sim.repair(group, node_host(n));
+            }
         }
     }
     fn hold(&mut self, group: &str, on: bool) {
-        if on {
-            self.sim.hold(group, "server");
-        } else {
-            self.sim.release(group, "server");
+        for n in 0..self.nodes.len() {
+            if on {
+                self.sim.hold(group, node_host(n));
+            } else {
+                self.sim.release(group, node_host(n));
+            }
         }
     }
     fn set_latency(&mut self, group: &str, ms: u64) {
-        self.sim
-            .set_link_latency(group, "server", Duration::from_millis(ms));
+        for n in 0..self.nodes.len() {
+            self.sim
+                .set_link_latency(group, node_host(n), Duration::from_millis(ms));
+        }
     }
-    fn crash_server(&mut self, power_loss: bool) {
-        self.server_up.send_replace(false);
+    fn crash_server(&mut self, node: usize, power_loss: bool) {
+        let host = node_host(node);
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        n.up.send_replace(false);
         if power_loss {
-            self.crashing.during(|| self.sim.crash("server"));
-            self.powered_off = true;
+            n.crashing.during(|| self.sim.crash(host));
+            n.powered_off = true;
         } else {
             // The process restarts at once and waits, not listening, until started.
-            self.crashing.during(|| self.sim.bounce("server"));
+            n.crashing.during(|| self.sim.bounce(host));
         }
+    }
+    fn backplane(&mut self, node: usize, link: crate::timeline::Link, on: bool) {
+        use crate::timeline::Link;
+        let host = node_host(node);
+        match (link, on) {
+            (Link::Partition, true) => self.sim.partition(host, REDIS_HOST),
+            (Link::Partition, false) => self.sim.repair(host, REDIS_HOST),
+            (Link::Hold, true) => self.sim.hold(host, REDIS_HOST),
+            (Link::Hold, false) => self.sim.release(host, REDIS_HOST),
+        }
+    }
+    /// Its state is kept outside the host (`appendfsync always`): only connections go.
+    fn restart_redis(&mut self) {
+        self.sim.bounce(REDIS_HOST);
     }
     fn set_disk(&mut self, full: bool, error_rate: f64) {
         self.disk.set(full, error_rate);
@@ -125,10 +171,13 @@ impl Faults for SimFaults<'_, '_> {
         self.disk.corrupt_next_start();
     }
     /// turmoil's `bounce` starts a crashed host again.
-    fn start_server(&mut self) {
-        self.server_up.send_replace(true);
-        if std::mem::take(&mut self.powered_off) {
-            self.sim.bounce("server");
+    fn start_server(&mut self, node: usize) {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        n.up.send_replace(true);
+        if std::mem::take(&mut n.powered_off) {
+            self.sim.bounce(node_host(node));
         }
     }
 }
@@ -144,34 +193,35 @@ pub fn run_world(
     let rec = Rc::new(RefCell::new(new_recorder(sc)));
     let (workspaces, specs) = shard_tabs(sc, &mut root, shard);
     let tabs_total = specs.len();
-    let (server_up, up_rx) = watch::channel(true);
     let disk = DiskFaults::new(root.next_u64());
-    let crashing = Crashing::default();
-    let mut sim = build_sim(
-        sc,
-        &mut root,
-        shard,
-        tabs_total,
-        up_rx,
-        disk.clone(),
-        &crashing,
-    );
+    let model = crate::backplane::Shared::default();
+    let (mut sim, nodes) = build_sim(sc, &mut root, shard, tabs_total, disk.clone(), &model);
     let (finish_tx, finish_rx) = watch::channel(false);
     let (controls, groups) = add_clients(&mut sim, sc, specs, workspaces, &rec, &finish_rx);
     let mut world = SimFaults {
         sim: &mut sim,
         sc,
         groups: &groups,
-        server_up: &server_up,
-        powered_off: false,
+        nodes,
         disk: &disk,
-        crashing: &crashing,
     };
     let load = drive(&mut world, sc, &controls, &rec, &finish_tx, progress)?;
     let simulated_s = sim.elapsed().as_secs_f64();
     drop(sim);
+    let mut recorder = unshare(rec)?;
+    // Several nodes: what Redis accepted, checked for a deposed owner's write.
+    let model = model.lock().unwrap_or_else(|p| p.into_inner());
+    for v in model.fencing_violations() {
+        recorder.anomalies.push(crate::record::Anomaly::new(
+            "fencing_violations",
+            format!(
+                "stream {}: an append with fencing token {} was accepted after one with token {} (a deposed owner wrote)",
+                v.stream, v.token, v.before
+            ),
+        ));
+    }
     Ok(WorldOutput {
-        recorder: unshare(rec)?,
+        recorder,
         simulated_s,
         tabs: tabs_total,
         load,
@@ -194,16 +244,17 @@ fn shard_tabs(sc: &Scenario, root: &mut Rng, shard: Shard) -> (Vec<String>, Vec<
     (workspaces, specs)
 }
 
-/// The turmoil world with the reference server on its host "server".
+/// The turmoil world with the reference server on its host "server" — or, with
+/// `server.nodes` above 1, a node per host (`node_host`) and the simulated Redis on
+/// its own host.
 fn build_sim<'a>(
     sc: &Scenario,
     root: &mut Rng,
     shard: Shard,
     tabs_total: usize,
-    server_up: watch::Receiver<bool>,
     disk: Arc<DiskFaults>,
-    crashing: &Crashing,
-) -> turmoil::Sim<'a> {
+    model: &crate::backplane::Shared,
+) -> (turmoil::Sim<'a>, Vec<Node>) {
     let total_ms = (sc.duration_s + sc.quiescence_s) * 1000;
     let mut builder = turmoil::Builder::new();
     builder.fs().block_size(SIM_BLOCK_BYTES);
@@ -221,12 +272,53 @@ fn build_sim<'a>(
         // Shard 0 keeps the unsharded seed, so `shards = 1` runs are unchanged.
         .rng_seed(root.next_u64() ^ (shard.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .build();
+    let nodes = (0..sc.server.nodes)
+        .map(|i| {
+            let (up, up_rx) = watch::channel(true);
+            let crashing = Crashing::default();
+            add_node(&mut sim, sc, i, up_rx, disk.clone(), crashing.clone());
+            Node {
+                up,
+                powered_off: false,
+                crashing,
+            }
+        })
+        .collect();
+    if sc.server.nodes > 1 {
+        let model = model.clone();
+        sim.host(REDIS_HOST, move || {
+            let model = model.clone();
+            async move {
+                crate::backplane::serve(model).await?;
+                Ok(())
+            }
+        });
+    }
+    (sim, nodes)
+}
+
+/// Server node `i` on its host: it waits while the timeline keeps it down, then serves
+/// (a cluster's node over the simulated Redis, dialling out through its listener's
+/// crash-ordered sockets).
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    sc: &Scenario,
+    i: usize,
+    server_up: watch::Receiver<bool>,
+    disk: Arc<DiskFaults>,
+    crashing: Crashing,
+) {
     let mut cfg = sc.server.config.clone();
     cfg.disk = rtsync_server::storage::DiskHandle(Arc::new(SimDisk(disk.clone())));
     cfg.data_dir = SIM_DATA_DIR.into();
-    let crashing = crashing.clone();
-    sim.host("server", move || {
-        let cfg = cfg.clone();
+    let cluster = sc.server.nodes > 1;
+    if cluster {
+        let redis_port = crate::backplane::REDIS_PORT;
+        cfg.cluster.redis = Some(format!("redis://{REDIS_HOST}:{redis_port}"));
+        cfg.cluster.advertise = Some(format!("{}:{SERVER_PORT}", node_host(i)));
+    }
+    sim.host(node_host(i), move || {
+        let mut cfg = cfg.clone();
         let mut up = server_up.clone();
         let disk = disk.clone();
         let crashing = crashing.clone();
@@ -235,20 +327,17 @@ fn build_sim<'a>(
             up.wait_for(|up| *up).await?;
             disk.damage_if_due();
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
+            let listener = SimListener::new(listener, crashing.clone());
+            if cluster {
+                cfg.cluster.net = rtsync_server::cluster::NetHandle(Arc::new(listener.dialer()));
+            }
             let clock = Arc::new(SimClock {
                 epoch_ms: SIM_EPOCH_MS,
             });
-            rtsync_server::serve(
-                SimListener::new(listener, crashing.clone()),
-                cfg,
-                clock,
-                std::future::pending(),
-            )
-            .await?;
+            rtsync_server::serve(listener, cfg, clock, std::future::pending()).await?;
             Ok(())
         }
     });
-    sim
 }
 
 /// One client host per group with its tabs, and the probe host that reads the final
@@ -278,10 +367,22 @@ fn add_clients(
         .map(|g| g.name.clone())
         .filter(|g| by_group.contains_key(g))
         .collect();
+    // Group i's tabs start on node i mod nodes, so a cluster's workspaces are reached
+    // through several nodes.
+    let routes = Arc::new(crate::net::SimRoutes {
+        nodes: sc.server.nodes,
+        home: sc
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i % sc.server.nodes.max(1)))
+            .collect(),
+    });
     for (group, tabs) in by_group {
         let (rec, mut finish) = (rec.clone(), finish.clone());
+        let routes = routes.clone();
         sim.client(group.as_str(), async move {
-            let handles = spawn_tabs(tabs, &rec, zipf, &Net::Sim);
+            let handles = spawn_tabs(tabs, &rec, zipf, &Net::Sim(routes));
             let _ = finish.wait_for(|f| *f).await;
             for h in handles {
                 let _ = h.await;
@@ -291,15 +392,18 @@ fn add_clients(
     }
     {
         let (rec, mut finish) = (rec.clone(), finish.clone());
+        let routes = routes.clone();
         sim.client("probe", async move {
             let _ = finish.wait_for(|f| *f).await;
-            probe_final_state(&Net::Sim, workspaces, &rec).await;
+            probe_final_state(&Net::Sim(routes), workspaces, &rec).await;
             Ok(())
         });
     }
     for g in sc.groups.iter().filter(|g| groups.contains(&g.name)) {
         if let Some(l) = g.latency_ms {
-            sim.set_link_latency(g.name.as_str(), "server", Duration::from_millis(l));
+            for n in 0..sc.server.nodes {
+                sim.set_link_latency(g.name.as_str(), node_host(n), Duration::from_millis(l));
+            }
         }
     }
     (controls, groups)

@@ -110,6 +110,10 @@ pub struct ClusterConfig {
     /// workspace's connections close and its clients reconnect).
     #[arg(long, default_value_t = d().redis_timeout_ms)]
     pub redis_timeout_ms: u64,
+    /// A deliberately broken cluster for the simulator's canary: appends skip the
+    /// fencing check, so a deposed owner's late write lands. Only a scenario key.
+    #[arg(skip)]
+    pub canary_unfenced: bool,
     /// How nodes dial out: real TCP, or the simulator's.
     #[arg(skip)]
     #[serde(skip)]
@@ -124,6 +128,7 @@ impl Default for ClusterConfig {
             lease_ms: 3000,
             stream_compact_steps: 10_000,
             redis_timeout_ms: 2000,
+            canary_unfenced: false,
             net: NetHandle::default(),
         }
     }

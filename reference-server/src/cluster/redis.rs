@@ -75,7 +75,7 @@ pub struct StreamEntry {
 
 /// Takes the lease if it is free or held by this same node (a restart of it: the old
 /// incarnation is gone), issuing a new token; else names the holder.
-const ACQUIRE: &str = r"
+pub const ACQUIRE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local owner = string.sub(cur, string.find(cur, '|', 1, true) + 1)
@@ -87,14 +87,14 @@ return {t, ARGV[1]}
 ";
 
 /// Extends the lease only if it is still exactly ours.
-const RENEW: &str = r"
+pub const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
 /// Appends steps only if the lease is still exactly ours (the fencing check).
-const APPEND: &str = r"
+pub const APPEND: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 for i = 3, #ARGV do
   redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[i])
@@ -102,8 +102,17 @@ end
 return 1
 ";
 
+/// The canary's append (`canary_unfenced`): no lease check. A deposed owner's late
+/// write lands; the simulator's fencing check must catch it.
+pub const APPEND_UNFENCED: &str = r"
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[i])
+end
+return 1
+";
+
 /// Compaction: the stream replaced by one snapshot step, only if the lease is ours.
-const REPLACE: &str = r"
+pub const REPLACE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[3])
@@ -111,7 +120,7 @@ return 1
 ";
 
 /// Gives the lease up (a clean shutdown), only if it is still ours.
-const RELEASE: &str = r"
+pub const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -125,6 +134,8 @@ const IDLE_MAX: usize = 8;
 /// The Redis backplane of one node.
 pub struct Redis {
     url: RedisUrl,
+    /// The canary: appends without the fencing check.
+    pub unfenced: bool,
     net: NetHandle,
     /// Each call is bounded by this: a Redis that does not answer is an error, not a hang.
     timeout: Duration,
@@ -155,6 +166,7 @@ impl Redis {
     pub fn new(url: RedisUrl, net: NetHandle, timeout: Duration) -> Self {
         Redis {
             url,
+            unfenced: false,
             net,
             timeout,
             idle: std::sync::Mutex::new(Vec::new()),
@@ -267,7 +279,12 @@ impl Redis {
         let t = token.to_string();
         let mut args: Vec<&[u8]> = vec![value.as_bytes(), t.as_bytes()];
         args.extend(steps.iter().map(|s| s.as_bytes()));
-        self.flag(APPEND, &[&lease, &log], &args).await
+        let script = if self.unfenced {
+            APPEND_UNFENCED
+        } else {
+            APPEND
+        };
+        self.flag(script, &[&lease, &log], &args).await
     }
 
     /// Replaces the whole stream by one step (a snapshot); `false`: fenced off.

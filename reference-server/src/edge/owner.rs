@@ -34,12 +34,14 @@ impl Cluster {
             return Ok(None);
         };
         let url: RedisUrl = url.parse()?;
+        let mut redis = Redis::new(
+            url,
+            cfg.net.clone(),
+            Duration::from_millis(cfg.redis_timeout_ms),
+        );
+        redis.unfenced = cfg.canary_unfenced;
         Ok(Some(Arc::new(Cluster {
-            redis: Redis::new(
-                url,
-                cfg.net.clone(),
-                Duration::from_millis(cfg.redis_timeout_ms),
-            ),
+            redis,
             node,
             cfg: cfg.clone(),
             opening: tokio::sync::Mutex::new(()),

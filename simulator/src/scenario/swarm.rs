@@ -18,6 +18,7 @@
 //! for_s = [1, 40]                             # then healed (partition → repair, …)
 //! fraction = [0.1, 1.0]                       # client faults: share of tabs
 //! latency_ms = { log = [20, 3000] }           # latency faults
+//! node = { one_of = [0, 1, 2] }               # server and backplane faults: which node
 //! ```
 //!
 //! The draws come from their own stream of the root seed (never the world's), in a
@@ -66,6 +67,9 @@ pub struct SwarmFault {
     pub latency_ms: Option<Value>,
     #[serde(default)]
     pub ops: Option<Value>,
+    /// The server node a server or backplane fault acts on (a cluster's).
+    #[serde(default)]
+    pub node: Option<Value>,
 }
 
 fn one() -> f64 {
@@ -144,6 +148,7 @@ fn draw_fault(
     let fraction = maybe(&f.fraction, "fraction", rng)?;
     let latency = maybe(&f.latency_ms, "latency_ms", rng)?;
     let ops = maybe(&f.ops, "ops", rng)?;
+    let node = maybe(&f.node, "node", rng)?;
     let mut words = format!("{} at {at_s} s", show(&kind_v));
     if !happens {
         return Ok((Vec::new(), "none".into()));
@@ -166,6 +171,10 @@ fn draw_fault(
     if let Some(x) = &ops {
         fault.insert("ops".into(), x.clone());
         words.push_str(&format!(", {} ops", show(x)));
+    }
+    if let Some(x) = &node {
+        fault.insert("node".into(), x.clone());
+        words.push_str(&format!(" on node {}", show(x)));
     }
     let mut out = vec![Value::Table(fault.clone())];
     if let (Some(d), Some(heal)) = (for_s, kind.heal()) {

@@ -562,6 +562,7 @@ kind = "server_restart"
     );
 }
 
+mod cluster;
 mod conformance_run;
 mod partial;
 mod regressions;
