@@ -26,7 +26,8 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 #[derive(Parser, Debug)]
 #[command(about = "Open-model WebSocket fan-out load generator (benches/fanout)")]
 struct Args {
-    /// host:port of a server speaking docs/protocol.md's basic subset.
+    /// host:port of a server speaking docs/protocol.md's basic subset; several,
+    /// comma-separated (the nodes of a cluster): client i connects to the (i mod n)th.
     #[arg(long)]
     target: String,
     #[arg(long, default_value_t = 1000)]
@@ -184,12 +185,14 @@ async fn connect(a: &Args, i: usize) -> anyhow::Result<Ws> {
         exp: u64::MAX / 2,
     };
     let token = mint(&claims, a.jwt_secret.as_bytes());
-    let tcp = TcpStream::connect(&a.target)
+    let targets: Vec<&str> = a.target.split(',').collect();
+    let target = targets[i % targets.len()];
+    let tcp = TcpStream::connect(target)
         .await
-        .with_context(|| format!("connect {}", a.target))?;
+        .with_context(|| format!("connect {target}"))?;
     // Our own sends must not wait on Nagle either.
     tcp.set_nodelay(true)?;
-    let url = format!("ws://{}/ws?token={token}&sessionId=s{i}", a.target);
+    let url = format!("ws://{target}/ws?token={token}&sessionId=s{i}");
     let (mut ws, _) = client_async(url, tcp).await.context("upgrade")?;
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.starts_with(r#"{"type":"CONNECTED""#) => Ok(ws),
