@@ -11,6 +11,7 @@
 
 use super::{ApiError, Server, Shard, ShardInner};
 use crate::cluster::{ClusterConfig, Lease, Redis, RedisUrl, StreamLog, stream_log::Job};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,12 @@ pub struct Cluster {
     /// This node's advertised address: the lease holder's name.
     pub node: String,
     pub cfg: ClusterConfig,
-    /// One workspace opened at a time on this node, so two first connections to the
-    /// same workspace cannot take its lease twice (the second token would fence the first).
-    opening: tokio::sync::Mutex<()>,
+    /// Each workspace is opened once at a time on this node, so two first connections
+    /// to it cannot take its lease twice (the second token would fence the first). Per
+    /// workspace: with Redis slow or away, one workspace's open must not queue every
+    /// other's behind its timeouts (found in 35-swarm-cluster: 8 s queues on a node
+    /// held away from Redis). Entries go when nobody is opening.
+    opening: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// A commit left steps to send.
     flush: tokio::sync::Notify,
 }
@@ -44,7 +48,7 @@ impl Cluster {
             redis,
             node,
             cfg: cfg.clone(),
-            opening: tokio::sync::Mutex::new(()),
+            opening: std::sync::Mutex::new(BTreeMap::new()),
             flush: tokio::sync::Notify::new(),
         })))
     }
@@ -86,7 +90,30 @@ impl Server {
         if let Some(s) = self.live_shard(workspace) {
             return Ok(Route::Local(s));
         }
-        let _one = c.opening.lock().await;
+        let lock = c
+            .opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(workspace.to_owned())
+            .or_default()
+            .clone();
+        let one = lock.clone().lock_owned().await;
+        let route = self.open(c, workspace).await;
+        drop(one);
+        drop(lock);
+        let mut opening = c.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if opening
+            .get(workspace)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            opening.remove(workspace);
+        }
+        route
+    }
+
+    /// Takes `workspace`'s lease, or says who holds it; with the lease, replays its stream
+    /// into a new shard. The caller holds the workspace's opening lock.
+    async fn open(&self, c: &Cluster, workspace: &str) -> Result<Route, ApiError> {
         if let Some(s) = self.live_shard(workspace) {
             return Ok(Route::Local(s));
         }

@@ -24,6 +24,18 @@ use tokio_tungstenite::tungstenite::{self as ts, protocol::frame::coding::CloseC
 
 pub type Upstream = WebSocketStream<crate::cluster::BoxIo>;
 
+/// The answer when the owner cannot be reached: 503, retry in a second (by then its
+/// lease may have lapsed and another node taken the workspace).
+fn owner_lost(owner: &str, why: &str) -> Response {
+    tracing::warn!(owner, why, "owner node unreachable");
+    ApiError::unavailable(
+        "UNAVAILABLE",
+        "the node that owns this workspace is unreachable; retry shortly",
+        1,
+    )
+    .into_response()
+}
+
 /// The owner's handshake for this request (`path_and_query` as the client sent it).
 /// `Err`: the response to give the client instead.
 pub async fn connect(
@@ -35,15 +47,7 @@ pub async fn connect(
     let Some(c) = server.cluster.as_ref() else {
         return Err(ApiError::unavailable("UNAVAILABLE", "not clustered", 1).into_response());
     };
-    let lost = |why: String| {
-        tracing::warn!(owner, why, "owner node unreachable");
-        ApiError::unavailable(
-            "UNAVAILABLE",
-            "the node that owns this workspace is unreachable; retry shortly",
-            1,
-        )
-        .into_response()
-    };
+    let lost = |why: String| owner_lost(owner, &why);
     let mut req = format!("ws://{owner}{path_and_query}")
         .into_client_request()
         .map_err(|e| lost(e.to_string()))?;
@@ -172,15 +176,7 @@ pub async fn forward(
     headers: &axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let lost = |why: String| {
-        tracing::warn!(owner, why, "owner node unreachable");
-        ApiError::unavailable(
-            "UNAVAILABLE",
-            "the node that owns this workspace is unreachable; retry shortly",
-            1,
-        )
-        .into_response()
-    };
+    let lost = |why: String| owner_lost(owner, &why);
     let Some(c) = server.cluster.as_ref() else {
         return lost("not clustered".into());
     };
