@@ -46,16 +46,6 @@ pub struct SimRoutes {
     pub home: BTreeMap<String, usize>,
 }
 
-impl SimRoutes {
-    /// One server: every route to the host `server`.
-    pub fn one_server() -> Arc<Self> {
-        Arc::new(SimRoutes {
-            nodes: 1,
-            home: BTreeMap::new(),
-        })
-    }
-}
-
 /// Live mode's network: where each route (a group's tabs, the probe) connects.
 #[derive(Debug)]
 pub struct LiveNet {
