@@ -22,7 +22,10 @@
 //! - [`live`] — the same tabs over real TCP in real time; a spawned reference server.
 //! - [`spawned`] — the reference server live mode starts: a child process it can
 //!   `kill -9` (`simulate serve-child`), or in-process for library callers.
-//! - [`proxy`] — live mode's per-group fault proxy (latency, hold, partition for real).
+//! - [`spawned_cluster`] — the cluster `live --spawn-cluster N` starts: a local Redis and
+//!   N nodes, each behind a fault proxy to Redis (backplane faults for real).
+//! - [`proxy`] — live mode's fault proxy (latency, hold, partition for real), per group
+//!   and per cluster node's link to Redis.
 //! - [`storage`] — a tab's persisted browser storage: snapshots, corruption, old schemas.
 //! - [`net`] — the network a run speaks over ([`net::Net`]: turmoil or real TCP), the
 //!   WebSocket/SSE/HTTP clients, the simulated clock.
@@ -67,6 +70,7 @@ pub mod scenario;
 pub mod setup;
 pub mod shards;
 pub mod spawned;
+pub mod spawned_cluster;
 pub mod storage;
 pub mod sweep;
 pub mod tab;

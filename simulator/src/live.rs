@@ -1,14 +1,16 @@
 //! Live mode: the same virtual tabs over real TCP, in real time, against a server at
-//! `--target` or one spawned on 127.0.0.1. Same workload, checkers, thresholds and
-//! reports as the simulator; the figures are measured, not deterministic.
+//! `--target`, one spawned on 127.0.0.1, or a spawned cluster (N nodes over a local
+//! Redis: `spawned_cluster.rs`). Same workload, checkers, thresholds and reports as the
+//! simulator; the figures are measured, not deterministic.
 //!
 //! Each group's tabs connect through their own fault proxy on loopback (`proxy.rs`),
 //! which adds the group's link latency and applies the network faults of the timeline
 //! for real (partition, hold, latency). The tabs run on worker threads (a `LocalSet`
 //! each, split by workspace); the proxies and the timeline on the calling thread; a
 //! spawned server has its own multi-threaded runtime; the server faults (crash,
-//! restart, bounce) are applied to a spawned server — killed, started again on its
-//! port with a new epoch — and skipped with a warning against `--target`. Latencies
+//! restart, bounce) are applied to a spawned server or a cluster's node — killed,
+//! started again on its port — and skipped with a warning against `--target`. A
+//! cluster's groups start on node i mod N, as in simulation, and move on to the next. Latencies
 //! count from the
 //! intended send time (the workload is an open model; see `tab.rs`), late starts are
 //! counted in `late_ops`, and `ramp_up_per_s` ramps connections up.
@@ -19,7 +21,8 @@ use crate::record::Recorder;
 use crate::run::{RunOutput, conclude};
 use crate::scenario::Scenario;
 use crate::setup::{
-    Controls, new_recorder, probe_final_state, spawn_tabs, tab_specs, workspaces, zipf,
+    Controls, from_home, home_nodes, new_recorder, probe_final_state, spawn_tabs, tab_specs,
+    workspaces, zipf,
 };
 use crate::tab::{Inbox, TabSpec};
 use crate::timeline::{Faults, Timeline};
@@ -32,32 +35,33 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// The timeline's faults for real: network faults on the groups' fault proxies,
-/// server faults on a server this process spawned (skipped, with one warning, against
-/// anyone else's).
-struct LiveFaults<'a> {
+/// server and cluster faults on servers this process spawned (skipped, with one
+/// warning, against anyone else's).
+struct LiveFaults<'p, 's> {
     /// Group → its proxy and base latency (none with `--direct`).
-    proxies: &'a BTreeMap<String, (FaultProxy, u64)>,
-    server: Option<&'a mut SpawnedServer>,
+    proxies: &'p BTreeMap<String, (FaultProxy, u64)>,
+    spawned: Option<&'s mut (dyn Spawned + 's)>,
+    nodes: usize,
     warned: bool,
 }
 
-impl LiveFaults<'_> {
+impl<'s> LiveFaults<'_, 's> {
     fn proxy(&self, group: &str) -> Option<&FaultProxy> {
         self.proxies.get(group).map(|(p, _)| p)
     }
 
-    fn server(&mut self) -> Option<&mut SpawnedServer> {
-        if self.server.is_none() && !self.warned {
+    fn spawned(&mut self) -> Option<&mut (dyn Spawned + 's)> {
+        if self.spawned.is_none() && !self.warned {
             self.warned = true;
             eprintln!(
-                "live mode: server faults are applied only to a server spawned by --spawn-server; skipped"
+                "live mode: server faults are applied only to servers spawned by --spawn-server or --spawn-cluster; skipped"
             );
         }
-        self.server.as_deref_mut()
+        self.spawned.as_deref_mut()
     }
 }
 
-impl Faults for LiveFaults<'_> {
+impl Faults for LiveFaults<'_, '_> {
     /// The groups with a fault proxy, by name.
     fn groups(&self) -> Vec<String> {
         self.proxies.keys().cloned().collect()
@@ -74,6 +78,9 @@ impl Faults for LiveFaults<'_> {
     fn set_latency(&mut self, group: &str, ms: u64) {
         self.proxy(group).inspect(|p| p.set_latency(ms));
     }
+    fn nodes(&self) -> usize {
+        self.nodes
+    }
     /// A real disk cannot be filled or broken on cue without root: skipped (the server's
     /// answers to a failing disk are tested on real files and in simulation).
     fn set_disk(&mut self, full: bool, error_rate: f64) {
@@ -86,22 +93,39 @@ impl Faults for LiveFaults<'_> {
     }
     /// A real machine cannot lose power on cue: live mode kills the process either way
     /// (what it wrote to the OS survives).
-    fn crash_server(&mut self, _node: usize, _power_loss: bool) {
-        if let Some(s) = self.server() {
-            s.crash();
+    fn crash_server(&mut self, node: usize, _power_loss: bool) {
+        if let Some(s) = self.spawned() {
+            s.crash(node);
         }
     }
-    fn start_server(&mut self, _node: usize) {
-        if let Some(Err(e)) = self.server().map(SpawnedServer::restart) {
-            eprintln!("live mode: {e}; the run goes on without a server");
+    fn start_server(&mut self, node: usize) {
+        if let Some(Err(e)) = self.spawned().map(|s| s.restart(node)) {
+            eprintln!("live mode: {e}; the run goes on without node {node}");
         }
     }
-    /// Live mode runs one node: a cluster scenario is refused before it starts.
-    fn backplane(&mut self, _node: usize, _link: crate::timeline::Link, _on: bool) {}
-    fn restart_redis(&mut self) {}
+    fn backplane(&mut self, node: usize, link: crate::timeline::Link, on: bool) {
+        if let Some(s) = self.spawned() {
+            s.backplane(node, link, on);
+        }
+    }
+    fn restart_redis(&mut self) {
+        if let Some(Err(e)) = self.spawned().map(|s| s.restart_redis()) {
+            eprintln!("live mode: {e}; the run goes on without Redis");
+        }
+    }
 }
 
-pub use crate::spawned::{SpawnedServer, serve_child};
+pub use crate::spawned::{Spawned, SpawnedServer, serve_child};
+pub use crate::spawned_cluster::SpawnedCluster;
+
+/// The servers a live run drives: anyone's at an address (server faults skipped), or
+/// servers this process spawned (server faults applied; a cluster's tabs spread over
+/// its nodes).
+#[derive(Debug)]
+pub enum Servers<'a> {
+    At(SocketAddr),
+    Spawned(&'a mut dyn Spawned),
+}
 
 /// Runs the scenario's tabs against `target` in real time, each group through its fault
 /// proxy unless `direct` (capacity runs: no proxy doubling the sockets; network faults
@@ -110,16 +134,21 @@ pub use crate::spawned::{SpawnedServer, serve_child};
 pub fn run(
     sc: &Scenario,
     seed: u64,
-    target: SocketAddr,
-    server: Option<&mut SpawnedServer>,
+    servers: Servers<'_>,
     direct: bool,
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RunOutput, RunError> {
-    if sc.server.nodes > 1 {
+    let (targets, spawned) = match servers {
+        Servers::At(addr) => (vec![addr], None),
+        Servers::Spawned(s) => (s.addrs(), Some(s)),
+    };
+    if sc.server.nodes != targets.len() {
         return Err(RunError::Sim(format!(
-            "{} runs {} server nodes; live mode drives one server so far (a spawned cluster is open work in docs/cluster.md)",
-            sc.name, sc.server.nodes
+            "{} runs {} server nodes and this run has {}: use --spawn-cluster for a cluster",
+            sc.name,
+            sc.server.nodes,
+            targets.len()
         )));
     }
     let started = std::time::Instant::now(); // live mode: real time is what it measures
@@ -136,17 +165,26 @@ pub fn run(
     let buckets = split_by_workspace(specs, &mut controls, threads.max(1));
     let workspaces = workspaces(sc, &run_tag);
     local.block_on(&rt, async {
-        let proxies = start_proxies(sc, target, direct).await;
-        let routes = proxies
+        let homes = home_nodes(sc);
+        let proxies = start_proxies(sc, &targets, &homes, direct).await;
+        // A group connects through its proxy, or (none) to the nodes from its home on.
+        let routes = homes
             .iter()
-            .map(|(g, (p, _))| (g.clone(), p.addr))
+            .map(|(g, &home)| {
+                let to = match proxies.get(g) {
+                    Some((p, _)) => vec![p.addr],
+                    None => from_home(&targets, home),
+                };
+                (g.clone(), to)
+            })
             .collect();
         let origin = std::time::Instant::now(); // live: real time is the point
-        let net = Net::live(target, routes, origin);
+        let net = Net::live(targets.clone(), routes, origin);
         let workers = spawn_workers(sc, buckets, &net);
         let mut world = LiveFaults {
             proxies: &proxies,
-            server,
+            spawned,
+            nodes: targets.len(),
             warned: false,
         };
         follow_timeline(sc, &mut world, &controls, &rec, progress).await;
@@ -193,17 +231,20 @@ fn split_by_workspace(
     buckets
 }
 
-/// A fault proxy per group (none when `direct`), with the group's base latency; a
-/// group whose proxy cannot start connects directly, with a warning.
+/// A fault proxy per group (none when `direct`), with the group's base latency, trying
+/// the nodes from the group's home on; a group whose proxy cannot start connects
+/// directly, with a warning.
 async fn start_proxies(
     sc: &Scenario,
-    target: SocketAddr,
+    targets: &[SocketAddr],
+    homes: &BTreeMap<String, usize>,
     direct: bool,
 ) -> BTreeMap<String, (FaultProxy, u64)> {
     let mut proxies = BTreeMap::new();
     for g in sc.groups.iter().filter(|_| !direct) {
         let base = g.latency_ms.unwrap_or(sc.server.latency_ms);
-        match FaultProxy::start(target, base).await {
+        let home = homes.get(&g.name).copied().unwrap_or(0);
+        match FaultProxy::start(from_home(targets, home), base).await {
             Ok(p) => {
                 proxies.insert(g.name.clone(), (p, base));
             }
@@ -251,7 +292,7 @@ fn spawn_workers(
 /// The fault timeline in real time, with the progress line about once a second.
 async fn follow_timeline(
     sc: &Scenario,
-    world: &mut LiveFaults<'_>,
+    world: &mut LiveFaults<'_, '_>,
     controls: &Controls,
     rec: &RefCell<Recorder>,
     progress: &mut dyn FnMut(u64, u64),

@@ -49,9 +49,12 @@ pub struct SimRoutes {
 /// Live mode's network: where each route (a group's tabs, the probe) connects.
 #[derive(Debug)]
 pub struct LiveNet {
-    server: SocketAddr,
-    /// Group → its fault proxy; routes without one go straight to the server.
-    routes: BTreeMap<String, SocketAddr>,
+    /// Where a route without its own list connects (the final probe), tried in order: the
+    /// server, or a cluster's nodes.
+    servers: Vec<SocketAddr>,
+    /// Route → where it connects, tried in order: its group's fault proxy, or (no
+    /// proxy, a cluster) the nodes from the group's home node on.
+    routes: BTreeMap<String, Vec<SocketAddr>>,
     /// The run's common time origin: every live thread measures from it. Wall clock,
     /// and live only: a simulated run is `Net::Sim` and never builds a `LiveNet`.
     start: std::time::Instant,
@@ -64,14 +67,15 @@ pub fn sim_now_ms() -> u64 {
 }
 
 impl Net {
-    /// Real TCP: to the group's proxy where `routes` has one, else to `server`.
+    /// Real TCP: to the first of the route's addresses in `routes` that accepts, else
+    /// to the first of `servers` that does.
     pub fn live(
-        server: SocketAddr,
-        routes: BTreeMap<String, SocketAddr>,
+        servers: Vec<SocketAddr>,
+        routes: BTreeMap<String, Vec<SocketAddr>>,
         start: std::time::Instant,
     ) -> Net {
         Net::Live(Arc::new(LiveNet {
-            server,
+            servers,
             routes,
             start,
         }))
@@ -98,10 +102,11 @@ impl Net {
         }
     }
 
-    fn addr(&self, route: &str) -> Option<SocketAddr> {
+    /// Live: where `route` connects, in order.
+    fn addrs(&self, route: &str) -> &[SocketAddr] {
         match self {
-            Net::Sim(_) => None,
-            Net::Live(l) => Some(l.routes.get(route).copied().unwrap_or(l.server)),
+            Net::Sim(_) => &[],
+            Net::Live(l) => l.routes.get(route).unwrap_or(&l.servers),
         }
     }
 }
@@ -311,17 +316,18 @@ impl Sse {
 /// The client side: every request a tab makes, over this run's network.
 impl Net {
     /// Connects to the server for `route` (a group's name, or "probe"): on turmoil's
-    /// network the route's home node, else the next one up; live, through the group's
-    /// fault proxy if it has one.
+    /// network the route's home node, else the next one up; live, the first of the
+    /// route's addresses that accepts (its group's fault proxy, or the nodes in order).
     async fn connect(&self, route: &str) -> Result<(Conn, String), ConnectFail> {
         match self {
             Net::Live(_) => {
-                let addr = self.addr(route).ok_or(ConnectFail::Network)?;
-                let s = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|_| ConnectFail::Network)?;
-                let _ = s.set_nodelay(true);
-                Ok((Conn::Live(s), addr.to_string()))
+                for &addr in self.addrs(route) {
+                    if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+                        let _ = s.set_nodelay(true);
+                        return Ok((Conn::Live(s), addr.to_string()));
+                    }
+                }
+                Err(ConnectFail::Network)
             }
             Net::Sim(routes) => {
                 let nodes = routes.nodes.max(1);
@@ -470,7 +476,7 @@ impl Net {
 
     /// The `host` header for `route`'s server.
     fn authority(&self, route: &str) -> String {
-        match self.addr(route) {
+        match self.addrs(route).first() {
             Some(addr) => addr.to_string(),
             None => format!("server:{SERVER_PORT}"),
         }

@@ -1,7 +1,11 @@
 //! A fault proxy on loopback for live mode: one per host group, between that group's
 //! tabs and the server, forwarding bytes both ways and applying the scenario's network
 //! faults for real — added latency, a hold (stall: nothing moves until released), and a
-//! partition (every connection cut, new ones refused until repaired).
+//! partition (every connection cut, new ones refused until repaired). A spawned
+//! cluster also puts one between each node and Redis, for the backplane's faults.
+//!
+//! Upstream is a list tried in order for each connection: a group's home node first,
+//! then the next ones (a load balancer moving on from a node that is down).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,7 +38,7 @@ pub struct FaultProxy {
 const CHUNK_BYTES: usize = 16 * 1024;
 
 impl FaultProxy {
-    pub async fn start(upstream: SocketAddr, latency_ms: u64) -> std::io::Result<FaultProxy> {
+    pub async fn start(upstreams: Vec<SocketAddr>, latency_ms: u64) -> std::io::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (held, _) = watch::channel(false);
@@ -54,8 +58,8 @@ impl FaultProxy {
                     drop(client); // refused: the group is cut off
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
+                let Some(server) = connect_first(&upstreams).await else {
+                    continue; // every node down: the client sees its connection close
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (cr, cw) = client.into_split();
@@ -96,6 +100,26 @@ impl FaultProxy {
     }
 }
 
+/// The first upstream that accepts a connection, in order.
+async fn connect_first(upstreams: &[SocketAddr]) -> Option<TcpStream> {
+    for &at in upstreams {
+        if let Ok(s) = TcpStream::connect(at).await {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Waits while the link is held; `false` if the proxy is gone.
+async fn released(held: &mut watch::Receiver<bool>) -> bool {
+    while *held.borrow_and_update() {
+        if held.changed().await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// One direction: read, hold back for the latency (order kept), write.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
@@ -119,10 +143,11 @@ async fn pump(
             r = held.changed() => if r.is_err() { return },
             n = from.read(&mut buf), if queue.len() < 1024 => match n {
                 Ok(0) | Err(_) => {
-                    // Flush what is queued, then close this direction.
+                    // Flush what is queued, then close this direction; a held link
+                    // delivers it on release (a paused node's last words arrive late).
                     while let Some((t, bytes)) = queue.pop_front() {
                         tokio::time::sleep_until(t).await;
-                        if to.write_all(&bytes).await.is_err() {
+                        if !released(&mut held).await || to.write_all(&bytes).await.is_err() {
                             return;
                         }
                     }
@@ -174,7 +199,9 @@ mod tests {
 
     #[tokio::test]
     async fn adds_latency_holds_and_partitions() {
-        let proxy = FaultProxy::start(echo_server().await, 0).await.unwrap();
+        let proxy = FaultProxy::start(vec![echo_server().await], 0)
+            .await
+            .unwrap();
         let mut c = TcpStream::connect(proxy.addr).await.unwrap();
         assert!(round_trip(&mut c).await.unwrap() < Duration::from_millis(50));
         proxy.set_latency(60);
@@ -203,5 +230,49 @@ mod tests {
         proxy.partition(false);
         let mut healed = TcpStream::connect(proxy.addr).await.unwrap();
         assert!(round_trip(&mut healed).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn moves_on_to_the_next_upstream() {
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap(); // dropped: nothing listens there now
+        let proxy = FaultProxy::start(vec![dead, echo_server().await], 0)
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        assert!(
+            round_trip(&mut c).await.is_some(),
+            "the second one answered"
+        );
+    }
+
+    /// A client that writes and hangs up while held: its bytes arrive on release, not at
+    /// the hang-up (the paused node's late append that fencing must refuse).
+    #[tokio::test]
+    async fn a_held_link_delivers_a_closed_clients_bytes_on_release() {
+        let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = sink.local_addr().unwrap();
+        let (got_tx, got) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = sink.accept().await.unwrap();
+            let mut b = Vec::new();
+            let _ = s.read_to_end(&mut b).await;
+            let _ = got_tx.send((tokio::time::Instant::now(), b));
+        });
+        let proxy = FaultProxy::start(vec![at], 0).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await; // the upstream is connected
+        proxy.hold(true);
+        c.write_all(b"late").await.unwrap();
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let released = tokio::time::Instant::now();
+        proxy.hold(false);
+        let (when, bytes) = got.await.unwrap();
+        assert_eq!(bytes, b"late");
+        assert!(when >= released, "delivered only once released");
     }
 }

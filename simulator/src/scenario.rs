@@ -617,6 +617,43 @@ impl Scenario {
         Ok(s)
     }
 
+    /// The scenario on a cluster of `nodes` (`simulate live --spawn-cluster`), with
+    /// `kills` node kills added: spread evenly between the warm-up and the end, each
+    /// node in turn, every one restarted after half the gap to the next (at most 5 s:
+    /// past a 3 s lease, so its workspaces move). Refused like a bad file when a fault
+    /// names a node the cluster lacks.
+    pub fn on_cluster(&self, nodes: usize, kills: usize) -> Result<Scenario, ScenarioError> {
+        let mut s = self.clone();
+        s.server.nodes = nodes;
+        let window_s = s.duration_s.saturating_sub(s.warmup_s) as f64;
+        let gap_s = window_s / (kills + 1) as f64;
+        let down_s = (gap_s / 2.0).min(5.0);
+        for k in 0..kills {
+            let at_s = s.warmup_s as f64 + gap_s * (k + 1) as f64;
+            for (at_s, kind) in [
+                (at_s, FaultKind::ServerCrash),
+                (at_s + down_s, FaultKind::ServerRestart),
+            ] {
+                s.faults.push(Fault {
+                    at_s: (at_s * 10.0).round() / 10.0,
+                    kind,
+                    group: None,
+                    fraction: 1.0,
+                    latency_ms: None,
+                    ops: None,
+                    node: Some(k % nodes.max(1)),
+                });
+            }
+        }
+        s.validate()
+            .map_err(|(field, message)| ScenarioError::Invalid {
+                path: format!("{} on a {nodes}-node cluster", s.path),
+                field,
+                message,
+            })?;
+        Ok(s)
+    }
+
     pub fn tabs(&self) -> usize {
         self.groups.iter().map(Group::tabs).sum()
     }

@@ -26,6 +26,24 @@ pub fn zipf(keys: u64, s: f64) -> Zipf<f64> {
     Zipf::new(keys as f64, s).expect("workload.keys >= 1 and zipf_s >= 0 (validated)")
 }
 
+/// Each group's home node: group i's tabs start on node i mod nodes (then try the next
+/// ones), so a cluster's workspaces are reached through several nodes.
+pub fn home_nodes(sc: &Scenario) -> BTreeMap<String, usize> {
+    let nodes = sc.server.nodes.max(1);
+    sc.groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.name.clone(), i % nodes))
+        .collect()
+}
+
+/// `items` from `home` on, wrapping: the order a route from that home tries the nodes in.
+pub fn from_home<T: Clone>(items: &[T], home: usize) -> Vec<T> {
+    (0..items.len())
+        .map(|k| items[(home + k) % items.len()].clone())
+        .collect()
+}
+
 /// Every tab of the scenario, in a fixed order. `run_tag` prefixes user, workspace and
 /// client ids: empty in simulation (a fresh server each run), unique per run in live mode,
 /// where a long-lived server remembers earlier runs — a reused clientId would get the

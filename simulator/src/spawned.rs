@@ -10,8 +10,46 @@
 //!   runtime mid-flight (what it wrote to the OS stays, as with a kill).
 
 use crate::scenario::Scenario;
+use crate::timeline::Link;
 use crate::world::RunError;
 use std::net::SocketAddr;
+
+/// Servers this process started, so the timeline's server faults reach them: one
+/// reference server, or a cluster of nodes over Redis (`spawned_cluster.rs`).
+pub trait Spawned: std::fmt::Debug {
+    /// Where clients connect: node 0's address first.
+    fn addrs(&self) -> Vec<SocketAddr>;
+    /// Kills node `node` (SIGKILL for a child process).
+    fn crash(&mut self, node: usize);
+    /// Starts a killed node again on its port.
+    fn restart(&mut self, node: usize) -> Result<(), RunError>;
+    /// A cluster: node `node`'s link to Redis drops or holds everything while `on`.
+    fn backplane(&mut self, _node: usize, _link: Link, _on: bool) {}
+    /// A cluster: Redis is killed and started again on its port and directory.
+    fn restart_redis(&mut self) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+impl Spawned for SpawnedServer {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        vec![self.addr]
+    }
+    fn crash(&mut self, _node: usize) {
+        SpawnedServer::crash(self);
+    }
+    fn restart(&mut self, _node: usize) -> Result<(), RunError> {
+        SpawnedServer::restart(self)
+    }
+}
+
+/// A cluster node told nothing else advertises the address it bound: the one its
+/// spawner gave it a free port for.
+fn advertise_bound(cfg: &mut rtsync_server::ServerConfig, addr: SocketAddr) {
+    if cfg.cluster.redis.is_some() && cfg.cluster.advertise.is_none() {
+        cfg.cluster.advertise = Some(addr.to_string());
+    }
+}
 
 /// A reference server this process started; killed when dropped (the run is over by
 /// then), its data dir removed.
@@ -176,7 +214,7 @@ async fn bind(at: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// The server on a thread with its own runtime; dropping `stop` drops the runtime.
 fn launch_thread(
-    cfg: rtsync_server::ServerConfig,
+    mut cfg: rtsync_server::ServerConfig,
     at: SocketAddr,
 ) -> Result<(SocketAddr, Running), RunError> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -195,7 +233,11 @@ fn launch_thread(
                 let _ = addr_tx.send(None);
                 return;
             };
-            let _ = addr_tx.send(listener.local_addr().ok());
+            let addr = listener.local_addr().ok();
+            if let Some(addr) = addr {
+                advertise_bound(&mut cfg, addr);
+            }
+            let _ = addr_tx.send(addr);
             let clock = std::sync::Arc::new(rtsync_server::SystemClock::new());
             let listener = rtsync_server::tcp(listener);
             tokio::spawn(rtsync_server::serve(
@@ -241,6 +283,7 @@ pub fn serve_child(listen: SocketAddr, data_dir: std::path::PathBuf) -> Result<(
             .await
             .map_err(|e| fail(format!("bind {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+        advertise_bound(&mut cfg, addr);
         // The parent reads this line, then closes the pipe: nothing more is written.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening {addr}");

@@ -367,16 +367,9 @@ fn add_clients(
         .map(|g| g.name.clone())
         .filter(|g| by_group.contains_key(g))
         .collect();
-    // Group i's tabs start on node i mod nodes, so a cluster's workspaces are reached
-    // through several nodes.
     let routes = Arc::new(crate::net::SimRoutes {
         nodes: sc.server.nodes,
-        home: sc
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.name.clone(), i % sc.server.nodes.max(1)))
-            .collect(),
+        home: crate::setup::home_nodes(sc),
     });
     for (group, tabs) in by_group {
         let (rec, mut finish) = (rec.clone(), finish.clone());

@@ -74,9 +74,24 @@ struct LiveArgs {
     /// `--jwt-secret rtsync-simulation-secret`), as HOST:PORT.
     #[arg(long, conflicts_with = "spawn_server")]
     target: Option<String>,
-    /// Start the reference server on 127.0.0.1 with the scenario's settings.
+    /// Start the reference server on 127.0.0.1 with the scenario's settings (a cluster
+    /// scenario's nodes over a local Redis, as --spawn-cluster does).
     #[arg(long)]
     spawn_server: bool,
+    /// Start a cluster on 127.0.0.1: a local redis-server and N reference-server nodes
+    /// with the scenario's settings; group i's tabs start on node i mod N.
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "spawn_server"],
+          value_parser = clap::value_parser!(u64).range(1..=8))]
+    spawn_cluster: Option<u64>,
+    /// With --spawn-cluster: add K node kills (SIGKILL), spread evenly after the warm-up,
+    /// each node in turn, each restarted after half the gap to the next (at most 5 s).
+    #[arg(
+        long,
+        value_name = "K",
+        requires = "spawn_cluster",
+        default_value_t = 0
+    )]
+    node_kills: usize,
     /// Connect straight to the server, without the per-group fault proxies (capacity
     /// runs: half the sockets; network faults are then skipped).
     #[arg(long)]
@@ -250,8 +265,7 @@ struct Ran {
 enum Mode<'a> {
     Simulated,
     Live {
-        addr: std::net::SocketAddr,
-        server: Option<&'a mut rtsync_simulator::live::SpawnedServer>,
+        servers: rtsync_simulator::live::Servers<'a>,
         direct: bool,
         threads: usize,
     },
@@ -299,11 +313,10 @@ fn run_in(
     let out = match mode {
         Mode::Simulated => run::run(sc, seed, &mut progress)?,
         Mode::Live {
-            addr,
-            server,
+            servers,
             direct,
             threads,
-        } => rtsync_simulator::live::run(sc, seed, addr, server, direct, threads, &mut progress)?,
+        } => rtsync_simulator::live::run(sc, seed, servers, direct, threads, &mut progress)?,
     };
     bar.finish_and_clear();
     let verdict = report::evaluate(sc, &out.recorder);
@@ -468,6 +481,24 @@ fn run_conformance(a: ConformanceArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// The reference server as the scenario runs it, started here as child processes of
+/// this binary: one server, or (`server.nodes` above 1) a cluster over a local Redis.
+fn spawn_for(sc: &Scenario) -> anyhow::Result<Box<dyn rtsync_simulator::live::Spawned>> {
+    use rtsync_simulator::live::{SpawnedCluster, SpawnedServer};
+    let exe = std::env::current_exe()?;
+    Ok(if sc.server.nodes > 1 {
+        let c = SpawnedCluster::start(sc, sc.server.nodes, Some(exe))?;
+        say!(
+            "  cluster: {} nodes over {}",
+            sc.server.nodes,
+            c.redis_url()
+        );
+        Box::new(c)
+    } else {
+        Box::new(SpawnedServer::start_child(sc, exe)?)
+    })
+}
+
 /// `simulate live`: against `--target`, or a reference server spawned here.
 fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
     let sc = match Scenario::load(&a.scenario) {
@@ -479,17 +510,23 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
     };
     let seed = a.seed.unwrap_or(sc.seed);
     // A swarm scenario's server settings are drawn per seed, like the rest.
-    let sc = sc.for_seed(seed)?;
-    let mut spawned = if a.spawn_server {
-        Some(rtsync_simulator::live::SpawnedServer::start_child(
-            &sc,
-            std::env::current_exe()?,
-        )?)
+    let mut sc = sc.for_seed(seed)?;
+    if let Some(n) = a.spawn_cluster {
+        sc = match sc.on_cluster(n as usize, a.node_kills) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(EXIT_INVALID);
+            }
+        };
+    }
+    let mut spawned = if a.spawn_server || a.spawn_cluster.is_some() {
+        Some(spawn_for(&sc)?)
     } else {
         None
     };
     let addr = match (&spawned, &a.target) {
-        (Some(s), _) => s.addr,
+        (Some(s), _) => s.addrs()[0],
         (None, Some(t)) => {
             use std::net::ToSocketAddrs;
             t.to_socket_addrs()
@@ -498,7 +535,7 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("--target {t}: no address"))?
         }
         (None, None) => {
-            anyhow::bail!("live mode needs --target HOST:PORT or --spawn-server")
+            anyhow::bail!("live mode needs --target HOST:PORT, --spawn-server or --spawn-cluster N")
         }
     };
     if spawned.is_none() {
@@ -517,18 +554,43 @@ fn run_live(a: LiveArgs) -> anyhow::Result<i32> {
         }
     }
     raise_nofile_for(&sc, a.direct);
-    say!("  live: {} tabs against {addr}", sc.tabs());
+    match &spawned {
+        Some(s) if sc.server.nodes > 1 => say!(
+            "  live: {} tabs against a {}-node cluster at {}",
+            sc.tabs(),
+            sc.server.nodes,
+            s.addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => say!("  live: {} tabs against {addr}", sc.tabs()),
+    }
+    // The report's rerun line names the servers too.
+    let rerun = match (a.spawn_cluster, &a.target) {
+        (Some(n), _) => format!(
+            "{} --spawn-cluster {n} --node-kills {}",
+            a.scenario.display(),
+            a.node_kills
+        ),
+        (None, Some(t)) => format!("{} --target {t}", a.scenario.display()),
+        (None, None) => format!("{} --spawn-server", a.scenario.display()),
+    };
+    let servers = match spawned.as_deref_mut() {
+        Some(s) => rtsync_simulator::live::Servers::Spawned(s),
+        None => rtsync_simulator::live::Servers::At(addr),
+    };
     let r = run_in(
         Mode::Live {
-            addr,
-            server: spawned.as_mut(),
+            servers,
             direct: a.direct,
             threads: a
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         },
         &sc,
-        &a.scenario.display().to_string(),
+        &rerun,
         seed,
         &a.out,
         a.quiet,
@@ -663,7 +725,7 @@ fn run_fidelity(
     out: &Path,
     quiet: bool,
 ) -> anyhow::Result<i32> {
-    use rtsync_simulator::{compare, fidelity, live::SpawnedServer};
+    use rtsync_simulator::{compare, fidelity};
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut skipped = Vec::new();
     for (source, sc) in load_sources(paths)? {
@@ -679,12 +741,10 @@ fn run_fidelity(
         let seed = seed.unwrap_or(sc.seed);
         run_one(&sc, &source, seed, &out.join("sim"), quiet)?;
         let sc = sc.for_seed(seed)?;
-        let mut server = SpawnedServer::start_child(&sc, std::env::current_exe()?)?;
+        let mut server = spawn_for(&sc)?;
         raise_nofile_for(&sc, false);
-        let addr = server.addr;
         let mode = Mode::Live {
-            addr,
-            server: Some(&mut server),
+            servers: rtsync_simulator::live::Servers::Spawned(server.as_mut()),
             direct: false,
             threads,
         };

@@ -3,7 +3,9 @@
 //!
 //! - [`Server::route`] — a workspace's shard on this node (taking the lease and
 //!   replaying the stream when it is free), or the address of the node that owns it;
-//!   [`Server::here_or_relay`] — the same for an HTTP request, relayed to the owner.
+//!   [`Server::here_or_relay`] — the same for an HTTP request, relayed to the owner;
+//!   [`Server::to_owner`] — a relay's handshake; one whose owner does not answer waits
+//!   (one lease at most) for the workspace to move, instead of refusing the client.
 //! - [`flush_loop`] — sends each owned workspace's unconfirmed steps to its stream,
 //!   fenced by the lease, and releases the frames that waited for them.
 //! - [`renew_loop`] — keeps the leases; a lease lost or unreachable for too long
@@ -11,6 +13,7 @@
 
 use super::{ApiError, Server, Shard, ShardInner};
 use crate::cluster::{ClusterConfig, Lease, Redis, RedisUrl, StreamLog, stream_log::Job};
+use axum::response::IntoResponse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,21 +185,131 @@ impl Server {
         workspace: &str,
         request: Relayable<'_>,
     ) -> Result<Here, ApiError> {
-        Ok(match self.route(workspace).await? {
-            Route::Local(s) => Here::Shard(s),
-            Route::Remote(owner) => Here::Relayed(
-                super::proxy::forward(
+        let owner = match self.route(workspace).await? {
+            Route::Local(s) => return Ok(Here::Shard(s)),
+            Route::Remote(owner) => owner,
+        };
+        Ok(
+            match self.to_owner(workspace, owner, Ask::Http(&request)).await {
+                Ok(Reached::Here(s)) => Here::Shard(s),
+                Ok(Reached::Owner(Answer::Http(r) | Answer::Ws(Err(r)))) | Err(r) => {
+                    Here::Relayed(r)
+                }
+                // Not asked for: an HTTP request gets an HTTP answer.
+                Ok(Reached::Owner(Answer::Ws(Ok(_)))) => Here::Relayed(
+                    ApiError::unavailable("UNAVAILABLE", "relay mixed up", 1).into_response(),
+                ),
+            },
+        )
+    }
+
+    /// `ask` the owner (a relay's handshake with it); when the owner does not answer,
+    /// waits for its workspace to move (`route_past`) and asks wherever it went, once.
+    /// `Err`: the owner stays lost (503, retry shortly).
+    ///
+    /// Why wait rather than answer 503 at once: every refusal grows a client's backoff,
+    /// and a killed owner's lease takes up to `lease_ms` to lapse. Live, a tab refused
+    /// in two failovers in a row waited out a 20 s backoff long after the cluster had
+    /// recovered; a handshake that waits for the takeover is just slower.
+    pub async fn to_owner(
+        &self,
+        workspace: &str,
+        mut owner: String,
+        ask: Ask<'_>,
+    ) -> Result<Reached, axum::response::Response> {
+        let mut waited = false;
+        loop {
+            let answer = match &ask {
+                Ask::Ws {
+                    path_and_query,
+                    authorization,
+                } => super::proxy::connect(self, &owner, path_and_query, *authorization)
+                    .await
+                    .map(|r| Answer::Ws(r.map(Box::new))),
+                Ask::Http(r) => super::proxy::forward(
                     self,
                     &owner,
-                    request.method,
-                    request.path_and_query,
-                    request.headers,
-                    request.body,
+                    r.method.clone(),
+                    r.path_and_query,
+                    r.headers,
+                    r.body.clone(),
                 )
-                .await,
-            ),
-        })
+                .await
+                .map(Answer::Http),
+            };
+            let OwnerLost(refusal) = match answer {
+                Ok(a) => return Ok(Reached::Owner(a)),
+                Err(lost) => lost,
+            };
+            if waited {
+                return Err(refusal);
+            }
+            waited = true;
+            match self.route_past(workspace, &owner).await {
+                Some(Route::Local(s)) => return Ok(Reached::Here(s)),
+                Some(Route::Remote(next)) => owner = next,
+                None => return Err(refusal),
+            }
+        }
     }
+
+    /// Routes `workspace` again until it is no longer `owner`'s, for at most one lease
+    /// (by then a dead owner's has lapsed; a live one out of reach keeps renewing it,
+    /// and the answer is `None`). A few Redis round trips, one at a time per workspace
+    /// (the opening lock).
+    async fn route_past(&self, workspace: &str, owner: &str) -> Option<Route> {
+        let lease_ms = self.cluster.as_ref()?.cfg.lease_ms;
+        let step = Duration::from_millis((lease_ms / 6).max(10));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(lease_ms) + step;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(step).await;
+            match self.route(workspace).await.ok()? {
+                Route::Remote(o) if o == owner => continue,
+                moved => return Some(moved),
+            }
+        }
+        None
+    }
+}
+
+/// A relay could not reach the owner (refused, reset, timed out); what the client
+/// gets if it stays lost.
+#[derive(Debug)]
+pub struct OwnerLost(pub axum::response::Response);
+
+/// What a relay asks a workspace's owner for.
+#[derive(Debug)]
+pub enum Ask<'a> {
+    /// A WebSocket handshake.
+    Ws {
+        path_and_query: &'a str,
+        authorization: Option<&'a axum::http::HeaderValue>,
+    },
+    Http(&'a Relayable<'a>),
+}
+
+/// The owner's answer: its upgraded socket or refusal, or its HTTP response.
+pub enum Answer {
+    /// Boxed: a socket is large beside a response.
+    Ws(Result<Box<super::proxy::Upstream>, axum::response::Response>),
+    Http(axum::response::Response),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Ws(Ok(_)) => f.write_str("Ws(upgraded)"),
+            Answer::Ws(Err(r)) | Answer::Http(r) => write!(f, "{}", r.status()),
+        }
+    }
+}
+
+/// Where a relayed request ended up.
+#[derive(Debug)]
+pub enum Reached {
+    /// The workspace moved here while the owner was lost.
+    Here(Arc<Shard>),
+    Owner(Answer),
 }
 
 /// An HTTP request as it would be relayed to the workspace's owner.

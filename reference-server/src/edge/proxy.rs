@@ -9,6 +9,7 @@
 //! resumes from the owner's stream.
 
 use super::auth::ConnPermit;
+use super::owner::OwnerLost;
 use super::{ApiError, Server};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -24,28 +25,31 @@ use tokio_tungstenite::tungstenite::{self as ts, protocol::frame::coding::CloseC
 
 pub type Upstream = WebSocketStream<crate::cluster::BoxIo>;
 
-/// The answer when the owner cannot be reached: 503, retry in a second (by then its
-/// lease may have lapsed and another node taken the workspace).
-fn owner_lost(owner: &str, why: &str) -> Response {
+/// The answer when the owner cannot be reached (and stays so: `Server::to_owner`):
+/// 503, retry in a second.
+fn owner_lost(owner: &str, why: &str) -> OwnerLost {
     tracing::warn!(owner, why, "owner node unreachable");
-    ApiError::unavailable(
-        "UNAVAILABLE",
-        "the node that owns this workspace is unreachable; retry shortly",
-        1,
+    OwnerLost(
+        ApiError::unavailable(
+            "UNAVAILABLE",
+            "the node that owns this workspace is unreachable; retry shortly",
+            1,
+        )
+        .into_response(),
     )
-    .into_response()
 }
 
-/// The owner's handshake for this request (`path_and_query` as the client sent it).
-/// `Err`: the response to give the client instead.
+/// The owner's handshake for this request (`path_and_query` as the client sent it):
+/// the upstream socket, or the owner's refusal to pass on as it is; `Err` when the
+/// owner did not answer.
 pub async fn connect(
     server: &Server,
     owner: &str,
     path_and_query: &str,
     authorization: Option<&HeaderValue>,
-) -> Result<Upstream, Response> {
+) -> Result<Result<Upstream, Response>, OwnerLost> {
     let Some(c) = server.cluster.as_ref() else {
-        return Err(ApiError::unavailable("UNAVAILABLE", "not clustered", 1).into_response());
+        return Err(owner_lost(owner, "not clustered"));
     };
     let lost = |why: String| owner_lost(owner, &why);
     let mut req = format!("ws://{owner}{path_and_query}")
@@ -64,7 +68,7 @@ pub async fn connect(
     };
     match tokio::time::timeout(Duration::from_millis(c.cfg.redis_timeout_ms), handshake).await {
         Err(_) => Err(lost("handshake timed out".into())),
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok((ws, _))) => Ok(Ok(ws)),
         // The owner's own answer: passed on as it is.
         Ok(Err(ts::Error::Http(resp))) => {
             let status = StatusCode::from_u16(resp.status().as_u16())
@@ -75,7 +79,7 @@ pub async fn connect(
                     out.headers_mut().insert(name, v.clone());
                 }
             }
-            Err(out)
+            Ok(Err(out))
         }
         Ok(Err(e)) => Err(lost(e.to_string())),
     }
@@ -175,10 +179,10 @@ pub async fn forward(
     path_and_query: &str,
     headers: &axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
+) -> Result<Response, OwnerLost> {
     let lost = |why: String| owner_lost(owner, &why);
     let Some(c) = server.cluster.as_ref() else {
-        return lost("not clustered".into());
+        return Err(lost("not clustered".into()));
     };
     let bound = Duration::from_millis(c.cfg.redis_timeout_ms);
     let exchange = async {
@@ -210,9 +214,9 @@ pub async fn forward(
     match tokio::time::timeout(bound, exchange).await {
         Ok(Ok(resp)) => {
             let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, axum::body::Body::new(body))
+            Ok(Response::from_parts(parts, axum::body::Body::new(body)))
         }
-        Ok(Err(why)) => lost(why),
-        Err(_) => lost("no answer in time".into()),
+        Ok(Err(why)) => Err(lost(why)),
+        Err(_) => Err(lost("no answer in time".into())),
     }
 }

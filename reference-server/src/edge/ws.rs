@@ -67,27 +67,33 @@ pub async fn upgrade(
     let conn = server.next_conn_id();
     let session_id = session_id(q.session_id, conn)?;
     let permit = admit(&server, &claims.sub)?;
-    let shard =
-        match server.route(&claims.ws).await? {
-            super::Route::Local(shard) => shard,
-            super::Route::Remote(owner) => {
-                let pq = uri.path_and_query().map_or("/ws", |p| p.as_str());
-                let auth = headers.get(axum::http::header::AUTHORIZATION);
-                return match super::proxy::connect(&server, &owner, pq, auth).await {
-                    Ok(up) => {
-                        let ws = ws
-                            .read_buffer_size(server.cfg.ws_read_buffer_bytes)
-                            .write_buffer_size(server.cfg.ws_write_buffer_bytes)
-                            .max_message_size(server.cfg.frame_bytes_max)
-                            .max_frame_size(server.cfg.frame_bytes_max);
-                        Ok(ws.on_upgrade(move |socket| {
-                            super::proxy::relay(socket, up, server, permit)
-                        }))
-                    }
-                    Err(refused) => Ok(refused),
-                };
+    let shard = match server.route(&claims.ws).await? {
+        super::Route::Local(shard) => shard,
+        super::Route::Remote(owner) => {
+            let pq = uri.path_and_query().map_or("/ws", |p| p.as_str());
+            let auth = headers.get(axum::http::header::AUTHORIZATION);
+            let ask = super::owner::Ask::Ws {
+                path_and_query: pq,
+                authorization: auth,
+            };
+            use super::owner::{Answer, Reached};
+            match server.to_owner(&claims.ws, owner, ask).await {
+                Ok(Reached::Here(shard)) => shard,
+                Ok(Reached::Owner(Answer::Ws(Ok(up)))) => {
+                    let ws = ws
+                        .read_buffer_size(server.cfg.ws_read_buffer_bytes)
+                        .write_buffer_size(server.cfg.ws_write_buffer_bytes)
+                        .max_message_size(server.cfg.frame_bytes_max)
+                        .max_frame_size(server.cfg.frame_bytes_max);
+                    return Ok(ws.on_upgrade(move |socket| {
+                        super::proxy::relay(socket, *up, server, permit)
+                    }));
+                }
+                Ok(Reached::Owner(Answer::Ws(Err(refused)) | Answer::Http(refused)))
+                | Err(refused) => return Ok(refused),
             }
-        };
+        }
+    };
     let resume = Resume::from_query(q.epoch.as_deref(), q.last_seq.as_deref());
     let info = SessionInfo {
         user_id: claims.sub,

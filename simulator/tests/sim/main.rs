@@ -6,6 +6,14 @@ use rtsync_simulator::report::{self, EXIT_INVARIANT, EXIT_PASS, EXIT_THRESHOLD};
 use rtsync_simulator::run;
 use rtsync_simulator::scenario::Scenario;
 
+/// Live tests run in real time, one at a time: several at once on two cores measure
+/// the machine's contention, not the code (one in fifteen runs of five side by side
+/// broke a live run's timing).
+fn one_live_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn scenario(toml: &str) -> Scenario {
     Scenario::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}"))
 }
@@ -455,6 +463,7 @@ ack_ms = ["p(99)<1"]
 
 #[test]
 fn live_mode_drives_the_same_tabs_over_real_tcp() {
+    let _live = one_live_run_at_a_time();
     let sc = scenario(
         r#"
 name = "live"
@@ -485,8 +494,8 @@ kind = "repair"
 "#,
     );
     let server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
-    let out = rtsync_simulator::live::run(&sc, 1, server.addr, None, false, 2, &mut |_, _| {})
-        .expect("live run");
+    let at = rtsync_simulator::live::Servers::At(server.addr);
+    let out = rtsync_simulator::live::run(&sc, 1, at, false, 2, &mut |_, _| {}).expect("live run");
     let rec = &out.recorder;
     assert!(out.live);
     assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
@@ -505,6 +514,7 @@ kind = "repair"
 
 #[test]
 fn live_mode_crashes_and_restarts_a_spawned_server() {
+    let _live = one_live_run_at_a_time();
     let sc = scenario(
         r#"
 name = "live-bounce"
@@ -527,10 +537,9 @@ kind = "server_restart"
 "#,
     );
     let mut server = rtsync_simulator::live::SpawnedServer::start(&sc).expect("server starts");
-    let addr = server.addr;
+    let spawned = rtsync_simulator::live::Servers::Spawned(&mut server);
     let out =
-        rtsync_simulator::live::run(&sc, 2, addr, Some(&mut server), false, 2, &mut |_, _| {})
-            .expect("live run");
+        rtsync_simulator::live::run(&sc, 2, spawned, false, 2, &mut |_, _| {}).expect("live run");
     assert!(server.is_running(), "restarted, and still up at the end");
     let rec = &out.recorder;
     assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
