@@ -464,11 +464,14 @@ ack_ms = ["p(99)<1"]
 #[test]
 fn live_mode_drives_the_same_tabs_over_real_tcp() {
     let _live = one_live_run_at_a_time();
+    // quiescence_s outlasts the backoff a tab may reach in the partition (three failures:
+    // up to 8 s with full jitter). With 5 s, a slow machine left a tab still waiting
+    // with an op queued (1 run of CI's test command, 2 cores under load).
     let sc = scenario(
         r#"
 name = "live"
 duration_s = 3
-quiescence_s = 5
+quiescence_s = 12
 [[groups]]
 name = "office"
 users = 4
@@ -519,7 +522,7 @@ fn live_mode_crashes_and_restarts_a_spawned_server() {
         r#"
 name = "live-bounce"
 duration_s = 4
-quiescence_s = 6
+quiescence_s = 12
 [[groups]]
 name = "office"
 users = 3
