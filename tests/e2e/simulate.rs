@@ -183,3 +183,64 @@ fn conformance_against_the_spawned_reference_server_passes_every_case() {
     assert_ne!(code, 0);
     assert!(text.contains("no case or area \"3.9\""), "{text}");
 }
+
+/// `live --spawn-cluster 3 --node-kills 2`: a real `redis-server` and three
+/// `reference-server` child processes, two of them SIGKILLed mid-run and started again.
+/// The run passes (no anomaly), the kills are in the report's fault timeline, tabs lost
+/// their connections, and the rerun line names the cluster.
+#[test]
+fn live_spawn_cluster_kills_nodes_for_real() {
+    let dir = TempDir::new("live-cluster");
+    let file = dir.file(
+        "cluster.toml",
+        r#"
+name = "cluster"
+duration_s = 8
+quiescence_s = 12
+[server]
+lease_ms = 1500
+redis_timeout_ms = 500
+[[groups]]
+name = "office"
+users = 3
+sse_fraction = 0.3
+[[groups]]
+name = "home"
+users = 3
+[workload]
+ops_per_s = 2.0
+keys = 20
+[thresholds]
+ws_delivery_ms = ["p(99)<100000"]
+"#,
+    );
+    let out = dir.path().join("out");
+    let (code, text) = simulate(&[
+        "live",
+        &file,
+        "--spawn-cluster",
+        "3",
+        "--node-kills",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "5",
+        "-q",
+    ]);
+    assert_eq!(code, EXIT_PASS, "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cluster/summary.json")).unwrap()).unwrap();
+    let d = &summary["deterministic"];
+    assert_eq!(d["verdict"], "pass");
+    let kills = d["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["fault"] == "ServerCrash")
+        .count();
+    assert_eq!(kills, 2, "{}", d["faults"]);
+    assert!(d["counters"]["connection_losses"].as_u64().unwrap() > 0);
+    let html = std::fs::read_to_string(out.join("cluster/report.html")).unwrap();
+    assert!(html.contains("--spawn-cluster 3 --node-kills 2"), "the rerun line");
+}
