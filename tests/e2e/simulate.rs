@@ -242,5 +242,8 @@ ws_delivery_ms = ["p(99)<100000"]
     assert_eq!(kills, 2, "{}", d["faults"]);
     assert!(d["counters"]["connection_losses"].as_u64().unwrap() > 0);
     let html = std::fs::read_to_string(out.join("cluster/report.html")).unwrap();
-    assert!(html.contains("--spawn-cluster 3 --node-kills 2"), "the rerun line");
+    assert!(
+        html.contains("--spawn-cluster 3 --node-kills 2"),
+        "the rerun line"
+    );
 }

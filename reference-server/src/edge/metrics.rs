@@ -100,6 +100,12 @@ counters! {
     handshakes_evicted_total: "Connections closed waiting for their first request, to make room (handshakes_max).",
     analytics_reports_total: "Performance reports accepted.",
     storage_errors_total: "Failed appends, syncs, compactions or reloads of a workspace's log (the write was refused UNAVAILABLE).",
+    relays_ws_opened_total: "Cluster: WebSocket sessions relayed to the workspace's owner node (not counted in connections_ws_opened).",
+    relays_http_total: "Cluster: HTTP requests and SSE streams relayed to the workspace's owner node.",
+    relays_owner_lost_total: "Cluster: relay attempts whose owner node did not answer (the relay then waits up to a lease for the workspace to move).",
+    takeovers_total: "Cluster: workspaces this node took over (lease taken, stream replayed).",
+    step_downs_total: "Cluster: workspaces this node gave up (lease lost, append fenced, Redis out of reach); their connections closed 1012.",
+    redis_errors_total: "Cluster: Redis round trips that failed or timed out.",
 }
 
 impl Metrics {

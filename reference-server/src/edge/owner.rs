@@ -70,16 +70,17 @@ pub enum Route {
     Remote(String),
 }
 
-fn backplane_down(e: &std::io::Error) -> ApiError {
-    tracing::warn!(error = %e, "Redis unavailable");
-    ApiError::unavailable(
-        "UNAVAILABLE",
-        "the cluster's Redis is unavailable; retry later",
-        1,
-    )
-}
-
 impl Server {
+    fn backplane_down(&self, e: &std::io::Error) -> ApiError {
+        self.metrics.redis_errors_total.inc();
+        tracing::warn!(error = %e, "Redis unavailable");
+        ApiError::unavailable(
+            "UNAVAILABLE",
+            "the cluster's Redis is unavailable; retry later",
+            1,
+        )
+    }
+
     fn live_shard(&self, workspace: &str) -> Option<Arc<Shard>> {
         let map = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
         map.get(workspace).filter(|s| !s.lock().failed).cloned()
@@ -126,7 +127,7 @@ impl Server {
             .redis
             .acquire(workspace, &c.node, c.cfg.lease_ms)
             .await
-            .map_err(|e| backplane_down(&e))?;
+            .map_err(|e| self.backplane_down(&e))?;
         let (token, value) = match lease {
             Lease::Held { owner } => return Ok(Route::Remote(owner)),
             Lease::Mine { token, value } => (token, value),
@@ -135,7 +136,7 @@ impl Server {
             .redis
             .read(workspace)
             .await
-            .map_err(|e| backplane_down(&e))?;
+            .map_err(|e| self.backplane_down(&e))?;
         let core_cfg = super::durable::core_config(&self.cfg);
         let mut core = match crate::cluster::replay(&entries, &core_cfg, self.epoch) {
             Ok(Some(core)) => core,
@@ -163,6 +164,7 @@ impl Server {
             stream.append(&core.snapshot_records());
             c.wake();
         }
+        self.metrics.takeovers_total.inc();
         tracing::info!(
             workspace,
             token,
@@ -241,6 +243,7 @@ impl Server {
                 Ok(a) => return Ok(Reached::Owner(a)),
                 Err(lost) => lost,
             };
+            self.metrics.relays_owner_lost_total.inc();
             if waited {
                 return Err(refusal);
             }
@@ -332,7 +335,8 @@ pub enum Here {
 impl ShardInner {
     /// This node no longer owns the workspace: every connection closes with 1012 and
     /// reconnects (to whichever node; the owner's stream has every confirmed write).
-    fn step_down(&mut self, why: &'static str) {
+    fn step_down(&mut self, metrics: &super::metrics::Metrics, why: &'static str) {
+        metrics.step_downs_total.inc();
         tracing::warn!(workspace = self.core.id(), why, "stepping down");
         self.stream = None;
         self.close_all(rtsync_protocol::close::SERVICE_RESTART, why);
@@ -399,11 +403,13 @@ pub async fn flush_loop(server: Arc<Server>, c: Arc<Cluster>) {
                         s.durable.advance(synced);
                     }
                 }
-                Ok(false) => {
-                    s.step_down("lease lost: another node owns this workspace now; reconnect")
-                }
+                Ok(false) => s.step_down(
+                    &server.metrics,
+                    "lease lost: another node owns this workspace now; reconnect",
+                ),
                 Err(e) => {
                     server.metrics.storage_errors_total.inc();
+                    server.metrics.redis_errors_total.inc();
                     tracing::warn!(workspace = ws, error = %e, "append to Redis failed: workspace closed");
                     s.stream = None;
                     s.fail();
@@ -430,14 +436,16 @@ pub async fn renew_loop(server: Arc<Server>, c: Arc<Cluster>) {
             };
             match result {
                 Ok(true) => st.renewed_at_ms = sent_ms,
-                Ok(false) => {
-                    s.step_down("lease lost: another node owns this workspace now; reconnect")
-                }
+                Ok(false) => s.step_down(
+                    &server.metrics,
+                    "lease lost: another node owns this workspace now; reconnect",
+                ),
                 Err(e) => {
+                    server.metrics.redis_errors_total.inc();
                     let held_ms = server.now_ms().saturating_sub(st.renewed_at_ms);
                     tracing::warn!(workspace = ws, error = %e, held_ms, "lease renewal failed");
                     if held_ms + lease_ms / 3 >= lease_ms {
-                        s.step_down("this node lost Redis; reconnect");
+                        s.step_down(&server.metrics, "this node lost Redis; reconnect");
                     }
                 }
             }

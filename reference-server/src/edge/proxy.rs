@@ -92,7 +92,7 @@ pub async fn relay(
     server: Arc<Server>,
     _permit: ConnPermit,
 ) {
-    server.metrics.connections_ws_opened_total.inc();
+    server.metrics.relays_ws_opened_total.inc();
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
     let mut shutdown = server.shutdown_rx();
@@ -213,6 +213,7 @@ pub async fn forward(
     };
     match tokio::time::timeout(bound, exchange).await {
         Ok(Ok(resp)) => {
+            server.metrics.relays_http_total.inc();
             let (parts, body) = resp.into_parts();
             Ok(Response::from_parts(parts, axum::body::Body::new(body)))
         }

@@ -131,6 +131,37 @@ async fn clients_on_any_node_share_one_workspace() {
             break;
         }
     }
+    // Each node counts what it did: node 0 took the workspace over once and holds every
+    // session (alice's, and bob's and carol's through their relays); nodes 1 and 2
+    // count their relays, not sessions of their own.
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("rtsync_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let mut scraped = Vec::new();
+    for n in &nodes {
+        scraped.push(n.http("GET", "/metrics", None, None).await.1);
+    }
+    assert_eq!(metric(&scraped[0], "takeovers_total"), 1);
+    assert_eq!(metric(&scraped[0], "connections_ws_opened_total"), 3);
+    assert_eq!(metric(&scraped[0], "relays_ws_opened_total"), 0);
+    for m in &scraped[1..] {
+        assert_eq!(metric(m, "takeovers_total"), 0);
+        assert_eq!(metric(m, "relays_ws_opened_total"), 1);
+        assert_eq!(metric(m, "connections_ws_opened_total"), 0);
+    }
+    assert_eq!(
+        metric(&scraped[1], "relays_http_total"),
+        1,
+        "dave's SSE stream"
+    );
+    assert_eq!(
+        metric(&scraped[2], "relays_http_total"),
+        2,
+        "carol's read and POST"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
