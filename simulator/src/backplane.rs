@@ -135,6 +135,20 @@ impl Model {
                         self.set(key(0), arg(0).to_owned(), Some(num(1)));
                     }
                     int(mine)
+                } else if script == scripts::RENEW_ALL {
+                    let ms = num(0);
+                    let renewed = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            let mine = self.get(k).as_deref() == Some(arg(i + 1));
+                            if mine {
+                                self.set(k, arg(i + 1).to_owned(), Some(ms));
+                            }
+                            int(mine)
+                        })
+                        .collect();
+                    Reply::Array(Some(renewed))
                 } else if script == scripts::APPEND || script == scripts::APPEND_UNFENCED {
                     let fenced = script == scripts::APPEND;
                     if fenced && self.get(key(0)).as_deref() != Some(arg(0)) {
@@ -320,6 +334,18 @@ mod tests {
             "fenced"
         );
         assert!(m.fencing_violations().is_empty());
+        // A batch of renewals: the deposed owner's refused, the owner's renewed.
+        let renewed = m.call(&s(&[
+            "EVAL",
+            scripts::RENEW_ALL,
+            "2",
+            "L",
+            "L",
+            "3000",
+            "1|a",
+            "2|b",
+        ]));
+        assert_eq!(renewed.items(), [Reply::Int(0), Reply::Int(1)]);
         assert_eq!(
             append(&mut m, scripts::APPEND_UNFENCED, "1|a", "1"),
             Reply::Int(1)

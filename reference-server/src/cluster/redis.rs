@@ -93,6 +93,25 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
+/// Extends each lease (`KEYS[i]`) still exactly ours (`ARGV[i + 1]`) by `ARGV[1]` ms: a
+/// node's renewals in one round trip. One 1 or 0 per key, in order.
+pub const RENEW_ALL: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+";
+
+/// Leases renewed per round trip at most: a node with more sends several, so neither
+/// the request nor the reply grows without bound.
+pub const RENEW_BATCH: usize = 256;
+
 /// Appends steps only if the lease is still exactly ours (the fencing check).
 pub const APPEND: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -259,6 +278,30 @@ impl Redis {
         let ms = lease_ms.to_string();
         self.flag(RENEW, &[&lease], &[value.as_bytes(), ms.as_bytes()])
             .await
+    }
+
+    /// Renews each `(workspace, lease value)` still ours, at most [`RENEW_BATCH`] at a
+    /// time (the caller chunks): `true` per lease renewed, `false` per lease lost.
+    pub async fn renew_all(&self, leases: &[(&str, &str)], lease_ms: u64) -> io::Result<Vec<bool>> {
+        let keys: Vec<String> = leases.iter().map(|(ws, _)| keys(ws).0).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let ms = lease_ms.to_string();
+        let mut args: Vec<&[u8]> = vec![ms.as_bytes()];
+        args.extend(leases.iter().map(|(_, v)| v.as_bytes()));
+        let r = self.eval(RENEW_ALL, &key_refs, &args).await?;
+        let flags: Option<Vec<bool>> = r
+            .items()
+            .iter()
+            .map(|x| match x.int() {
+                Some(1) => Some(true),
+                Some(0) => Some(false),
+                _ => None,
+            })
+            .collect();
+        match flags {
+            Some(f) if f.len() == leases.len() => Ok(f),
+            _ => Err(unexpected("a batch of renewals", &r)),
+        }
     }
 
     pub async fn release(&self, ws: &str, value: &str) -> io::Result<bool> {

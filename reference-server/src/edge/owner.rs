@@ -419,33 +419,42 @@ pub async fn flush_loop(server: Arc<Server>, c: Arc<Cluster>) {
     }
 }
 
-/// Renews every owned lease each third of its length. Lost: step down. Unreachable:
-/// step down once the lease may lapse before the next try could succeed.
+/// Renews every owned lease each third of its length, `RENEW_BATCH` leases per round
+/// trip. Lost: step down. Unreachable: step down once the lease may lapse before the
+/// next try could succeed.
 pub async fn renew_loop(server: Arc<Server>, c: Arc<Cluster>) {
     let lease_ms = c.cfg.lease_ms;
     let mut every = tokio::time::interval(Duration::from_millis(lease_ms / 3));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        for (shard, ws, lease, token) in owned(&server) {
+        for batch in owned(&server).chunks(crate::cluster::redis::RENEW_BATCH) {
             let sent_ms = server.now_ms();
-            let result = c.redis.renew(&ws, &lease, lease_ms).await;
-            let mut s = shard.lock();
-            let Some(st) = s.stream.as_mut().filter(|st| st.token == token) else {
-                continue;
-            };
-            match result {
-                Ok(true) => st.renewed_at_ms = sent_ms,
-                Ok(false) => s.step_down(
-                    &server.metrics,
-                    "lease lost: another node owns this workspace now; reconnect",
-                ),
-                Err(e) => {
-                    server.metrics.redis_errors_total.inc();
-                    let held_ms = server.now_ms().saturating_sub(st.renewed_at_ms);
-                    tracing::warn!(workspace = ws, error = %e, held_ms, "lease renewal failed");
-                    if held_ms + lease_ms / 3 >= lease_ms {
-                        s.step_down(&server.metrics, "this node lost Redis; reconnect");
+            let leases: Vec<(&str, &str)> = batch
+                .iter()
+                .map(|(_, ws, lease, _)| (ws.as_str(), lease.as_str()))
+                .collect();
+            let result = c.redis.renew_all(&leases, lease_ms).await;
+            if let Err(e) = &result {
+                server.metrics.redis_errors_total.inc();
+                tracing::warn!(error = %e, leases = batch.len(), "lease renewal failed");
+            }
+            for (i, (shard, _, _, token)) in batch.iter().enumerate() {
+                let mut s = shard.lock();
+                let Some(st) = s.stream.as_mut().filter(|st| st.token == *token) else {
+                    continue;
+                };
+                match result.as_ref().map(|r| r[i]) {
+                    Ok(true) => st.renewed_at_ms = sent_ms,
+                    Ok(false) => s.step_down(
+                        &server.metrics,
+                        "lease lost: another node owns this workspace now; reconnect",
+                    ),
+                    Err(_) => {
+                        let held_ms = server.now_ms().saturating_sub(st.renewed_at_ms);
+                        if held_ms + lease_ms / 3 >= lease_ms {
+                            s.step_down(&server.metrics, "this node lost Redis; reconnect");
+                        }
                     }
                 }
             }

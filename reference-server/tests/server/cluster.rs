@@ -241,6 +241,9 @@ async fn a_deposed_owner_cannot_append() {
     // node-a wakes up and writes: refused, by Redis, whatever node-a believes.
     assert!(!bp.append("w3", &v1, t1, &["[]".into()]).await.unwrap());
     assert!(!bp.renew("w3", &v1, 300).await.unwrap());
+    // In a batch (how a node renews): the deposed owner's refused, the owner's renewed.
+    let both = [("w3", v1.as_str()), ("w3", v2.as_str())];
+    assert_eq!(bp.renew_all(&both, 300).await.unwrap(), [false, true]);
     assert!(bp.append("w3", &v2, t2, &["[]".into()]).await.unwrap());
     let entries = bp.read("w3").await.unwrap();
     let tokens: Vec<u64> = entries.iter().map(|e| e.token).collect();
