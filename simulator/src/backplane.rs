@@ -104,6 +104,15 @@ impl Model {
             "PING" => Reply::Simple("PONG".into()),
             "AUTH" | "SELECT" => ok(),
             "XRANGE" => self.xrange(args),
+            "PTTL" if args.len() == 2 => {
+                let now = sim_now_ms();
+                match (self.get(&args[1]), self.strings.get(&args[1])) {
+                    (Some(_), Some((_, Some(at)))) => Reply::Int((at - now) as i64),
+                    (Some(_), _) => Reply::Int(-1),
+                    (None, _) => Reply::Int(-2),
+                }
+            }
+
             "EVAL" if args.len() >= 3 => {
                 let n: usize = args[2].parse().unwrap_or(usize::MAX);
                 if args.len() < 3 + n {

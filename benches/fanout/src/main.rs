@@ -51,6 +51,11 @@ struct Args {
     /// Connect, stay idle this long, report memory per connection, and exit.
     #[arg(long)]
     idle_s: Option<u64>,
+    /// host:port of the cluster's Redis: each room's owner is read from its lease, and
+    /// latency is also reported by relay hops per delivery (0: sender and receiver on
+    /// the owner; 1: one of them relayed; 2: both).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -104,6 +109,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // Which node each room's owner is (every room is open now: its creates were ACKed).
+    let owners = match &a.redis {
+        Some(addr) => Some(room_owners(addr, a.clients.div_ceil(a.room)).await?),
+        None => None,
+    };
+    let targets: Vec<String> = a.target.split(',').map(str::to_owned).collect();
+    // Per client: is it on its room's owner?
+    let on_owner: Option<Vec<bool>> = owners.as_ref().map(|o| {
+        (0..a.clients)
+            .map(|i| targets[i % targets.len()] == o[i / a.room])
+            .collect()
+    });
     let start = Instant::now() + Duration::from_millis(500);
     let end = start + Duration::from_secs(a.duration_s);
     let counted_from_us = (start - t0 + Duration::from_secs(a.warmup_s)).as_micros() as u64;
@@ -129,8 +146,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }));
         let drain_until = end + Duration::from_secs(2);
+        let on_owner = on_owner.clone();
         readers.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            // [all, 0 hops, 1 hop, 2 hops]
+            let mut h: [Histogram<u64>; 4] =
+                std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
             loop {
                 let m = tokio::select! {
                     m = rx.next() => m,
@@ -141,7 +161,12 @@ async fn main() -> anyhow::Result<()> {
                     && sent >= counted_from_us
                 {
                     let now_us = t0.elapsed().as_micros() as u64;
-                    h.saturating_record(now_us.saturating_sub(sent).max(1));
+                    let us = now_us.saturating_sub(sent).max(1);
+                    h[0].saturating_record(us);
+                    if let (Some(on), Some(from)) = (&on_owner, sender(&t)) {
+                        let hops = usize::from(!on[i]) + usize::from(!on[from]);
+                        h[1 + hops].saturating_record(us);
+                    }
                 }
             }
             Ok::<_, anyhow::Error>(h)
@@ -151,10 +176,14 @@ async fn main() -> anyhow::Result<()> {
     for w in writers {
         sent += w.await??;
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hs: [Histogram<u64>; 4] =
+        std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
     for r in readers {
-        all.add(r.await??)?;
+        for (sum, h) in hs.iter_mut().zip(r.await??) {
+            sum.add(h)?;
+        }
     }
+    let [all, hops @ ..] = hs;
     let wall = end.saturating_duration_since(start) + Duration::from_secs(2);
     let cpu = cpu_ticks()
         .zip(cpu_before)
@@ -172,9 +201,58 @@ async fn main() -> anyhow::Result<()> {
             "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
             "max_ms": all.max() as f64 / 1000.0,
             "generator_cpu": cpu,
+            "by_relay_hops": owners.map(|_| {
+                hops.iter().enumerate().map(|(n, h)| (n.to_string(), json!({
+                    "deliveries": h.len(),
+                    "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
+                    "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
+                }))).collect::<serde_json::Map<_, _>>()
+            }),
         })
     );
     Ok(())
+}
+
+/// Each room's owner node (`host:port`, as the nodes advertise themselves), from its
+/// lease in Redis (`rtsync:{w<r>}:lease` = `token|node`, docs/cluster.md).
+async fn room_owners(redis: &str, rooms: usize) -> anyhow::Result<Vec<String>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tcp = TcpStream::connect(redis)
+        .await
+        .with_context(|| format!("connect to Redis at {redis}"))?;
+    let mut conn = BufReader::new(tcp);
+    let mut owners = Vec::with_capacity(rooms);
+    for r in 0..rooms {
+        let key = format!("rtsync:{{w{r}}}:lease");
+        let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        conn.get_mut().write_all(cmd.as_bytes()).await?;
+        // A bulk string: `$<len>\r\n<value>\r\n`, or `$-1\r\n` for no key.
+        let mut head = String::new();
+        conn.read_line(&mut head).await?;
+        let value = match head.trim_end().strip_prefix('$').map(str::parse::<i64>) {
+            Some(Ok(n)) if n >= 0 => {
+                let mut line = String::new();
+                conn.read_line(&mut line).await?;
+                line.trim_end().to_owned()
+            }
+            _ => bail!("room w{r}: no lease in Redis ({head:?}); is --redis the cluster's?"),
+        };
+        let (_, node) = value
+            .split_once('|')
+            .with_context(|| format!("room w{r}: lease {value:?} is not token|node"))?;
+        owners.push(node.to_owned());
+    }
+    Ok(owners)
+}
+
+/// The client whose update an event carries: its task is `t<i>`.
+fn sender(text: &str) -> Option<usize> {
+    let at = text.find("\"id\":\"t")? + "\"id\":\"t".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Client `i`: user `u{i}`, session `s{i}`, workspace `w{i / room}`; waits for `CONNECTED`.
@@ -260,6 +338,7 @@ mod tests {
     fn reads_the_intended_time_from_either_servers_event() {
         let rtsync = r#"{"type":"REALTIME_EVENT","seq":7,"payload":{"id":"E:7","type":"TASK_UPDATED","payload":{"id":"t1","entity":"TASK","version":3,"sentAtUs":123456}}}"#;
         assert_eq!(sent_at_us(rtsync), Some(123_456));
+        assert_eq!(sender(rtsync), Some(1));
         assert_eq!(
             sent_at_us(r#"{"type":"ACK","payload":{"sentAtUs":1}}"#),
             None

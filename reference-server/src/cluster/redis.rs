@@ -304,6 +304,22 @@ impl Redis {
         }
     }
 
+    /// How long `ws`'s lease has left, ms (`PTTL`); `None` when nobody holds it. A relay
+    /// whose owner is gone sleeps this long, so it routes again the moment the lease
+    /// lapses rather than at its next poll.
+    pub async fn lease_ttl(&self, ws: &str) -> io::Result<Option<u64>> {
+        let (lease, _, _) = keys(ws);
+        let r = self.call(&[b"PTTL", lease.as_bytes()]).await?;
+        match r.int() {
+            Some(ms) if ms >= 0 => Ok(Some(ms as u64)),
+            // -2: no such key. -1 (no expiry) never happens to a lease; treat it as
+            // held for a poll's worth rather than as free.
+            Some(-2) => Ok(None),
+            Some(-1) => Ok(Some(u64::MAX)),
+            _ => Err(unexpected("a PTTL", &r)),
+        }
+    }
+
     pub async fn release(&self, ws: &str, value: &str) -> io::Result<bool> {
         let (lease, _, _) = keys(ws);
         self.flag(RELEASE, &[&lease], &[value.as_bytes()]).await

@@ -203,3 +203,28 @@ kind = "redis_restart"
         "node 1 stepped down: group b's tabs were closed (1012) and moved"
     );
 }
+
+/// `01-websocket-connection` (one workspace, the seed's 100 ms delivery target) on three
+/// simulated nodes with two node kills, as `simulate live --spawn-cluster 3
+/// --node-kills 2` runs it. A dead owner's tabs wait at other nodes' relays for its
+/// lease to lapse; the relays route again at that instant (the lease's `PTTL`), so the
+/// tabs come back together and none misses the others' first events for long.
+#[test]
+fn a_dead_owners_tabs_come_back_together_and_delivery_holds() {
+    let toml = include_str!("../../../scenarios/01-websocket-connection.toml");
+    let sc = scenario(toml).on_cluster(3, 2).expect("01 on three nodes");
+    for seed in [101, 7] {
+        let (out, verdict, _) = run(&sc, seed);
+        let rec = &out.recorder;
+        assert!(rec.anomalies.is_empty(), "{:#?}", rec.anomalies);
+        assert!(
+            rec.counter("connection_losses", None) >= 20,
+            "seed {seed}: the kills moved the tabs"
+        );
+        assert_eq!(
+            verdict.code, EXIT_PASS,
+            "seed {seed}: {:?}",
+            verdict.failures
+        );
+    }
+}
