@@ -329,12 +329,16 @@ mod tests {
         let first = acquire(&mut m, "a");
         assert_eq!(first.items()[0], Reply::Int(1));
         assert_eq!(acquire(&mut m, "b").items()[0], Reply::Int(0), "held by a");
+        let pttl = |m: &mut Model| m.call(&s(&["PTTL", "L"]));
+        assert_eq!(pttl(&mut m), Reply::Int(3000), "the whole lease left");
+        assert_eq!(m.call(&s(&["PTTL", "F"])), Reply::Int(-1), "no expiry");
         let append = |m: &mut Model, script: &str, value: &str, token: &str| {
             m.call(&s(&["EVAL", script, "2", "L", "S", value, token, "[]"]))
         };
         assert_eq!(append(&mut m, scripts::APPEND, "1|a", "1"), Reply::Int(1));
         // The lease is handed over by hand (as if it lapsed): b gets token 2.
         m.strings.remove("L");
+        assert_eq!(pttl(&mut m), Reply::Int(-2), "no lease");
         assert_eq!(acquire(&mut m, "b").items()[0], Reply::Int(2));
         assert_eq!(append(&mut m, scripts::APPEND, "2|b", "2"), Reply::Int(1));
         assert_eq!(

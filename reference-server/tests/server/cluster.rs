@@ -228,8 +228,12 @@ async fn a_deposed_owner_cannot_append() {
         }
     );
     assert!(bp.append("w3", &v1, t1, &["[]".into()]).await.unwrap());
+    // What a relay whose owner is lost sleeps for: the rest of the lease, then nothing.
+    let left_ms = bp.lease_ttl("w3").await.unwrap().expect("held");
+    assert!((1..=300).contains(&left_ms), "{left_ms}");
     // node-a pauses past its lease; node-b takes the workspace with a higher token.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(bp.lease_ttl("w3").await.unwrap(), None, "lapsed");
     let Lease::Mine {
         token: t2,
         value: v2,
