@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             "generator_cpu": cpu,
             "by_relay_hops": owners.map(|_| {
                 hops.iter().enumerate().map(|(n, h)| (n.to_string(), json!({
-                    "deliveries": h.len(),
+                    "deliveries_per_s": (h.len() as f64 / measured_s).round(),
                     "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
                     "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
                 }))).collect::<serde_json::Map<_, _>>()

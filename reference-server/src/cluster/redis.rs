@@ -147,8 +147,9 @@ return 1
 
 /// Stream entries read per `XRANGE` while a new owner replays.
 const READ_PAGE: usize = 1000;
-/// Idle connections kept for reuse.
-const IDLE_MAX: usize = 8;
+/// Idle connections kept for reuse: the flusher's in flight
+/// (`edge::owner::FLUSH_IN_FLIGHT_MAX`), plus renewals and takeovers.
+const IDLE_MAX: usize = 12;
 
 /// The Redis backplane of one node.
 pub struct Redis {
@@ -159,6 +160,8 @@ pub struct Redis {
     /// Each call is bounded by this: a Redis that does not answer is an error, not a hang.
     timeout: Duration,
     idle: std::sync::Mutex<Vec<Conn<BoxIo>>>,
+    /// Where each round trip's time goes (the node's `/metrics`), when set.
+    pub round_trips: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -189,6 +192,7 @@ impl Redis {
             net,
             timeout,
             idle: std::sync::Mutex::new(Vec::new()),
+            round_trips: None,
         }
     }
 
@@ -212,6 +216,7 @@ impl Redis {
     /// connection that failed or timed out is dropped, never reused mid-reply.
     pub async fn call(&self, args: &[&[u8]]) -> io::Result<Reply> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let started = tokio::time::Instant::now();
         let work = async {
             let mut conn = match idle {
                 Some(c) => c,
@@ -224,6 +229,9 @@ impl Redis {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time"))
             .and_then(|r| r);
+        if let Some(h) = &self.round_trips {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         let (conn, reply) = done.inspect_err(|_| {
             // One connection failed: Redis restarted or the network broke, and every idle
             // one is most likely dead too. They go, rather than fail a call each.

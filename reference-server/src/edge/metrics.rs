@@ -1,4 +1,4 @@
-//! Counters, a gauge and a queue-wait histogram, exposed at `/metrics` in the
+//! Counters, a gauge, and histograms of queue waits and Redis round trips, exposed at `/metrics` in the
 //! OpenMetrics text format by `prometheus-client` (the Prometheus project's Rust
 //! client). Its `Histogram` takes a mutex per observation, and we observe once per
 //! frame written, on every runtime thread; measured against the hand-written atomics it
@@ -27,6 +27,11 @@ pub const WAIT_BUCKETS_S: [f64; 11] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Upper bounds (seconds) of the Redis round-trip histogram's buckets (a cluster node's).
+pub const REDIS_BUCKETS_S: [f64; 11] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// The exposition's content type (OpenMetrics 1.0 text; Prometheus scrapes it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -39,6 +44,9 @@ macro_rules! counters {
             $(pub $name: Counter,)*
             pub connections_active: Gauge,
             queue_wait: Histogram,
+            /// Every Redis round trip of a cluster node, answered or not (a timeout
+            /// counts as the timeout); the backplane observes it (`Redis::round_trips`).
+            pub redis_round_trip: Histogram,
         }
 
         impl Default for Metrics {
@@ -47,6 +55,7 @@ macro_rules! counters {
                     $($name: Counter::default(),)*
                     connections_active: Gauge::default(),
                     queue_wait: Histogram::new(WAIT_BUCKETS_S.iter().copied()),
+                    redis_round_trip: Histogram::new(REDIS_BUCKETS_S.iter().copied()),
                 }
             }
         }
@@ -68,6 +77,11 @@ macro_rules! counters {
                     "outbound_queue_wait_seconds",
                     "Time a frame waited in a connection's outbound queue",
                     self.queue_wait.clone(),
+                );
+                r.register(
+                    "redis_round_trip_seconds",
+                    "Cluster: time from sending a command to Redis to its answer (or the timeout)",
+                    self.redis_round_trip.clone(),
                 );
             }
         }

@@ -373,6 +373,7 @@ where
     // Held here and by the signal, so receivers see `true` rather than a dropped sender.
     let stop_tx = Arc::new(stop_tx);
     let epoch = config.epoch.unwrap_or_else(|| clock.now_ms());
+    let metrics = Metrics::default();
     // Several nodes: the workspaces live in Redis streams, not in the data directory.
     let cluster = match (&config.cluster.redis, config.cluster.advertise.clone()) {
         (None, _) => None,
@@ -382,7 +383,10 @@ where
                     .into(),
             ));
         }
-        (Some(_), Some(node)) => Cluster::new(&config.cluster, node).map_err(ServeError::Config)?,
+        (Some(_), Some(node)) => {
+            Cluster::new(&config.cluster, node, metrics.redis_round_trip.clone())
+                .map_err(ServeError::Config)?
+        }
     };
     let logs = if cluster.is_some() {
         BTreeMap::new()
@@ -395,7 +399,7 @@ where
         cfg: Arc::new(config),
         clock,
         epoch,
-        metrics: Metrics::default(),
+        metrics,
         log: log::Limiter::default(),
         workspaces: Mutex::new(BTreeMap::new()),
         next_conn: AtomicU64::new(0),

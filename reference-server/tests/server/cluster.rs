@@ -162,6 +162,11 @@ async fn clients_on_any_node_share_one_workspace() {
         2,
         "carol's read and POST"
     );
+    // Every node asked Redis who owns w1; the owner also took the lease, read the
+    // stream and appended the writes.
+    let trips = |m: &str| metric(m, "redis_round_trip_seconds_count");
+    assert!(trips(&scraped[0]) >= 4, "{}", trips(&scraped[0]));
+    assert!(scraped[1..].iter().all(|m| trips(m) >= 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
