@@ -247,7 +247,12 @@ async fn room_owners(redis: &str, rooms: usize) -> anyhow::Result<Vec<String>> {
 
 /// The client whose update an event carries: its task is `t<i>`.
 fn sender(text: &str) -> Option<usize> {
-    let at = text.find("\"id\":\"t")? + "\"id\":\"t".len();
+    number_after(text, "\"id\":\"t")
+}
+
+/// The decimal number right after the first `key` in `text`.
+fn number_after<T: std::str::FromStr>(text: &str, key: &str) -> Option<T> {
+    let at = text.find(key)? + key.len();
     let digits: String = text[at..]
         .chars()
         .take_while(char::is_ascii_digit)
@@ -297,12 +302,7 @@ fn sent_at_us(text: &str) -> Option<u64> {
     if !text.starts_with(r#"{"type":"REALTIME_EVENT""#) {
         return None;
     }
-    let at = text.find("\"sentAtUs\":")? + "\"sentAtUs\":".len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    number_after(text, "\"sentAtUs\":")
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
