@@ -112,7 +112,6 @@ impl Model {
                     (None, _) => Reply::Int(-2),
                 }
             }
-
             "EVAL" if args.len() >= 3 => {
                 let n: usize = args[2].parse().unwrap_or(usize::MAX);
                 if args.len() < 3 + n {

@@ -320,8 +320,8 @@ impl Redis {
         let r = self.call(&[b"PTTL", lease.as_bytes()]).await?;
         match r.int() {
             Some(ms) if ms >= 0 => Ok(Some(ms as u64)),
-            // -2: no such key. -1 (no expiry) never happens to a lease; treat it as
-            // held for a poll's worth rather than as free.
+            // -2: no such key. -1 (no expiry) never happens to a lease; were it to, the
+            // lease counts as held, and a relay waits out its deadline.
             Some(-2) => Ok(None),
             Some(-1) => Ok(Some(u64::MAX)),
             _ => Err(unexpected("a PTTL", &r)),

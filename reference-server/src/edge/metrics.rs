@@ -1,13 +1,13 @@
-//! Counters, a gauge, and histograms of queue waits and Redis round trips, exposed at `/metrics` in the
-//! OpenMetrics text format by `prometheus-client` (the Prometheus project's Rust
-//! client). Its `Histogram` takes a mutex per observation, and we observe once per
-//! frame written, on every runtime thread; measured against the hand-written atomics it
-//! replaced (`cargo bench --bench core -- queue_wait`, best of three runs, 2026-12-04):
-//! 12 ns against 19 ns per observation on one thread, 41 ns against 146 ns with two
-//! threads at once — the atomics bumped every cumulative bucket, up to eleven contended
-//! cache-line writes, where the mutex is one. Labels are the one thing it does not do
-//! for us: it writes label values as given, so workspace names are escaped here
-//! ([`Escaped`]).
+//! Counters, a gauge, and histograms of queue waits and Redis round trips, exposed at
+//! `/metrics` in the OpenMetrics text format by `prometheus-client` (the Prometheus
+//! project's Rust client). Its `Histogram` takes a mutex per observation, and we
+//! observe once per frame written, on every runtime thread; measured against the
+//! hand-written atomics it replaced (`cargo bench --bench core -- queue_wait`, best of
+//! three runs, 2026-12-04): 12 ns against 19 ns per observation on one thread, 41 ns
+//! against 146 ns with two threads at once — the atomics bumped every cumulative
+//! bucket, up to eleven contended cache-line writes, where the mutex is one. Labels are
+//! the one thing it does not do for us: it writes label values as given, so workspace
+//! names are escaped here ([`Escaped`]).
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
