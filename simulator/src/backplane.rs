@@ -104,14 +104,6 @@ impl Model {
             "PING" => Reply::Simple("PONG".into()),
             "AUTH" | "SELECT" => ok(),
             "XRANGE" => self.xrange(args),
-            "PTTL" if args.len() == 2 => {
-                let now = sim_now_ms();
-                match (self.get(&args[1]), self.strings.get(&args[1])) {
-                    (Some(_), Some((_, Some(at)))) => Reply::Int((at - now) as i64),
-                    (Some(_), _) => Reply::Int(-1),
-                    (None, _) => Reply::Int(-2),
-                }
-            }
             "EVAL" if args.len() >= 3 => {
                 let n: usize = args[2].parse().unwrap_or(usize::MAX);
                 if args.len() < 3 + n {
@@ -137,6 +129,17 @@ impl Model {
                     self.set(key(1), t.to_string(), None);
                     self.set(key(0), format!("{t}|{}", arg(0)), Some(num(1)));
                     Reply::Array(Some(vec![Reply::Int(t as i64), bulk(arg(0))]))
+                } else if script == scripts::LEASE_LEFT {
+                    let now = sim_now_ms();
+                    let held = self
+                        .get(key(0))
+                        .is_some_and(|cur| cur.split_once('|').map(|(_, o)| o) == Some(arg(0)));
+                    match self.strings.get(key(0)) {
+                        // `get` dropped it if it had lapsed: `at > now`.
+                        Some((_, Some(at))) if held => Reply::Int((at - now) as i64),
+                        Some(_) if held => Reply::Int(-1),
+                        _ => Reply::Int(-2),
+                    }
                 } else if script == scripts::RENEW {
                     let mine = self.get(key(0)).as_deref() == Some(arg(0));
                     if mine {
@@ -328,16 +331,17 @@ mod tests {
         let first = acquire(&mut m, "a");
         assert_eq!(first.items()[0], Reply::Int(1));
         assert_eq!(acquire(&mut m, "b").items()[0], Reply::Int(0), "held by a");
-        let pttl = |m: &mut Model| m.call(&s(&["PTTL", "L"]));
-        assert_eq!(pttl(&mut m), Reply::Int(3000), "the whole lease left");
-        assert_eq!(m.call(&s(&["PTTL", "F"])), Reply::Int(-1), "no expiry");
+        let left =
+            |m: &mut Model, node: &str| m.call(&s(&["EVAL", scripts::LEASE_LEFT, "1", "L", node]));
+        assert_eq!(left(&mut m, "a"), Reply::Int(3000), "a's whole lease left");
+        assert_eq!(left(&mut m, "b"), Reply::Int(-2), "b holds nothing");
         let append = |m: &mut Model, script: &str, value: &str, token: &str| {
             m.call(&s(&["EVAL", script, "2", "L", "S", value, token, "[]"]))
         };
         assert_eq!(append(&mut m, scripts::APPEND, "1|a", "1"), Reply::Int(1));
         // The lease is handed over by hand (as if it lapsed): b gets token 2.
         m.strings.remove("L");
-        assert_eq!(pttl(&mut m), Reply::Int(-2), "no lease");
+        assert_eq!(left(&mut m, "a"), Reply::Int(-2), "no lease");
         assert_eq!(acquire(&mut m, "b").items()[0], Reply::Int(2));
         assert_eq!(append(&mut m, scripts::APPEND, "2|b", "2"), Reply::Int(1));
         assert_eq!(

@@ -116,6 +116,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let targets: Vec<String> = a.target.split(',').map(str::to_owned).collect();
     // Per client: is it on its room's owner?
+    if let Some(stranger) = owners.iter().flatten().find(|o| !targets.contains(o)) {
+        // Every delivery would count as relayed twice: say so rather than mislead.
+        bail!(
+            "a room's owner {stranger:?} is none of --target (nodes must advertise those addresses)"
+        );
+    }
     let on_owner: Option<Vec<bool>> = owners.as_ref().map(|o| {
         (0..a.clients)
             .map(|i| targets[i % targets.len()] == o[i / a.room])
@@ -148,9 +154,9 @@ async fn main() -> anyhow::Result<()> {
         let drain_until = end + Duration::from_secs(2);
         let on_owner = on_owner.clone();
         readers.push(tokio::spawn(async move {
-            // [all, 0 hops, 1 hop, 2 hops]
-            let mut h: [Histogram<u64>; 4] =
-                std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
+            // [all, 0 hops, 1 hop, 2 hops]; the split ones grow as needed (empty without
+            // --redis), so a thousand readers do not hold four full count arrays each.
+            let mut h: [Histogram<u64>; 4] = histograms()?;
             loop {
                 let m = tokio::select! {
                     m = rx.next() => m,
@@ -163,8 +169,10 @@ async fn main() -> anyhow::Result<()> {
                     let now_us = t0.elapsed().as_micros() as u64;
                     let us = now_us.saturating_sub(sent).max(1);
                     h[0].saturating_record(us);
-                    if let (Some(on), Some(from)) = (&on_owner, sender(&t)) {
-                        let hops = usize::from(!on[i]) + usize::from(!on[from]);
+                    if let Some(on) = &on_owner
+                        && let Some(&from_on) = sender(&t).and_then(|f| on.get(f))
+                    {
+                        let hops = usize::from(!on[i]) + usize::from(!from_on);
                         h[1 + hops].saturating_record(us);
                     }
                 }
@@ -176,8 +184,7 @@ async fn main() -> anyhow::Result<()> {
     for w in writers {
         sent += w.await??;
     }
-    let mut hs: [Histogram<u64>; 4] =
-        std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
+    let mut hs = histograms()?;
     for r in readers {
         for (sum, h) in hs.iter_mut().zip(r.await??) {
             sum.add(h)?;
@@ -213,8 +220,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// All deliveries (bounded: 1 µs to 60 s), then one per relay-hop count (auto-resizing).
+fn histograms() -> anyhow::Result<[Histogram<u64>; 4]> {
+    let all = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    let split = || Histogram::new(3);
+    Ok([all, split()?, split()?, split()?])
+}
+
 /// Each room's owner node (`host:port`, as the nodes advertise themselves), from its
-/// lease in Redis (`rtsync:{w<r>}:lease` = `token|node`, docs/cluster.md).
+/// lease in Redis (`rtsync:{w<r>}:lease` = `token|node`, docs/cluster.md). A Redis
+/// without a password, as `benches/cluster/run` starts it.
 async fn room_owners(redis: &str, rooms: usize) -> anyhow::Result<Vec<String>> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let tcp = TcpStream::connect(redis)

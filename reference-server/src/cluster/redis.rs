@@ -138,6 +138,16 @@ redis.call('XADD', KEYS[2], '*', 't', ARGV[2], 'e', ARGV[3])
 return 1
 ";
 
+/// How long node `ARGV[1]` still holds the lease, ms (`PTTL`); -2 when it does not
+/// (free, or another node's). One script, so the holder and its time are read together.
+pub const LEASE_LEFT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return -2 end
+local owner = string.sub(cur, string.find(cur, '|', 1, true) + 1)
+if owner ~= ARGV[1] then return -2 end
+return redis.call('PTTL', KEYS[1])
+";
+
 /// Gives the lease up (a clean shutdown), only if it is still ours.
 pub const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -147,9 +157,13 @@ return 1
 
 /// Stream entries read per `XRANGE` while a new owner replays.
 const READ_PAGE: usize = 1000;
-/// Idle connections kept for reuse: the flusher's in flight
-/// (`edge::owner::FLUSH_IN_FLIGHT_MAX`), plus renewals and takeovers.
-const IDLE_MAX: usize = 12;
+/// Connections to Redis a node has open at most; a call past it waits its turn (within
+/// its timeout). Room for the flusher's (`edge::owner::FLUSH_IN_FLIGHT_MAX`) plus
+/// renewals, takeovers and relays waiting on a lease; without a cap, a dead owner's
+/// hundred relayed clients each opened a connection for one `PTTL` at the same moment.
+const CONNECTIONS_MAX: usize = 16;
+/// Idle connections kept for reuse: all of them, so a busy node does not reconnect.
+const IDLE_MAX: usize = CONNECTIONS_MAX;
 
 /// The Redis backplane of one node.
 pub struct Redis {
@@ -160,6 +174,8 @@ pub struct Redis {
     /// Each call is bounded by this: a Redis that does not answer is an error, not a hang.
     timeout: Duration,
     idle: std::sync::Mutex<Vec<Conn<BoxIo>>>,
+    /// One permit per connection in use ([`CONNECTIONS_MAX`]).
+    in_use: tokio::sync::Semaphore,
     /// Where each round trip's time goes (the node's `/metrics`), when set.
     pub round_trips: Option<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -192,6 +208,7 @@ impl Redis {
             net,
             timeout,
             idle: std::sync::Mutex::new(Vec::new()),
+            in_use: tokio::sync::Semaphore::new(CONNECTIONS_MAX),
             round_trips: None,
         }
     }
@@ -212,26 +229,45 @@ impl Redis {
         Ok(conn)
     }
 
-    /// One command on an idle connection (or a new one), bounded by the timeout. A
-    /// connection that failed or timed out is dropped, never reused mid-reply.
+    /// One command on an idle connection (or a new one), bounded by the timeout, which
+    /// also covers waiting for a connection ([`CONNECTIONS_MAX`]). A connection that
+    /// failed or timed out is dropped, never reused mid-reply.
     pub async fn call(&self, args: &[&[u8]]) -> io::Result<Reply> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let started = tokio::time::Instant::now();
         let work = async {
+            let _permit = self
+                .in_use
+                .acquire()
+                .await
+                .map_err(|_| io::Error::other("Redis client closed"))?;
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            // From here: the round trip (a new connection's connect included).
+            let started = tokio::time::Instant::now();
+            let observe = || {
+                if let Some(h) = &self.round_trips {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
+            };
             let mut conn = match idle {
                 Some(c) => c,
-                None => self.connect().await?,
+                None => self.connect().await.inspect_err(|_| observe())?,
             };
-            let reply = conn.call(args).await?;
-            Ok::<_, io::Error>((conn, reply))
+            let reply = conn.call(args).await;
+            observe();
+            Ok::<_, io::Error>((conn, reply?))
         };
-        let done = tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time"))
-            .and_then(|r| r);
-        if let Some(h) = &self.round_trips {
-            h.observe(started.elapsed().as_secs_f64());
-        }
+        let done = match tokio::time::timeout(self.timeout, work).await {
+            Ok(done) => done,
+            Err(_) => {
+                // Counted as the timeout, whether it ran out waiting or on the wire.
+                if let Some(h) = &self.round_trips {
+                    h.observe(self.timeout.as_secs_f64());
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "Redis did not answer in time",
+                ))
+            }
+        };
         let (conn, reply) = done.inspect_err(|_| {
             // One connection failed: Redis restarted or the network broke, and every idle
             // one is most likely dead too. They go, rather than fail a call each.
@@ -312,19 +348,19 @@ impl Redis {
         }
     }
 
-    /// How long `ws`'s lease has left, ms (`PTTL`); `None` when nobody holds it. A relay
-    /// whose owner is gone sleeps this long, so it routes again the moment the lease
-    /// lapses rather than at its next poll.
-    pub async fn lease_ttl(&self, ws: &str) -> io::Result<Option<u64>> {
+    /// How long `node` still holds `ws`'s lease, ms; `None` when it does not (the lease
+    /// is free or moved). A relay whose owner is gone sleeps this long, so it routes
+    /// again the moment the lease lapses rather than at its next poll.
+    pub async fn lease_left(&self, ws: &str, node: &str) -> io::Result<Option<u64>> {
         let (lease, _, _) = keys(ws);
-        let r = self.call(&[b"PTTL", lease.as_bytes()]).await?;
+        let r = self.eval(LEASE_LEFT, &[&lease], &[node.as_bytes()]).await?;
         match r.int() {
             Some(ms) if ms >= 0 => Ok(Some(ms as u64)),
-            // -2: no such key. -1 (no expiry) never happens to a lease; were it to, the
-            // lease counts as held, and a relay waits out its deadline.
             Some(-2) => Ok(None),
+            // -1 (no expiry) never happens to a lease; were it to, the lease counts as
+            // held, and a relay waits out its deadline.
             Some(-1) => Ok(Some(u64::MAX)),
-            _ => Err(unexpected("a PTTL", &r)),
+            _ => Err(unexpected("a lease's time left", &r)),
         }
     }
 

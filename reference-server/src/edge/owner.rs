@@ -268,19 +268,25 @@ impl Server {
     /// so every node's relays for the workspace route again within a round trip of
     /// that instant, not up to a poll apart: clients released a poll apart miss each
     /// other's first events (live, 01 on three nodes with two kills: reconnects spread
-    /// over 0.9 s, delivery p99 400 ms). A few Redis round trips, one at a time per
-    /// workspace (the opening lock).
+    /// over 0.9 s, delivery p99 400 ms). Only `owner`'s time is waited for: a lease
+    /// that moved (while the handshake with the lost owner timed out, say) is routed
+    /// to at once.
+    /// A few Redis round trips per relay (`Redis` bounds its connections).
     async fn route_past(&self, workspace: &str, owner: &str) -> Option<Route> {
         let c = self.cluster.as_ref()?;
         let lease = Duration::from_millis(c.cfg.lease_ms);
         let poll = Duration::from_millis((c.cfg.lease_ms / 6).max(10));
         let deadline = tokio::time::Instant::now() + lease + poll;
         loop {
+            match self.route(workspace).await.ok()? {
+                Route::Remote(o) if o == owner => {}
+                moved => return Some(moved),
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return None;
             }
-            let wait = match c.redis.lease_ttl(workspace).await {
+            let wait = match c.redis.lease_left(workspace, owner).await {
                 // 1 ms past the lapse: Redis expires a key at its PX instant.
                 Ok(Some(ms)) => Duration::from_millis(ms.saturating_add(1)),
                 Ok(None) => Duration::ZERO,
@@ -290,10 +296,6 @@ impl Server {
                 }
             };
             tokio::time::sleep(wait.min(left)).await;
-            match self.route(workspace).await.ok()? {
-                Route::Remote(o) if o == owner => continue,
-                moved => return Some(moved),
-            }
         }
     }
 }

@@ -233,12 +233,22 @@ async fn a_deposed_owner_cannot_append() {
         }
     );
     assert!(bp.append("w3", &v1, t1, &["[]".into()]).await.unwrap());
-    // What a relay whose owner is lost sleeps for: the rest of the lease, then nothing.
-    let left_ms = bp.lease_ttl("w3").await.unwrap().expect("held");
+    // What a relay whose owner is lost sleeps for: the rest of the owner's lease (none
+    // for a node that does not hold it), then nothing.
+    let left_ms = bp
+        .lease_left("w3", "node-a:1")
+        .await
+        .unwrap()
+        .expect("held");
     assert!((1..=300).contains(&left_ms), "{left_ms}");
+    assert_eq!(bp.lease_left("w3", "node-b:1").await.unwrap(), None);
     // node-a pauses past its lease; node-b takes the workspace with a higher token.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(bp.lease_ttl("w3").await.unwrap(), None, "lapsed");
+    assert_eq!(
+        bp.lease_left("w3", "node-a:1").await.unwrap(),
+        None,
+        "lapsed"
+    );
     let Lease::Mine {
         token: t2,
         value: v2,
